@@ -1,0 +1,117 @@
+"""
+### Hourly S3 image ingestion
+
+Every hour, label the images that arrived in the S3 bucket/prefix during the run's data interval
+`[data_interval_start, data_interval_end)` and bulk-index their labels into Elasticsearch
+(alias `images`).
+
+1. **list_batches** lists the interval (paginated, streaming), writes one manifest per batch to
+   S3 and returns only their URIs.
+2. **label_and_index** is mapped over the batches: label each image, index one document per
+   object version (deterministic id), record failures with their reason.
+3. **summarize** logs and returns the run's totals.
+
+Backfills (UI "Trigger → Backfill" or `airflow backfill create`) process exactly their intervals;
+rerunning an interval skips every image already indexed and changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from imagelabels.labelers.registry import AVAILABLE_LABELERS
+
+PARAMS = {
+    "bucket": Param("", type="string", description="Source bucket. Empty: the IMAGELABELS_BUCKET setting."),
+    "prefix": Param(
+        "",
+        type="string",
+        description="Key prefix to list; Jinja allowed, e.g. `uploads/{{ ds }}/` lists one partition instead of the whole prefix every hour.",
+    ),
+    "min_confidence": Param(
+        70, type="number", minimum=0, maximum=100, description="Drop labels below this confidence (0-100)."
+    ),
+    "max_labels": Param(
+        50, type="integer", minimum=1, maximum=1000, description="At most this many labels per image."
+    ),
+    "batch_size": Param(100, type="integer", minimum=1, maximum=1000, description="Images per mapped task."),
+    "labeler": Param(
+        "rekognition", type="string", enum=sorted(AVAILABLE_LABELERS), description="Which labeler to use."
+    ),
+    "reprocess": Param(
+        False, type="boolean", description="Label again and overwrite images that are already indexed."
+    ),
+}
+
+
+@dag(
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    params=PARAMS,
+    doc_md=__doc__,
+    tags=["imagelabels", "ingestion", "s3"],
+    default_args={"owner": "imagelabels", "retries": 2},
+)
+def image_ingest_s3_hourly() -> None:
+    @task
+    def list_batches(params: dict, run_id: str, dag_run=None, task=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from imagelabels import clients, settings
+        from imagelabels.ingest import plan_batches
+        from imagelabels.pipeline import RunContext
+
+        bucket = settings.source_bucket(params["bucket"])
+        prefix = task.render_template(params["prefix"] or settings.env("PREFIX"), get_current_context())
+        plan = plan_batches(
+            s3_client=clients.aws_client("s3", settings.aws_conn_id()),
+            es=clients.elasticsearch_client(settings.es_conn_id()),
+            bucket=bucket,
+            prefix=prefix,
+            staging_uri=settings.staging_uri(bucket),
+            start=dag_run.data_interval_start,
+            end=dag_run.data_interval_end,
+            run=RunContext(dag_run.dag_id, run_id),
+            batch_size=params["batch_size"],
+        )
+        return [manifest.as_xcom() for manifest in plan.manifests]
+
+    @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
+    def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+        from imagelabels import clients, settings
+        from imagelabels.ingest import label_batch
+        from imagelabels.labelers import LabelingSettings, make_labeler
+        from imagelabels.pipeline import RunContext
+
+        get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
+        conn_id = settings.aws_conn_id()
+        labeling = LabelingSettings(min_confidence=params["min_confidence"], max_labels=params["max_labels"])
+        report = label_batch(
+            s3_client=clients.aws_client("s3", conn_id),
+            es=clients.elasticsearch_client(settings.es_conn_id()),
+            labeler=make_labeler(
+                params["labeler"], lambda service: clients.aws_client(service, conn_id), labeling
+            ),
+            manifest=batch,
+            run=RunContext(dag_run.dag_id, run_id),
+            reprocess=params["reprocess"],
+            refresh=settings.es_refresh(),
+        )
+        return report.as_xcom()
+
+    @task(trigger_rule="none_failed")
+    def summarize(reports: list[dict]) -> dict:
+        import logging
+
+        from imagelabels.pipeline import summarize as add_up
+
+        totals = add_up([reports[i] for i in range(len(reports))])  # len() first: no probe past the end
+        logging.getLogger(__name__).info("run totals: %s", totals)
+        return totals
+
+    summarize(label_and_index.expand(batch=list_batches()))
+
+
+image_ingest_s3_hourly()

@@ -1,0 +1,40 @@
+"""Service clients built from Airflow connections (the only module that touches Airflow).
+
+Credentials live in Airflow connections or the secrets backend, never in code:
+
+* ``aws_default`` (type ``aws``): S3 and Rekognition; ``extra.endpoint_url`` points at a local
+  stand-in (the embedded moto server) and ``extra.region_name`` picks the region.
+* ``elasticsearch_default`` (type ``elasticsearch``): host, port, schema ``http``/``https``,
+  login/password for basic auth; extras (``api_key``, ``verify_certs``, ``ca_certs``...) are
+  passed to the official client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+AWS_RETRIES = {"mode": "adaptive", "max_attempts": 10}
+
+
+def aws_client(service: str, aws_conn_id: str = "aws_default") -> Any:
+    """A boto3 client for ``service`` from an Airflow AWS connection.
+
+    There is no Rekognition hook in the Amazon provider, so every service goes through
+    ``AwsBaseHook(client_type=...)``; adaptive retries absorb throttling.
+    """
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from botocore.config import Config
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type=service, config=Config(retries=AWS_RETRIES))
+    return hook.get_conn()
+
+
+def elasticsearch_client(es_conn_id: str = "elasticsearch_default") -> Any:
+    """An ``elasticsearch.Elasticsearch`` client from an Airflow Elasticsearch connection.
+
+    ``ElasticsearchPythonHook`` ignores connection ids, so we go through the SQL hook's
+    connection wrapper, which reads the connection and builds the official client.
+    """
+    from airflow.providers.elasticsearch.hooks.elasticsearch import ElasticsearchSQLHook
+
+    return ElasticsearchSQLHook(elasticsearch_conn_id=es_conn_id).get_conn().es

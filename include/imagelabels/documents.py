@@ -1,0 +1,248 @@
+"""The one document schema and index definition of the project.
+
+Every image is one Elasticsearch document. Field names keep the shape the two seed designs used,
+so their queries run on our index unchanged:
+
+* first seed (blog post): ``title``, ``s3_location``;
+* second seed (Lambda): ``Labels`` (nested, Rekognition's own shape), ``s3bucket``, ``s3key``,
+  ``timestamp``, ``imported-by``.
+
+Ours on top: ``label_names`` (flat keywords, because Kibana cannot aggregate nested fields),
+``object`` (S3 metadata), ``labeler``/``LabelModelVersion``/``labeling`` (what produced the labels
+and with which settings, so a later re-label can find stale documents), ``airflow`` (which run
+wrote it) and ``ingested_at``.
+
+Documents live in a versioned index (``images-v1``) behind the alias ``images``; the template
+matches ``images-v*`` so a reindex into ``images-v2`` gets the same mapping and the alias can be
+swapped atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+INDEX_ALIAS = "images"
+INDEX_VERSION = 1
+INDEX_TEMPLATE_NAME = "imagelabels-images"
+FAILURES_INDEX = "images-failures"
+
+
+def versioned_index_name(version: int = INDEX_VERSION) -> str:
+    """Name of the concrete index behind the alias (``images-v1``)."""
+    return f"{INDEX_ALIAS}-v{version}"
+
+
+_KEYWORD: dict[str, Any] = {"type": "keyword"}
+_TEXT_WITH_KEYWORD: dict[str, Any] = {
+    "type": "text",
+    "fields": {"keyword": {"type": "keyword", "ignore_above": 256}},
+}
+_NAMED: dict[str, Any] = {"properties": {"Name": _KEYWORD}}
+_BOUNDING_BOX: dict[str, Any] = {
+    "properties": {name: {"type": "float"} for name in ("Width", "Height", "Left", "Top")}
+}
+
+IMAGE_MAPPINGS: dict[str, Any] = {
+    # strict: a typo in build_document fails loudly instead of creating a stray field.
+    "dynamic": "strict",
+    "properties": {
+        "title": _TEXT_WITH_KEYWORD,
+        "s3_location": _KEYWORD,
+        "s3bucket": _KEYWORD,
+        "s3key": _TEXT_WITH_KEYWORD,
+        "timestamp": {"type": "date"},
+        "imported-by": _KEYWORD,
+        "Labels": {
+            "type": "nested",
+            "properties": {
+                # text so `match`/`fuzzy` behave as in the seed; .keyword for exact terms.
+                "Name": _TEXT_WITH_KEYWORD,
+                "Confidence": {"type": "float"},
+                "Parents": _NAMED,
+                "Aliases": _NAMED,
+                "Categories": _NAMED,
+                "Instances": {
+                    "properties": {
+                        "BoundingBox": _BOUNDING_BOX,
+                        "Confidence": {"type": "float"},
+                    }
+                },
+            },
+        },
+        "label_names": _KEYWORD,
+        "label_categories": _KEYWORD,
+        "labeler": _KEYWORD,
+        "LabelModelVersion": _KEYWORD,
+        "labeling": {
+            "properties": {
+                "min_confidence": {"type": "float"},
+                "max_labels": {"type": "integer"},
+            }
+        },
+        "object": {
+            "properties": {
+                "size": {"type": "long"},
+                "content_type": _KEYWORD,
+                "etag": _KEYWORD,
+                "version_id": _KEYWORD,
+                "last_modified": {"type": "date"},
+                "width": {"type": "integer"},
+                "height": {"type": "integer"},
+            }
+        },
+        "airflow": {"properties": {"dag_id": _KEYWORD, "run_id": _KEYWORD}},
+        "ingested_at": {"type": "date"},
+    },
+}
+
+INDEX_TEMPLATE: dict[str, Any] = {
+    "index_patterns": [f"{INDEX_ALIAS}-v*"],
+    "priority": 100,
+    "template": {
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+        "mappings": IMAGE_MAPPINGS,
+    },
+    "_meta": {"description": "Image labels indexed by the imagelabels Airflow DAGs"},
+}
+
+FAILURE_MAPPINGS: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "s3bucket": _KEYWORD,
+        "s3key": _KEYWORD,
+        "stage": _KEYWORD,
+        "reason": _KEYWORD,
+        "message": {"type": "text"},
+        "retryable": {"type": "boolean"},
+        "attempts": {"type": "integer"},
+        "airflow": {"properties": {"dag_id": _KEYWORD, "run_id": _KEYWORD}},
+        "failed_at": {"type": "date"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What we know about one S3 object version, gathered before labeling.
+
+    ``width``/``height`` are ``None`` when the header could not be read (they are nice to have,
+    never a reason to reject an image).
+    """
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+    version_id: str | None = None
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """One normalized, Rekognition-shaped answer from any labeler."""
+
+    labels: list[dict[str, Any]]
+    labeler: str
+    label_model_version: str
+    min_confidence: float
+    max_labels: int | None
+
+
+def document_id(bucket: str, key: str, version_id: str | None, etag: str) -> str:
+    """Deterministic ``_id``: the same object version always maps to the same document.
+
+    The version id identifies the bytes on a versioned bucket; on an unversioned bucket (version
+    id absent or ``"null"``) the ETag does. A rerun or a backfill therefore overwrites or skips,
+    and never duplicates. The id is a hash so any key (unicode, 1,024 bytes) fits ES's 512-byte
+    id limit.
+    """
+    revision = version_id if version_id and version_id != "null" else "etag:" + etag.strip('"')
+    material = "\x1f".join((bucket, key, revision))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def failure_id(bucket: str, key: str) -> str:
+    """One failure record per key: a later failure updates it, a success deletes it."""
+    return hashlib.sha256(f"{bucket}\x1f{key}".encode()).hexdigest()
+
+
+def _names(items: Sequence[Mapping[str, Any]] | None) -> list[dict[str, str]]:
+    return [{"Name": str(item["Name"])} for item in items or () if item.get("Name")]
+
+
+def normalize_label(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep exactly the fields our mapping knows, in Rekognition's shape.
+
+    Rekognition adds response fields over time (e.g. ``DominantColors``); the strict mapping
+    would reject them, so unknown fields are dropped here rather than failing the document.
+    """
+    instances = []
+    for instance in raw.get("Instances") or ():
+        box = instance.get("BoundingBox") or {}
+        instances.append(
+            {
+                "BoundingBox": {k: float(box[k]) for k in ("Width", "Height", "Left", "Top") if k in box},
+                "Confidence": float(instance.get("Confidence", 0.0)),
+            }
+        )
+    return {
+        "Name": str(raw["Name"]),
+        "Confidence": float(raw["Confidence"]),
+        "Parents": _names(raw.get("Parents")),
+        "Aliases": _names(raw.get("Aliases")),
+        "Categories": _names(raw.get("Categories")),
+        "Instances": instances,
+    }
+
+
+def _unique(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def build_document(
+    obj: ObjectInfo,
+    result: LabelResult,
+    *,
+    dag_id: str,
+    run_id: str,
+    ingested_at: datetime,
+) -> dict[str, Any]:
+    """Build the one document for an object version and its labels."""
+    labels = [normalize_label(label) for label in result.labels]
+    names = [label["Name"] for label in labels]
+    names += [parent["Name"] for label in labels for parent in label["Parents"]]
+    categories = [category["Name"] for label in labels for category in label["Categories"]]
+    return {
+        "title": obj.title or posixpath.basename(obj.key) or obj.key,
+        "s3_location": f"s3://{obj.bucket}/{obj.key}",
+        "s3bucket": obj.bucket,
+        "s3key": obj.key,
+        "timestamp": obj.last_modified.isoformat(),
+        "imported-by": f"imagelabels/airflow:{dag_id}",
+        "Labels": labels,
+        "label_names": _unique(names),
+        "label_categories": _unique(categories),
+        "labeler": result.labeler,
+        "LabelModelVersion": result.label_model_version,
+        "labeling": {"min_confidence": result.min_confidence, "max_labels": result.max_labels},
+        "object": {
+            "size": obj.size,
+            "content_type": obj.content_type,
+            "etag": obj.etag.strip('"'),
+            "version_id": obj.version_id,
+            "last_modified": obj.last_modified.isoformat(),
+            "width": obj.width,
+            "height": obj.height,
+        },
+        "airflow": {"dag_id": dag_id, "run_id": run_id},
+        "ingested_at": ingested_at.isoformat(),
+    }

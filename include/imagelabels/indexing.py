@@ -1,0 +1,232 @@
+"""Writing to Elasticsearch: index setup, bulk writes with every item checked, failure records.
+
+Bulk writes go through ``elasticsearch.helpers.streaming_bulk`` with per-item results: 429 and
+5xx answers are retried with exponential backoff, a ``409`` on ``create`` means the document is
+already there (a rerun), and any other per-item error is returned with its reason so the caller
+can fail the task *after* the rest of the batch is indexed. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from imagelabels.documents import (
+    FAILURE_MAPPINGS,
+    FAILURES_INDEX,
+    INDEX_ALIAS,
+    INDEX_TEMPLATE,
+    INDEX_TEMPLATE_NAME,
+    failure_id,
+    versioned_index_name,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_ON_STATUS = (429, 502, 503, 504)
+
+
+def ensure_indices(es: Any) -> None:
+    """Create (idempotently) the index template, the versioned index with its alias, and the
+    failures index. Safe to call from every run; concurrent callers are tolerated.
+    """
+    from elasticsearch import BadRequestError
+
+    es.indices.put_index_template(
+        name=INDEX_TEMPLATE_NAME,
+        index_patterns=INDEX_TEMPLATE["index_patterns"],
+        template=INDEX_TEMPLATE["template"],
+        priority=INDEX_TEMPLATE["priority"],
+        meta=INDEX_TEMPLATE["_meta"],
+    )
+    concrete = versioned_index_name()
+    try:
+        if not es.indices.exists_alias(name=INDEX_ALIAS):
+            if es.indices.exists(index=concrete):
+                es.indices.put_alias(index=concrete, name=INDEX_ALIAS, is_write_index=True)
+            else:
+                es.indices.create(index=concrete, aliases={INDEX_ALIAS: {"is_write_index": True}})
+        if not es.indices.exists(index=FAILURES_INDEX):
+            es.indices.create(
+                index=FAILURES_INDEX,
+                settings={"number_of_shards": 1, "number_of_replicas": 0},
+                mappings=FAILURE_MAPPINGS,
+            )
+    except BadRequestError as error:
+        if error.error != "resource_already_exists_exception":
+            raise
+
+
+def existing_ids(es: Any, ids: Sequence[str], index: str = INDEX_ALIAS) -> set[str]:
+    """Which of ``ids`` are already indexed (an ``ids`` query works across an alias that spans
+    two indices during a reindex, unlike ``mget``)."""
+    if not ids:
+        return set()
+    response = es.search(
+        index=index,
+        query={"ids": {"values": list(ids)}},
+        source=False,
+        size=len(ids),
+    )
+    return {hit["_id"] for hit in response["hits"]["hits"]}
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One document Elasticsearch refused, with its reason."""
+
+    doc_id: str
+    status: int | str
+    reason: str
+
+
+@dataclass
+class BulkOutcome:
+    """Per-item results of one bulk write."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    already_present: int = 0
+    not_found: int = 0
+    failures: list[ItemFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _reason(info: dict[str, Any]) -> str:
+    error = info.get("error")
+    if isinstance(error, dict):
+        caused = error.get("caused_by", {}).get("reason")
+        text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+        return f"{text} (caused by: {caused})" if caused else text
+    if "exception" in info:
+        return f"{type(info['exception']).__name__}: {info['exception']}"
+    return str(error or info)
+
+
+def bulk_write(
+    es: Any,
+    actions: Iterable[dict[str, Any]],
+    *,
+    max_retries: int = 5,
+    initial_backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    chunk_size: int = 500,
+    refresh: bool | str = False,
+) -> BulkOutcome:
+    """Send bulk actions and account for every item.
+
+    :param actions: bulk actions (``_op_type``, ``_index``, ``_id``, ``_source``).
+    :param refresh: passed to the bulk API (``"wait_for"`` in tests and the demo).
+    """
+    from elasticsearch import helpers
+
+    outcome = BulkOutcome()
+    results = helpers.streaming_bulk(
+        es,
+        actions,
+        chunk_size=chunk_size,
+        max_retries=max_retries,
+        initial_backoff=initial_backoff,
+        max_backoff=max_backoff,
+        retry_on_status=RETRY_ON_STATUS,
+        raise_on_error=False,
+        raise_on_exception=False,
+        refresh=refresh,
+    )
+    for ok, item in results:
+        op_type, info = next(iter(item.items()))
+        status = info.get("status", "N/A")
+        if ok:
+            result = info.get("result")
+            if result == "created":
+                outcome.created += 1
+            elif result == "deleted":
+                outcome.deleted += 1
+            elif result == "not_found":
+                outcome.not_found += 1
+            else:
+                outcome.updated += 1
+        elif op_type == "create" and status == 409:
+            outcome.already_present += 1
+        elif op_type == "delete" and status == 404:
+            outcome.not_found += 1
+        else:
+            outcome.failures.append(ItemFailure(str(info.get("_id")), status, _reason(info)))
+    return outcome
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """Why one key could not be indexed; kept in ``images-failures`` until a success clears it."""
+
+    bucket: str
+    key: str
+    stage: str
+    reason: str
+    message: str
+    retryable: bool
+
+
+def record_failures(
+    es: Any,
+    failures: Sequence[FailureRecord],
+    *,
+    dag_id: str,
+    run_id: str,
+    failed_at: datetime,
+    refresh: bool | str = False,
+) -> BulkOutcome:
+    """Upsert one record per failed key, counting attempts across runs."""
+    if not failures:
+        return BulkOutcome()
+    ids = [failure_id(f.bucket, f.key) for f in failures]
+    previous = es.search(
+        index=FAILURES_INDEX,
+        query={"ids": {"values": ids}},
+        source=["attempts"],
+        size=len(ids),
+    )
+    attempts = {hit["_id"]: int(hit["_source"].get("attempts", 0)) for hit in previous["hits"]["hits"]}
+    actions = (
+        {
+            "_op_type": "index",
+            "_index": FAILURES_INDEX,
+            "_id": doc_id,
+            "_source": {
+                "s3bucket": f.bucket,
+                "s3key": f.key,
+                "stage": f.stage,
+                "reason": f.reason,
+                "message": f.message[:2000],
+                "retryable": f.retryable,
+                "attempts": attempts.get(doc_id, 0) + 1,
+                "airflow": {"dag_id": dag_id, "run_id": run_id},
+                "failed_at": failed_at.isoformat(),
+            },
+        }
+        for doc_id, f in zip(ids, failures, strict=True)
+    )
+    return bulk_write(es, actions, refresh=refresh)
+
+
+def clear_failures(es: Any, bucket: str, keys: Sequence[str], *, refresh: bool | str = False) -> BulkOutcome:
+    """Delete the failure records of keys that have now been indexed.
+
+    One ``ids`` search finds which keys have a record at all, so a clean batch costs one query
+    and no deletes.
+    """
+    wanted = [failure_id(bucket, key) for key in keys]
+    present = existing_ids(es, wanted, index=FAILURES_INDEX)
+    actions = (
+        {"_op_type": "delete", "_index": FAILURES_INDEX, "_id": doc_id}
+        for doc_id in wanted
+        if doc_id in present
+    )
+    return bulk_write(es, actions, refresh=refresh)

@@ -1,0 +1,8 @@
+"""Labelers: anything that turns an S3 object into one Rekognition-shaped label result."""
+
+from __future__ import annotations
+
+from imagelabels.labelers.base import Labeler, LabelingError, LabelingSettings
+from imagelabels.labelers.registry import AVAILABLE_LABELERS, make_labeler
+
+__all__ = ["AVAILABLE_LABELERS", "Labeler", "LabelingError", "LabelingSettings", "make_labeler"]

@@ -1,0 +1,81 @@
+"""Read what S3 knows about one object: version, content type, title, and pixel size.
+
+``HeadObject`` gives the version id (``ListObjectsV2`` does not), which the document id needs.
+Width and height come from a ranged GET of the first bytes only: image headers carry the size,
+so a worker reads a few KiB instead of the whole image.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+from imagelabels.documents import ObjectInfo
+from imagelabels.labelers.base import LabelingError
+from imagelabels.listing import ListedObject
+
+log = logging.getLogger(__name__)
+
+HEADER_BYTES = 64 * 1024
+TITLE_METADATA_KEY = "title"  # x-amz-meta-title, if the uploader set one
+
+
+class ObjectChanged(Exception):
+    """The object was overwritten after it was listed; its new version belongs to a later run."""
+
+
+def describe_object(s3_client: Any, bucket: str, listed: ListedObject) -> ObjectInfo:
+    """HEAD the object and return its metadata.
+
+    :raises LabelingError: ``object_gone`` when it was deleted after the listing.
+    :raises ObjectChanged: when its ETag no longer matches the listing.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3_client.head_object(Bucket=bucket, Key=listed.key)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            raise LabelingError(
+                "object_gone", f"s3://{bucket}/{listed.key} was deleted after listing", retryable=False
+            ) from error
+        raise LabelingError(f"s3_head_{code or 'error'}", str(error), retryable=True) from error
+    etag = str(head.get("ETag", "")).strip('"')
+    if listed.etag and etag != listed.etag:
+        raise ObjectChanged(f"s3://{bucket}/{listed.key}: ETag {listed.etag} became {etag}")
+    metadata = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
+    return ObjectInfo(
+        bucket=bucket,
+        key=listed.key,
+        size=int(head.get("ContentLength", listed.size)),
+        etag=etag,
+        last_modified=head.get("LastModified", listed.last_modified),
+        version_id=head.get("VersionId"),
+        content_type=head.get("ContentType"),
+        title=metadata.get(TITLE_METADATA_KEY) or None,
+    )
+
+
+def read_dimensions(s3_client: Any, obj: ObjectInfo) -> tuple[int | None, int | None]:
+    """Width and height from the image header, or ``(None, None)`` when unknown.
+
+    Best effort by design: a header that does not parse is for the labeler to judge, not a
+    reason to fail here.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "Range": f"bytes=0-{HEADER_BYTES - 1}"}
+    if obj.version_id and obj.version_id != "null":
+        request["VersionId"] = obj.version_id
+    try:
+        head_bytes = s3_client.get_object(**request)["Body"].read()
+        with Image.open(io.BytesIO(head_bytes)) as image:
+            width, height = image.size
+            return int(width), int(height)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        log.debug("no dimensions for s3://%s/%s: %s", obj.bucket, obj.key, error)
+    except Exception as error:
+        log.warning("could not read header of s3://%s/%s: %s", obj.bucket, obj.key, error)
+    return None, None

@@ -1,0 +1,43 @@
+"""Environment-backed settings, read at task time (never at DAG parse time).
+
+Params in the trigger form win; these are the defaults a deployment sets once.
+"""
+
+from __future__ import annotations
+
+import os
+
+from imagelabels.manifests import default_staging_uri
+
+
+def env(name: str, default: str = "") -> str:
+    """One ``IMAGELABELS_*`` setting."""
+    return os.environ.get(f"IMAGELABELS_{name}", default)
+
+
+def aws_conn_id() -> str:
+    return env("AWS_CONN_ID", "aws_default")
+
+
+def es_conn_id() -> str:
+    return env("ES_CONN_ID", "elasticsearch_default")
+
+
+def source_bucket(param: str | None) -> str:
+    """The bucket to ingest: the ``bucket`` Param, else ``IMAGELABELS_BUCKET``."""
+    bucket = (param or "").strip() or env("BUCKET").strip()
+    if not bucket:
+        raise ValueError("no bucket: set the 'bucket' Param or IMAGELABELS_BUCKET")
+    return bucket
+
+
+def staging_uri(bucket: str) -> str:
+    """Where batch manifests go: ``IMAGELABELS_STAGING_URI``, else a reserved prefix of the bucket."""
+    return env("STAGING_URI") or default_staging_uri(bucket)
+
+
+def es_refresh() -> bool | str:
+    """Refresh policy for writes: ``false`` in production (ES refreshes every second),
+    ``wait_for`` where a reader must see the documents at once (demo, tests)."""
+    value = env("ES_REFRESH", "false").lower()
+    return value if value == "wait_for" else value == "true"
