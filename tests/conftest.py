@@ -1,0 +1,83 @@
+"""Test setup shared by every tier.
+
+Airflow reads its configuration when first imported, so the environment (a throw-away
+``AIRFLOW_HOME`` with SQLite, our DAG folder, no examples) is set here, at import time of the
+conftest, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))
+
+from imagelabels.embedded import EmbeddedStack, airflow_home_env, start_stack  # noqa: E402
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="imagelabels-airflow-"))
+os.environ.update(airflow_home_env(_AIRFLOW_HOME, ROOT / "dags"))
+os.environ["IMAGELABELS_ES_REFRESH"] = "wait_for"
+for leaked in ("IMAGELABELS_BUCKET", "IMAGELABELS_PREFIX", "IMAGELABELS_STAGING_URI"):
+    os.environ.pop(leaked, None)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB (``airflow db migrate`` must run before anything else)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """One moto server and one noida-db for the session, on free loopback ports."""
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    saved = {name: os.environ.get(name) for name in running.airflow_env()}
+    os.environ.update(running.airflow_env())
+    try:
+        yield running
+    finally:
+        running.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def clean_stack(stack: EmbeddedStack) -> EmbeddedStack:
+    """The session's servers, emptied: moto reset, every index deleted."""
+    stack.reset_moto()
+    es = stack.elasticsearch()
+    for name in es.indices.get(index="*", expand_wildcards="all"):
+        es.indices.delete(index=name)
+    for template in ("imagelabels-images",):
+        if es.indices.exists_index_template(name=template):
+            es.indices.delete_index_template(name=template)
+    return stack
+
+
+@pytest.fixture
+def s3(clean_stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+    return clean_stack.boto3_client("s3")
+
+
+@pytest.fixture
+def es(clean_stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+    return clean_stack.elasticsearch()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration talks to real servers: mark it so it can be selected."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,138 @@
+"""Index setup, bulk writes and the seed's queries against noida-db."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
+from imagelabels.indexing import bulk_write, ensure_indices, existing_ids
+from tests.helpers import ThrottlingProxy
+
+WHEN = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def _doc(key: str, labels: list[tuple[str, float]], bucket: str = "mys3bucket") -> dict:
+    obj = ObjectInfo(bucket, key, 100, f"etag-{key}", WHEN)
+    result = LabelResult([{"Name": n, "Confidence": c} for n, c in labels], "rekognition", "3.0", 50.0, 10)
+    return {
+        "_op_type": "create",
+        "_index": INDEX_ALIAS,
+        "_id": document_id(bucket, key, None, f"etag-{key}"),
+        "_source": build_document(obj, result, dag_id="d", run_id="r", ingested_at=WHEN),
+    }
+
+
+def test_ensure_indices_is_idempotent_and_creates_alias_over_versioned_index(es) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    ensure_indices(es)
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v1"]
+    assert (
+        es.indices.get_mapping(index="images-v1")["images-v1"]["mappings"]["properties"]["Labels"]["type"]
+        == "nested"
+    )
+    assert es.indices.exists(index="images-failures")
+
+
+def test_bulk_create_counts_created_already_present_and_refused(es) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    good = [_doc("a.jpg", [("Cat", 95.0)]), _doc("b.jpg", [("Dog", 80.0)])]
+    first = bulk_write(es, good, refresh="wait_for")
+    assert (first.created, first.already_present, first.failures) == (2, 0, [])
+    broken = _doc("c.jpg", [("Car", 70.0)])
+    broken["_source"]["not_in_the_schema"] = 1
+    second = bulk_write(es, [*good, broken, _doc("d.jpg", [("Tree", 60.0)])], refresh="wait_for")
+    assert (second.created, second.already_present) == (1, 2)
+    assert [f.doc_id for f in second.failures] == [broken["_id"]]
+    assert second.failures[0].status == 400
+    assert "strict_dynamic_mapping_exception" in second.failures[0].reason
+    assert es.count(index=INDEX_ALIAS)["count"] == 3
+    assert existing_ids(es, [good[0]["_id"], broken["_id"]]) == {good[0]["_id"]}
+
+
+@pytest.mark.parametrize(("reject_items", "reject_requests"), [(2, 0), (0, 2)])
+def test_bulk_retries_throttled_items_and_requests(
+    clean_stack, reject_items: int, reject_requests: int
+) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(clean_stack.elasticsearch())
+    docs = [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(5)]
+    with ThrottlingProxy(
+        clean_stack.es_url, reject_items=reject_items, reject_requests=reject_requests
+    ) as proxy:
+        client = Elasticsearch(proxy.url, max_retries=0)  # only the bulk helper retries here
+        outcome = bulk_write(client, docs, initial_backoff=0.01, refresh="wait_for")
+    assert (outcome.created, outcome.failures) == (5, [])
+    assert proxy.bulk_requests == 3
+    assert clean_stack.elasticsearch().count(index=INDEX_ALIAS)["count"] == 5
+
+
+def test_bulk_gives_up_after_max_retries_and_reports_every_item(clean_stack) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(clean_stack.elasticsearch())
+    docs = [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(3)]
+    with ThrottlingProxy(clean_stack.es_url, reject_items=10) as proxy:
+        outcome = bulk_write(
+            Elasticsearch(proxy.url, max_retries=0), docs, max_retries=2, initial_backoff=0.01
+        )
+    assert proxy.bulk_requests == 3
+    assert outcome.created == 0
+    assert sorted(f.doc_id for f in outcome.failures) == sorted(d["_id"] for d in docs)
+    assert {f.status for f in outcome.failures} == {429}
+    assert all("es_rejected_execution_exception" in f.reason for f in outcome.failures)
+
+
+def _seed_fixture(es) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    docs = {
+        "people": _doc("people.jpg", [("People", 99.0), ("Nature", 40.0)]),
+        "nature": _doc("nature.jpg", [("Nature", 97.0), ("Waterfall", 95.0)]),
+        "couch": _doc("couch.jpg", [("Couch", 88.0), ("Furniture", 88.0)]),
+        "poster": _doc("poster.jpg", [("Poster", 75.0)]),
+        "other": _doc("other.jpg", [("People", 99.0)], bucket="other-bucket"),
+    }
+    assert bulk_write(es, docs.values(), refresh="wait_for").created == 5
+    return {name: doc["_id"] for name, doc in docs.items()}
+
+
+def _nested(inner: dict) -> dict:
+    return {
+        "nested": {
+            "path": "Labels",
+            "score_mode": "sum",
+            "query": {
+                "function_score": {"query": inner, "field_value_factor": {"field": "Labels.Confidence"}}
+            },
+        }
+    }
+
+
+def test_second_seed_queries_run_unchanged(es) -> None:  # type: ignore[no-untyped-def]
+    """The second seed's saved queries (es_label_query-1/-2, es_fuzzy_search-1), verbatim in shape."""
+    ids = _seed_fixture(es)
+    by_bucket = {"match": {"s3bucket": "mys3bucket"}}
+
+    def run(inner: dict) -> list[str]:
+        hits = es.search(index="images", query={"bool": {"must": [by_bucket, _nested(inner)]}})["hits"][
+            "hits"
+        ]
+        return [hit["_id"] for hit in hits]
+
+    people_or_nature = {
+        "bool": {"should": [{"match": {"Labels.Name": "People"}}, {"match": {"Labels.Name": "Nature"}}]}
+    }
+    assert run(people_or_nature) == [ids["people"], ids["nature"]]  # 99+40 > 97: weighted by confidence
+    assert run({"bool": {"must": [{"match": {"Labels.Name": "Couch"}}]}}) == [ids["couch"]]
+    fuzzy = {
+        "fuzzy": {
+            "Labels.Name": {
+                "value": "Poster",
+                "boost": 1,
+                "fuzziness": 2,
+                "prefix_length": 0,
+                "max_expansions": 100,
+            }
+        }
+    }
+    assert run(fuzzy) == [ids["poster"]]
+    assert run({"fuzzy": {"Labels.Name": {"value": "Postre", "fuzziness": 2}}}) == [ids["poster"]]
