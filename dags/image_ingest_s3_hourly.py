@@ -19,31 +19,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-from imagelabels.labelers.registry import AVAILABLE_LABELERS
-
-PARAMS = {
-    "bucket": Param("", type="string", description="Source bucket. Empty: the IMAGELABELS_BUCKET setting."),
-    "prefix": Param(
-        "",
-        type="string",
-        description="Key prefix to list; Jinja allowed, e.g. `uploads/{{ ds }}/` lists one partition instead of the whole prefix every hour.",
-    ),
-    "min_confidence": Param(
-        70, type="number", minimum=0, maximum=100, description="Drop labels below this confidence (0-100)."
-    ),
-    "max_labels": Param(
-        50, type="integer", minimum=1, maximum=1000, description="At most this many labels per image."
-    ),
-    "batch_size": Param(100, type="integer", minimum=1, maximum=1000, description="Images per mapped task."),
-    "labeler": Param(
-        "rekognition", type="string", enum=sorted(AVAILABLE_LABELERS), description="Which labeler to use."
-    ),
-    "reprocess": Param(
-        False, type="boolean", description="Label again and overwrite images that are already indexed."
-    ),
-}
+from imagelabels.params import ingestion_params
 
 
 @dag(
@@ -51,7 +29,7 @@ PARAMS = {
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=4,
-    params=PARAMS,
+    params=ingestion_params(),
     doc_md=__doc__,
     tags=["imagelabels", "ingestion", "s3"],
     default_args={"owner": "imagelabels", "retries": 2},

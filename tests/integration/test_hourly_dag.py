@@ -1,0 +1,158 @@
+"""The hourly DAG end to end with ``dag.test()`` against the moto server and noida-db."""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from imagelabels.documents import INDEX_ALIAS, document_id
+from imagelabels.embedded import covering_hours
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "sample_images"
+PHOTOS = ["chelsea.png", "coffee.png", "grace_hopper.jpg"]
+
+
+@pytest.fixture(scope="module")
+def hourly_dag(airflow_db):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(
+        "image_ingest_s3_hourly", ROOT / "dags" / "image_ingest_s3_hourly.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.image_ingest_s3_hourly()
+
+
+def _run_interval(dag, hour: datetime, **conf):  # type: ignore[no-untyped-def]
+    """Run the DAG for ``[hour, hour + 1h)`` (a manual run's interval ends at its logical date)."""
+    run = dag.test(logical_date=hour + timedelta(hours=1), run_conf={"bucket": "photos", **conf})
+    assert run.data_interval_start == hour
+    assert run.data_interval_end == hour + timedelta(hours=1)
+    return run
+
+
+def _rounded(value: object) -> object:
+    """noida-db re-serializes floats in _source (last digit may differ); compare to 9 places."""
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _snapshot(es) -> dict[str, tuple[int, dict]]:  # type: ignore[no-untyped-def]
+    hits = es.search(index=INDEX_ALIAS, size=100, seq_no_primary_term=True)["hits"]["hits"]
+    return {hit["_id"]: (hit["_seq_no"], hit["_source"]) for hit in hits}
+
+
+def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
+    s3.create_bucket(Bucket="photos")
+    for name in PHOTOS:
+        s3.put_object(Bucket="photos", Key=f"uploads/{name}", Body=(SAMPLES / name).read_bytes())
+    s3.put_object(Bucket="photos", Key="elsewhere/rocket.jpg", Body=(SAMPLES / "rocket.jpg").read_bytes())
+    heads = {name: s3.head_object(Bucket="photos", Key=f"uploads/{name}") for name in PHOTOS}
+    hours = covering_hours([head["LastModified"] for head in heads.values()])
+
+    runs = [_run_interval(hourly_dag, hour, prefix="uploads/") for hour in hours]
+    assert [str(run.state) for run in runs] == ["success"] * len(hours)
+
+    expected_ids = {document_id("photos", f"uploads/{n}", None, h["ETag"]): n for n, h in heads.items()}
+    documents = _snapshot(es)
+    assert set(documents) == set(expected_ids)
+    for doc_id, (_, source) in documents.items():
+        name = expected_ids[doc_id]
+        run_id = next(
+            r.run_id
+            for r, hour in zip(runs, hours, strict=True)
+            if hour <= heads[name]["LastModified"] < hour + timedelta(hours=1)
+        )
+        ingested_at = datetime.fromisoformat(source.pop("ingested_at"))
+        assert ingested_at.tzinfo is not None
+        assert _rounded(source) == _rounded(
+            {
+                "title": name,
+                "s3_location": f"s3://photos/uploads/{name}",
+                "s3bucket": "photos",
+                "s3key": f"uploads/{name}",
+                "timestamp": heads[name]["LastModified"].isoformat(),
+                "imported-by": "imagelabels/airflow:image_ingest_s3_hourly",
+                "Labels": [
+                    {
+                        "Name": "Mobile Phone",
+                        "Confidence": 99.9364013671875,
+                        "Parents": [{"Name": "Phone"}],
+                        "Aliases": [{"Name": "Cell Phone"}],
+                        "Categories": [{"Name": "Technology and Computing"}],
+                        "Instances": [
+                            {
+                                "BoundingBox": {
+                                    "Width": 0.26779675483703613,
+                                    "Height": 0.8562285900115967,
+                                    "Left": 0.3604024350643158,
+                                    "Top": 0.09245597571134567,
+                                },
+                                "Confidence": 99.9364013671875,
+                            }
+                        ],
+                    }
+                ],
+                "label_names": ["Mobile Phone", "Phone"],
+                "label_categories": ["Technology and Computing"],
+                "labeler": "rekognition",
+                "LabelModelVersion": "3.0",
+                "labeling": {"min_confidence": 70, "max_labels": 50},
+                "object": {
+                    "size": heads[name]["ContentLength"],
+                    "content_type": heads[name]["ContentType"],
+                    "etag": heads[name]["ETag"].strip('"'),
+                    "version_id": None,
+                    "last_modified": heads[name]["LastModified"].isoformat(),
+                    "width": {"chelsea.png": 451, "coffee.png": 600, "grace_hopper.jpg": 512}[name],
+                    "height": {"chelsea.png": 300, "coffee.png": 400, "grace_hopper.jpg": 600}[name],
+                },
+                "airflow": {"dag_id": "image_ingest_s3_hourly", "run_id": run_id},
+            }
+        )
+
+    before = _snapshot(es)
+    reruns = [_run_interval(hourly_dag, hour, prefix="uploads/") for hour in hours]
+    assert [str(run.state) for run in reruns] == ["success"] * len(hours)
+    totals = [run.get_task_instance("summarize").xcom_pull(task_ids="summarize") for run in reruns]
+    assert sum(t["already_indexed"] for t in totals) == len(PHOTOS)
+    assert sum(t["labeled"] for t in totals) == 0
+    assert _snapshot(es) == before  # same ids, same sources, same sequence numbers
+
+
+def test_an_interval_without_uploads_is_a_skipped_map_not_a_failure(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
+    s3.create_bucket(Bucket="photos")
+    s3.put_object(Bucket="photos", Key="uploads/chelsea.png", Body=(SAMPLES / "chelsea.png").read_bytes())
+    uploaded = s3.head_object(Bucket="photos", Key="uploads/chelsea.png")["LastModified"]
+    earlier = covering_hours([uploaded])[0] - timedelta(hours=3)
+    run = _run_interval(hourly_dag, earlier)
+    assert str(run.state) == "success"
+    assert str(run.get_task_instance("label_and_index").state) == "skipped"
+    assert run.get_task_instance("summarize").xcom_pull(task_ids="summarize")["listed"] == 0
+    assert es.count(index=INDEX_ALIAS)["count"] == 0
+
+
+def test_prefix_param_is_templated_with_the_interval(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
+    s3.create_bucket(Bucket="photos")
+    uploaded_at = datetime.now().astimezone()
+    day = uploaded_at.astimezone(tz=None).strftime("%Y-%m-%d")
+    for key in (f"uploads/{day}/coffee.png", "uploads/other/coffee.png"):
+        s3.put_object(Bucket="photos", Key=key, Body=(SAMPLES / "coffee.png").read_bytes())
+    stamp = s3.head_object(Bucket="photos", Key=f"uploads/{day}/coffee.png")["LastModified"]
+    hour = covering_hours([stamp])[0]
+    if hour.strftime("%Y-%m-%d") != day:
+        pytest.skip("upload straddled midnight UTC")
+    run = _run_interval(hourly_dag, hour, prefix="uploads/{{ data_interval_start | ds }}/")
+    assert str(run.state) == "success"
+    hits = es.search(index=INDEX_ALIAS)["hits"]["hits"]
+    assert [hit["_source"]["s3key"] for hit in hits] == [f"uploads/{day}/coffee.png"]

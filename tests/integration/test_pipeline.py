@@ -1,0 +1,189 @@
+"""process_batch against moto (S3 + Rekognition) and noida-db: every key ends indexed or recorded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from imagelabels.documents import (
+    FAILURES_INDEX,
+    INDEX_ALIAS,
+    LabelResult,
+    ObjectInfo,
+    document_id,
+    failure_id,
+)
+from imagelabels.indexing import ensure_indices
+from imagelabels.labelers import LabelingError, LabelingSettings
+from imagelabels.labelers.rekognition import RekognitionLabeler
+from imagelabels.listing import ListedObject, list_objects_in_window
+from imagelabels.pipeline import BatchIncomplete, RunContext, process_batch
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
+RUN = RunContext("image_ingest_s3_hourly", "manual__test")
+FIXED_CLOCK = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class RecordingLabeler:
+    """The real Rekognition labeler (moto server), with chosen keys failing and calls counted."""
+
+    def __init__(self, inner: RekognitionLabeler, failures: dict[str, LabelingError] | None = None) -> None:
+        self.inner = inner
+        self.failures = failures or {}
+        self.calls: list[str] = []
+        self.name = inner.name
+
+    def label(self, obj: ObjectInfo) -> LabelResult:
+        self.calls.append(obj.key)
+        if obj.key in self.failures:
+            raise self.failures[obj.key]
+        return self.inner.label(obj)
+
+
+@pytest.fixture
+def labeler(clean_stack) -> RecordingLabeler:  # type: ignore[no-untyped-def]
+    return RecordingLabeler(
+        RekognitionLabeler(clean_stack.boto3_client("rekognition"), LabelingSettings(70, 10))
+    )
+
+
+def _upload(s3, bucket: str, names: list[str]) -> list[ListedObject]:  # type: ignore[no-untyped-def]
+    if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=bucket)
+    for name in names:
+        s3.put_object(
+            Bucket=bucket, Key=f"in/{name}", Body=(SAMPLES / name).read_bytes(), ContentType="image/png"
+        )
+    now = datetime.now(UTC)
+    return list(
+        list_objects_in_window(s3, bucket, "in/", now - timedelta(minutes=5), now + timedelta(minutes=5))
+    )
+
+
+def _run(s3, es, labeler, objects, **kwargs):  # type: ignore[no-untyped-def]
+    return process_batch(
+        s3_client=s3,
+        es=es,
+        labeler=labeler,
+        bucket="photos",
+        objects=objects,
+        run=RUN,
+        refresh="wait_for",
+        clock=lambda: FIXED_CLOCK,
+        **kwargs,
+    )
+
+
+def test_batch_indexes_every_image_with_metadata(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png", "rocket.jpg"])
+    report = _run(s3, es, labeler, listed)
+    assert (report.listed, report.labeled, report.indexed, dict(report.failed)) == (3, 3, 3, {})
+    report.raise_if_incomplete()
+    doc_id = document_id("photos", "in/chelsea.png", None, listed[0].etag)
+    doc = es.get(index=INDEX_ALIAS, id=doc_id)["_source"]
+    assert doc["object"] == {
+        "size": (SAMPLES / "chelsea.png").stat().st_size,
+        "content_type": "image/png",
+        "etag": listed[0].etag,
+        "version_id": None,
+        "last_modified": listed[0].last_modified.isoformat(),
+        "width": 451,
+        "height": 300,
+    }
+    assert doc["label_names"] == ["Mobile Phone", "Phone"]  # moto's canned DetectLabels answer
+    assert (doc["labeler"], doc["LabelModelVersion"], doc["ingested_at"]) == (
+        "rekognition",
+        "3.0",
+        FIXED_CLOCK.isoformat(),
+    )
+    assert es.count(index=FAILURES_INDEX)["count"] == 0
+
+
+def test_rerun_skips_indexed_images_without_labeling_them_again(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png"])
+    _run(s3, es, labeler, listed)
+    before = {
+        h["_id"]: (h["_seq_no"], h["_source"])
+        for h in es.search(index=INDEX_ALIAS, seq_no_primary_term=True)["hits"]["hits"]
+    }
+    labeler.calls.clear()
+    again = _run(s3, es, labeler, listed)
+    assert (again.already_indexed, again.labeled, labeler.calls) == (2, 0, [])
+    after = {
+        h["_id"]: (h["_seq_no"], h["_source"])
+        for h in es.search(index=INDEX_ALIAS, seq_no_primary_term=True)["hits"]["hits"]
+    }
+    assert after == before
+    relabeled = _run(s3, es, labeler, listed, reprocess=True)
+    assert (relabeled.labeled, relabeled.indexed, len(labeler.calls)) == (2, 2, 2)
+    assert es.count(index=INDEX_ALIAS)["count"] == 2
+
+
+def test_bad_image_is_recorded_and_the_batch_goes_on(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png"])
+    labeler.failures["in/coffee.png"] = LabelingError(
+        "invalid_image_format", "Request has invalid image format", retryable=False
+    )
+    report = _run(s3, es, labeler, listed)
+    report.raise_if_incomplete()  # a bad image does not fail the task...
+    assert (report.indexed, dict(report.failed)) == (1, {"invalid_image_format": 1})
+    record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/coffee.png"))["_source"]
+    assert record == {  # ...but it is never silently dropped
+        "s3bucket": "photos",
+        "s3key": "in/coffee.png",
+        "stage": "label",
+        "reason": "invalid_image_format",
+        "message": "Request has invalid image format",
+        "retryable": False,
+        "attempts": 1,
+        "airflow": {"dag_id": RUN.dag_id, "run_id": RUN.run_id},
+        "failed_at": FIXED_CLOCK.isoformat(),
+    }
+
+
+def test_retryable_failure_fails_after_writing_and_clears_on_success(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png"])
+    labeler.failures["in/chelsea.png"] = LabelingError(
+        "rekognition_ThrottlingException", "Rate exceeded", retryable=True
+    )
+    for attempt in (1, 2):
+        report = _run(s3, es, labeler, listed)
+        with pytest.raises(BatchIncomplete, match="1 image\\(s\\) hit retryable labeling errors"):
+            report.raise_if_incomplete()
+        record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/chelsea.png"))["_source"]
+        assert (record["attempts"], record["retryable"]) == (attempt, True)
+    assert es.count(index=INDEX_ALIAS)["count"] == 1  # coffee was indexed on the first attempt
+    labeler.failures.clear()
+    labeler.calls.clear()
+    _run(s3, es, labeler, listed).raise_if_incomplete()
+    assert labeler.calls == ["in/chelsea.png"]
+    assert es.count(index=INDEX_ALIAS)["count"] == 2
+    assert es.count(index=FAILURES_INDEX)["count"] == 0
+
+
+def test_object_deleted_or_overwritten_after_listing(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png", "rocket.jpg"])
+    s3.delete_object(Bucket="photos", Key="in/chelsea.png")
+    s3.put_object(Bucket="photos", Key="in/coffee.png", Body=b"new bytes: a later run's business")
+    report = _run(s3, es, labeler, listed)
+    assert (report.indexed, report.superseded, dict(report.failed)) == (1, 1, {"object_gone": 1})
+    gone = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/chelsea.png"))["_source"]
+    assert (gone["stage"], gone["retryable"]) == ("read", False)
+
+
+def test_versioned_bucket_uses_the_version_id(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    s3.create_bucket(Bucket="photos")
+    s3.put_bucket_versioning(Bucket="photos", VersioningConfiguration={"Status": "Enabled"})
+    listed = _upload(s3, "photos", ["rocket.jpg"])
+    version = s3.head_object(Bucket="photos", Key="in/rocket.jpg")["VersionId"]
+    _run(s3, es, labeler, listed)
+    doc = es.get(index=INDEX_ALIAS, id=document_id("photos", "in/rocket.jpg", version, "ignored"))["_source"]
+    assert doc["object"]["version_id"] == version
