@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STATE = ROOT / ".local"
+STATE = Path(os.environ.get("IMAGELABELS_DEMO_STATE", ROOT / ".local"))
 SAMPLES = ROOT / "sample_images"
 DAG_FILE = ROOT / "dags" / "image_ingest_s3_hourly.py"
 BUCKET = "demo-images"

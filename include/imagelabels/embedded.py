@@ -50,21 +50,32 @@ def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log_p
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s; see {log_path}")
 
 
-def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Stop a server and everything it spawned (SIGTERM, then SIGKILL)."""
-    if process.poll() is not None:
-        return
+def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout)
-    # the group may still hold children that ignored SIGTERM
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop a server and everything it spawned: SIGTERM to the group, wait until every member
+    has exited (noida-db's server saves its data on the way out), SIGKILL only past ``timeout``."""
+    pgid = process.pid
+    if process.poll() is None or _group_alive(pgid):
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.poll()  # reap the leader so it does not linger as a zombie group member
+        if process.returncode is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.05)
     with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
+    process.wait(timeout=timeout)
 
 
 def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:

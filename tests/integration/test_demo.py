@@ -1,0 +1,37 @@
+"""`make demo`'s script, run as a user runs it: from nothing to printed search answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path) -> None:
+    env = {**os.environ, "IMAGELABELS_DEMO_STATE": str(tmp_path)}
+    first = subprocess.run(
+        [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    for expected in (
+        "Documents in index 'images': 5",
+        "1. Images that represent 'Mobile Phone':",
+        "2. What does 'chelsea.png' represent?",
+        "with at least 90% confidence:",
+        "'labeled': 5",
+        "servers stopped",
+    ):
+        assert expected in first.stdout
+    assert first.stdout.count("s3://demo-images/uploads/") >= 10  # 5 uploads + 5 answers to question 1
+
+    second = subprocess.run(
+        [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "'already_indexed': 5" in second.stdout, second.stdout
+    assert "Documents in index 'images': 5" in second.stdout
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "the demo left servers running"
