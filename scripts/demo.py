@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def main() -> int:
     parser.add_argument("--label", help="label for the questions (default: the most frequent one)")
     args = parser.parse_args()
     started = time.monotonic()
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     prepare_airflow()
     from imagelabels import search
     from imagelabels.embedded import covering_hours, running_stack
@@ -79,7 +81,6 @@ def main() -> int:
         )
         stamps = upload_samples(stack, prefix=f"uploads/{time.strftime('%Y-%m-%d')}/")
         dag = load_dag()
-        totals = []
         for hour in covering_hours(stamps):
             print(
                 f"\nRunning {dag.dag_id} for [{hour:%Y-%m-%d %H:%M}, {hour + timedelta(hours=1):%H:%M}) UTC ..."
@@ -89,9 +90,14 @@ def main() -> int:
             if str(run.state) != "success":
                 print("  the run failed; task logs are under .local/airflow/logs", file=sys.stderr)
                 return 1
-            totals.append(run.get_task_instance("summarize").xcom_pull(task_ids="summarize"))
+            totals = run.get_task_instance("summarize").xcom_pull(task_ids="summarize")
+            print(
+                f"  listed {totals['listed']} image(s) in {totals['batches']} batch(es): "
+                f"{totals['already_indexed']} already indexed, {totals['labeled']} labeled, "
+                f"{totals['indexed']} indexed, {totals['failed_total']} failed {totals['failed'] or ''}"
+            )
         es = stack.elasticsearch()
-        print("\nRun totals:", *totals, sep="\n  ")
+        print()
         print(f"Documents in index 'images': {es.count(index='images')['count']}")
         top = search.top_labels(es)
         print("Top labels:", ", ".join(f"{name} ({count})" for name, count in top) or "none")

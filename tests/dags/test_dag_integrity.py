@@ -57,3 +57,23 @@ def test_parsing_imports_no_heavy_clients(path: Path) -> None:
         [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "", f"{path.name} imports {result.stdout.strip()} at parse time"
+
+
+def test_hourly_runs_cover_adjacent_half_open_hours(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Scheduled and backfill runs get one-hour intervals that tile time: [10:00, 11:00), [11:00, 12:00).
+
+    Airflow 3 turns a bare "@hourly" into a trigger timetable whose interval is empty
+    (start == end); that would make every listing select nothing.
+    """
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    timetable = coerce_to_core_timetable(dagbag.dags["image_ingest_s3_hourly"].timetable)
+    ten, eleven, noon = (pendulum.datetime(2026, 11, 22, h, tz="UTC") for h in (10, 11, 12))
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(ten, eleven),
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
+    )
+    assert info is not None
+    assert (info.data_interval.start, info.data_interval.end) == (eleven, noon)

@@ -21,7 +21,7 @@ def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path) -> None:
         "1. Images that represent 'Mobile Phone':",
         "2. What does 'chelsea.png' represent?",
         "with at least 90% confidence:",
-        "'labeled': 5",
+        "listed 5 image(s) in 1 batch(es): 0 already indexed, 5 labeled, 5 indexed, 0 failed",
         "servers stopped",
     ):
         assert expected in first.stdout
@@ -31,7 +31,7 @@ def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path) -> None:
         [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "'already_indexed': 5" in second.stdout, second.stdout
+    assert "5 already indexed, 0 labeled, 0 indexed, 0 failed" in second.stdout, second.stdout
     assert "Documents in index 'images': 5" in second.stdout
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", "the demo left servers running"
