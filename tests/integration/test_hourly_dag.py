@@ -63,6 +63,12 @@ def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hou
     runs = [_run_interval(hourly_dag, hour, prefix="uploads/") for hour in hours]
     assert [str(run.state) for run in runs] == ["success"] * len(hours)
 
+    mapped = [ti for run in runs for ti in run.get_task_instances() if ti.task_id == "label_and_index"]
+    assert sorted(ti.rendered_map_index for ti in mapped) == sorted(
+        f"batch-00001.jsonl ({sum(1 for h in heads.values() if hour <= h['LastModified'] < hour + timedelta(hours=1))} keys)"
+        for hour in hours
+    )
+
     expected_ids = {document_id("photos", f"uploads/{n}", None, h["ETag"]): n for n, h in heads.items()}
     documents = _snapshot(es)
     assert set(documents) == set(expected_ids)

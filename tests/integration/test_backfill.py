@@ -1,0 +1,44 @@
+"""`airflow backfill create` makes one run per hour whose data interval is exactly that hour."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+
+def _airflow(*args: str) -> subprocess.CompletedProcess[str]:
+    airflow = Path(sys.executable).with_name("airflow")
+    return subprocess.run(
+        [str(airflow), *args], capture_output=True, text=True, env=os.environ.copy(), timeout=120
+    )
+
+
+def test_backfill_runs_tile_the_requested_hours(airflow_db) -> None:  # type: ignore[no-untyped-def]
+    assert _airflow("dags", "reserialize").returncode == 0
+    created = _airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        "image_ingest_s3_hourly",
+        "--from-date",
+        "2026-10-01T00:00:00+00:00",
+        "--to-date",
+        "2026-10-01T02:00:00+00:00",
+    )
+    assert created.returncode == 0, created.stderr
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = [
+            run
+            for run in session.query(DagRun).filter(DagRun.dag_id == "image_ingest_s3_hourly")
+            if run.run_id.startswith("backfill__2026-10-01")
+        ]
+        intervals = sorted((run.data_interval_start, run.data_interval_end) for run in runs)
+    hour = datetime(2026, 10, 1, tzinfo=UTC)
+    assert intervals == [(hour + timedelta(hours=h), hour + timedelta(hours=h + 1)) for h in range(3)]
