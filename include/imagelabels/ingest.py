@@ -52,17 +52,27 @@ def plan_batches(
     objects = list_objects_in_window(
         s3_client, bucket, prefix, start, end, exclude_prefixes=exclude, stats=stats
     )
-    manifests = list(
-        write_manifests(
-            s3_client,
-            bucket,
-            objects,
-            staging_uri=staging_uri,
-            dag_id=run.dag_id,
-            run_id=run.run_id,
-            batch_size=batch_size,
+    from botocore.exceptions import ClientError
+
+    try:
+        manifests = list(
+            write_manifests(
+                s3_client,
+                bucket,
+                objects,
+                staging_uri=staging_uri,
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+                batch_size=batch_size,
+            )
         )
-    )
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        raise RuntimeError(
+            f"cannot list s3://{bucket}/{prefix} or write manifests to {staging_uri}: {code}: {error}. "
+            "Check the bucket name, the region of the aws connection and the role's s3:ListBucket / "
+            "s3:PutObject permissions."
+        ) from error
     log.info(
         "listed s3://%s/%s for [%s, %s): %d keys scanned on %d pages, %d selected in %d batches "
         "(%d outside the interval, %d excluded, %d folder markers)",

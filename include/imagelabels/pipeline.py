@@ -37,6 +37,8 @@ from imagelabels.objects import ObjectChanged, describe_object, read_dimensions
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY = 25
+
 
 class BatchIncomplete(Exception):
     """Raised after a batch was written when part of it must be retried."""
@@ -142,9 +144,11 @@ def process_batch(
 
     actions: list[dict[str, Any]] = []
     indexed_keys: list[str] = []
-    for doc_id, obj in ids.items():
-        if doc_id in present:
-            continue
+    to_label = [(doc_id, obj) for doc_id, obj in ids.items() if doc_id not in present]
+    for done, (doc_id, obj) in enumerate(to_label):
+        if done and done % PROGRESS_EVERY == 0:
+            elapsed = time.monotonic() - started
+            log.info("labeled %d/%d (%.1f images/s)", done, len(to_label), done / elapsed if elapsed else 0.0)
         if want_dimensions:
             width, height = read_dimensions(s3_client, obj)
             obj = replace(obj, width=width, height=height)
@@ -154,6 +158,11 @@ def process_batch(
             failures.append(
                 FailureRecord(bucket, obj.key, "label", error.reason, error.message, error.retryable)
             )
+            continue
+        except Exception as error:
+            log.exception("unexpected error labeling s3://%s/%s", bucket, obj.key)
+            message = f"{type(error).__name__}: {error}"
+            failures.append(FailureRecord(bucket, obj.key, "label", "unexpected_error", message, True))
             continue
         report.labeled += 1
         document = build_document(obj, result, dag_id=run.dag_id, run_id=run.run_id, ingested_at=clock())

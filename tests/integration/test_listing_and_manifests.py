@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from imagelabels.listing import ListingStats, list_objects_in_window
 from imagelabels.manifests import read_manifest, write_manifests
 
@@ -54,3 +56,41 @@ def test_manifests_round_trip_and_are_excluded_from_listing(s3) -> None:  # type
     assert [o for m in manifests for o in read_manifest(s3, m.uri)] == listed
     relisted = list(list_objects_in_window(s3, "photos", "", start, end, exclude_prefixes=["_imagelabels/"]))
     assert relisted == listed
+
+
+def test_missing_bucket_fails_with_a_clear_message(s3, es) -> None:  # type: ignore[no-untyped-def]
+    from imagelabels.ingest import plan_batches
+    from imagelabels.pipeline import RunContext
+
+    start, end = _window()
+    with pytest.raises(RuntimeError, match=r"cannot list s3://no-such-bucket/in/ .*NoSuchBucket"):
+        plan_batches(
+            s3_client=s3,
+            es=es,
+            bucket="no-such-bucket",
+            prefix="in/",
+            start=start,
+            end=end,
+            staging_uri="s3://no-such-bucket/_imagelabels/",
+            run=RunContext("d", "r"),
+            batch_size=10,
+        )
+
+
+def test_plan_batches_refuses_a_batch_size_out_of_range(s3, es) -> None:  # type: ignore[no-untyped-def]
+    from imagelabels.ingest import plan_batches
+    from imagelabels.pipeline import RunContext
+
+    start, end = _window()
+    with pytest.raises(ValueError, match=r"batch_size must be within 1\.\.1000, got 1001"):
+        plan_batches(
+            s3_client=s3,
+            es=es,
+            bucket="b",
+            prefix="",
+            start=start,
+            end=end,
+            staging_uri="s3://b/_imagelabels/",
+            run=RunContext("d", "r"),
+            batch_size=1001,
+        )

@@ -29,7 +29,7 @@ FIXED_CLOCK = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 class RecordingLabeler:
     """The real Rekognition labeler (moto server), with chosen keys failing and calls counted."""
 
-    def __init__(self, inner: RekognitionLabeler, failures: dict[str, LabelingError] | None = None) -> None:
+    def __init__(self, inner: RekognitionLabeler, failures: dict[str, Exception] | None = None) -> None:
         self.inner = inner
         self.failures = failures or {}
         self.calls: list[str] = []
@@ -187,3 +187,15 @@ def test_versioned_bucket_uses_the_version_id(s3, es, labeler) -> None:  # type:
     _run(s3, es, labeler, listed)
     doc = es.get(index=INDEX_ALIAS, id=document_id("photos", "in/rocket.jpg", version, "ignored"))["_source"]
     assert doc["object"]["version_id"] == version
+
+
+def test_unexpected_labeler_error_is_recorded_and_retried_not_fatal_to_the_batch(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png"])
+    labeler.failures["in/chelsea.png"] = RuntimeError("model crashed")
+    report = _run(s3, es, labeler, listed)
+    assert (report.indexed, dict(report.failed)) == (1, {"unexpected_error": 1})
+    with pytest.raises(BatchIncomplete):
+        report.raise_if_incomplete()
+    record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/chelsea.png"))["_source"]
+    assert (record["message"], record["retryable"]) == ("RuntimeError: model crashed", True)
