@@ -8,7 +8,6 @@ can fail the task *after* the rest of the batch is indexed. Nothing is dropped s
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,8 +22,6 @@ from imagelabels.documents import (
     failure_id,
     versioned_index_name,
 )
-
-log = logging.getLogger(__name__)
 
 RETRY_ON_STATUS = (429, 502, 503, 504)
 

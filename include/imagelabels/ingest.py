@@ -14,7 +14,7 @@ from typing import Any
 from imagelabels.indexing import ensure_indices
 from imagelabels.labelers.base import Labeler
 from imagelabels.listing import ListingStats, list_objects_in_window
-from imagelabels.manifests import INTERNAL_PREFIX, Manifest, S3Uri, read_manifest, write_manifests
+from imagelabels.manifests import Manifest, manifests_root, read_manifest, write_manifests
 from imagelabels.pipeline import BatchReport, RunContext, process_batch
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ def plan_batches(
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be within 1..{MAX_BATCH_SIZE}, got {batch_size}")
     ensure_indices(es)
-    staging = S3Uri.parse(staging_uri)
-    exclude = [staging.key or INTERNAL_PREFIX] if staging.bucket == bucket else []
+    staging = manifests_root(staging_uri)
+    exclude = [staging.key] if staging.bucket == bucket else []
     stats = ListingStats()
     objects = list_objects_in_window(
         s3_client, bucket, prefix, start, end, exclude_prefixes=exclude, stats=stats

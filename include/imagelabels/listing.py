@@ -10,7 +10,7 @@ page by page so memory stays flat whatever the size of the prefix.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -37,7 +37,6 @@ class ListingStats:
     excluded: int = 0
     skipped_folders: int = 0
     outside_window: int = 0
-    excluded_prefixes: tuple[str, ...] = field(default=())
 
 
 def in_window(last_modified: datetime, start: datetime, end: datetime) -> bool:
@@ -69,7 +68,6 @@ def list_objects_in_window(
         raise ValueError(f"empty listing window: start {start} is not before end {end}")
     stats = stats if stats is not None else ListingStats()
     excluded = tuple(p for p in exclude_prefixes if p)
-    stats.excluded_prefixes = excluded
     paginator = s3_client.get_paginator("list_objects_v2")
     pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
     for page in pages:

@@ -50,11 +50,17 @@ def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", part)
 
 
-def manifest_prefix(staging_uri: str, dag_id: str, run_id: str) -> S3Uri:
-    """The folder holding one run's manifests; deterministic, so a rerun overwrites its own."""
+def manifests_root(staging_uri: str) -> S3Uri:
+    """The folder under the staging location that holds every manifest (what listings skip)."""
     base = S3Uri.parse(staging_uri)
     folder = base.key if not base.key or base.key.endswith("/") else base.key + "/"
-    return S3Uri(base.bucket, f"{folder}manifests/{_safe(dag_id)}/{_safe(run_id)}/")
+    return S3Uri(base.bucket, f"{folder}manifests/")
+
+
+def manifest_prefix(staging_uri: str, dag_id: str, run_id: str) -> S3Uri:
+    """The folder holding one run's manifests; deterministic, so a rerun overwrites its own."""
+    root = manifests_root(staging_uri)
+    return S3Uri(root.bucket, f"{root.key}{_safe(dag_id)}/{_safe(run_id)}/")
 
 
 def _encode(obj: ListedObject) -> str:

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from imagelabels.ingest import plan_batches
 from imagelabels.listing import ListingStats, list_objects_in_window
 from imagelabels.manifests import read_manifest, write_manifests
+from imagelabels.pipeline import RunContext
 
 
 def _window() -> tuple[datetime, datetime]:
@@ -58,39 +60,55 @@ def test_manifests_round_trip_and_are_excluded_from_listing(s3) -> None:  # type
     assert relisted == listed
 
 
-def test_missing_bucket_fails_with_a_clear_message(s3, es) -> None:  # type: ignore[no-untyped-def]
-    from imagelabels.ingest import plan_batches
-    from imagelabels.pipeline import RunContext
-
+@pytest.mark.parametrize(
+    "staging", ["s3://photos/_imagelabels/", "s3://photos/", "s3://photos/tmp", "s3://elsewhere/x/"]
+)
+def test_a_second_plan_does_not_pick_up_the_first_plans_manifests(s3, es, staging: str) -> None:  # type: ignore[no-untyped-def]
+    for bucket in ("photos", "elsewhere"):
+        s3.create_bucket(Bucket=bucket)
+    for n in range(3):
+        s3.put_object(Bucket="photos", Key=f"img{n}.jpg", Body=b"img")
     start, end = _window()
-    with pytest.raises(RuntimeError, match=r"cannot list s3://no-such-bucket/in/ .*NoSuchBucket"):
-        plan_batches(
+
+    def plan():  # type: ignore[no-untyped-def]
+        return plan_batches(
             s3_client=s3,
             es=es,
-            bucket="no-such-bucket",
-            prefix="in/",
-            start=start,
-            end=end,
-            staging_uri="s3://no-such-bucket/_imagelabels/",
-            run=RunContext("d", "r"),
-            batch_size=10,
-        )
-
-
-def test_plan_batches_refuses_a_batch_size_out_of_range(s3, es) -> None:  # type: ignore[no-untyped-def]
-    from imagelabels.ingest import plan_batches
-    from imagelabels.pipeline import RunContext
-
-    start, end = _window()
-    with pytest.raises(ValueError, match=r"batch_size must be within 1\.\.1000, got 1001"):
-        plan_batches(
-            s3_client=s3,
-            es=es,
-            bucket="b",
+            bucket="photos",
             prefix="",
             start=start,
             end=end,
-            staging_uri="s3://b/_imagelabels/",
+            staging_uri=staging,
             run=RunContext("d", "r"),
-            batch_size=1001,
+            batch_size=2,
+        )
+
+    first, second = plan(), plan()
+    assert [m.count for m in first.manifests] == [m.count for m in second.manifests] == [2, 1]
+    assert second.stats.selected == 3
+
+
+@pytest.mark.parametrize(
+    ("bucket", "batch_size", "error", "message"),
+    [
+        ("no-such-bucket", 10, RuntimeError, r"cannot list s3://no-such-bucket/in/ .*NoSuchBucket"),
+        ("photos", 1001, ValueError, r"batch_size must be within 1\.\.1000, got 1001"),
+        ("photos", 0, ValueError, r"batch_size must be within 1\.\.1000, got 0"),
+    ],
+)
+def test_plan_batches_fails_fast_with_a_clear_message(
+    s3, es, bucket: str, batch_size: int, error: type, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    start, end = _window()
+    with pytest.raises(error, match=message):
+        plan_batches(
+            s3_client=s3,
+            es=es,
+            bucket=bucket,
+            prefix="in/",
+            start=start,
+            end=end,
+            staging_uri=f"s3://{bucket}/_imagelabels/",
+            run=RunContext("d", "r"),
+            batch_size=batch_size,
         )
