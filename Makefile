@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo test test-unit test-integration lint format clean
+.PHONY: help install demo airflow test test-unit test-integration lint format clean
 
 help:
 	@echo "make demo   - set up and run the hourly ingestion end to end on the embedded stack"
+	@echo "make airflow - the Airflow UI (admin/admin) on the embedded stack, to trigger runs and backfills"
 	@echo "make test   - set up, lint, type-check and run every test"
 	@echo "make lint   - ruff + mypy only"
 	@echo "make clean  - remove the venv and local state (.local/)"
@@ -25,6 +26,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/python scripts/demo.py
+
+airflow: install
+	$(BIN)/python scripts/airflow_local.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,47 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import mimetypes
 import os
-import subprocess
 import sys
 import time
 import warnings
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-STATE = Path(os.environ.get("IMAGELABELS_DEMO_STATE", ROOT / ".local"))
-SAMPLES = ROOT / "sample_images"
+from local_env import ROOT, STATE, prepare_airflow, upload_samples
+
 DAG_FILE = ROOT / "dags" / "image_ingest_s3_hourly.py"
-BUCKET = "demo-images"
-
-
-def prepare_airflow() -> None:
-    """Point Airflow at .local/airflow and migrate its SQLite DB (before importing Airflow)."""
-    sys.path.insert(0, str(ROOT / "include"))
-    from imagelabels.embedded import airflow_home_env
-
-    os.environ.update(airflow_home_env(STATE / "airflow", ROOT / "dags"))
-    os.environ.update({"IMAGELABELS_BUCKET": BUCKET, "IMAGELABELS_ES_REFRESH": "wait_for"})
-    (STATE / "airflow").mkdir(parents=True, exist_ok=True)
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
-
-
-def upload_samples(stack, prefix: str) -> list:  # type: ignore[no-untyped-def]
-    s3 = stack.boto3_client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    stamps = []
-    for path in sorted(SAMPLES.glob("*.*")):
-        if path.suffix.lower() not in {".jpg", ".jpeg", ".png"}:
-            continue
-        key = f"{prefix}{path.name}"
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes(), ContentType=content_type)
-        stamps.append(s3.head_object(Bucket=BUCKET, Key=key)["LastModified"])
-        print(f"  uploaded s3://{BUCKET}/{key}")
-    return stamps
 
 
 def load_dag():  # type: ignore[no-untyped-def]
@@ -79,7 +47,7 @@ def main() -> int:
         print(
             f"moto server (S3, Rekognition): {stack.moto_url}\nnoida-db (Elasticsearch):      {stack.es_url}"
         )
-        stamps = upload_samples(stack, prefix=f"uploads/{time.strftime('%Y-%m-%d')}/")
+        stamps = upload_samples(stack.boto3_client("s3"), prefix=f"uploads/{time.strftime('%Y-%m-%d')}/")
         dag = load_dag()
         for hour in covering_hours(stamps):
             print(
