@@ -78,7 +78,7 @@ class BatchReport:
             sample = "; ".join(f"{e.doc_id}: {e.status} {e.reason}" for e in self.index_errors[:5])
             problems.append(f"{len(self.index_errors)} document(s) refused by Elasticsearch ({sample})")
         if self.retryable_failures:
-            problems.append(f"{self.retryable_failures} image(s) hit retryable labeling errors")
+            problems.append(f"{self.retryable_failures} image(s) must be retried (see images-failures)")
         if problems:
             raise BatchIncomplete("; ".join(problems) + " - the rest of the batch is indexed")
 
@@ -154,6 +154,7 @@ def process_batch(
             obj = replace(obj, width=width, height=height)
         try:
             result = labeler.label(obj)
+            document = build_document(obj, result, dag_id=run.dag_id, run_id=run.run_id, ingested_at=clock())
         except LabelingError as error:
             failures.append(
                 FailureRecord(bucket, obj.key, "label", error.reason, error.message, error.retryable)
@@ -165,7 +166,6 @@ def process_batch(
             failures.append(FailureRecord(bucket, obj.key, "label", "unexpected_error", message, True))
             continue
         report.labeled += 1
-        document = build_document(obj, result, dag_id=run.dag_id, run_id=run.run_id, ingested_at=clock())
         actions.append(
             {
                 "_op_type": "index" if reprocess else "create",
@@ -179,11 +179,16 @@ def process_batch(
     outcome: BulkOutcome = bulk_write(es, actions, refresh=refresh)
     report.indexed = outcome.created + outcome.updated + outcome.already_present
     report.index_errors = outcome.failures
-    refused = {f.doc_id for f in outcome.failures}
-    succeeded = [
-        key for action, key in zip(actions, indexed_keys, strict=True) if action["_id"] not in refused
-    ]
-    succeeded += [ids[doc_id].key for doc_id in present]
+    refused = {f.doc_id: f for f in outcome.failures}
+    succeeded = [ids[doc_id].key for doc_id in present]
+    for action, key in zip(actions, indexed_keys, strict=True):
+        refusal = refused.get(action["_id"])
+        if refusal is None:
+            succeeded.append(key)
+        else:  # recorded like any other failure, so the key is never lost once retries run out
+            failures.append(
+                FailureRecord(bucket, key, "index", f"index_{refusal.status}", refusal.reason, True)
+            )
 
     for failure in failures:
         report.failed[failure.reason] += 1

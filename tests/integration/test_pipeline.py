@@ -154,7 +154,7 @@ def test_retryable_failure_fails_after_writing_and_clears_on_success(s3, es, lab
     )
     for attempt in (1, 2):
         report = _run(s3, es, labeler, listed)
-        with pytest.raises(BatchIncomplete, match="1 image\\(s\\) hit retryable labeling errors"):
+        with pytest.raises(BatchIncomplete, match="1 image\\(s\\) must be retried"):
             report.raise_if_incomplete()
         record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/chelsea.png"))["_source"]
         assert (record["attempts"], record["retryable"]) == (attempt, True)
@@ -199,3 +199,35 @@ def test_unexpected_labeler_error_is_recorded_and_retried_not_fatal_to_the_batch
         report.raise_if_incomplete()
     record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/chelsea.png"))["_source"]
     assert (record["message"], record["retryable"]) == ("RuntimeError: model crashed", True)
+
+
+def test_document_refused_by_elasticsearch_gets_a_failure_record(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    # an index whose mapping drifted: `labeler` is numeric, so every document is refused (400)
+    es.indices.create(index="images-v1", mappings={"properties": {"labeler": {"type": "long"}}})
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png"])
+    report = _run(s3, es, labeler, listed)
+    assert (report.labeled, report.indexed, report.retryable_failures) == (1, 0, 1)
+    assert [e.status for e in report.index_errors] == [400]
+    with pytest.raises(BatchIncomplete, match="1 document\\(s\\) refused by Elasticsearch"):
+        report.raise_if_incomplete()
+    record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/chelsea.png"))["_source"]
+    assert (record["stage"], record["reason"], record["retryable"]) == ("index", "index_400", True)
+    assert record["message"]
+
+
+def test_malformed_labeler_answer_is_recorded_not_fatal(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png"])
+
+    class NoConfidence(RecordingLabeler):
+        def label(self, obj: ObjectInfo) -> LabelResult:
+            result = super().label(obj)
+            if obj.key == "in/coffee.png":
+                return LabelResult([{"Name": "Cup"}], result.labeler, "3.0", 70, 10)
+            return result
+
+    report = _run(s3, es, NoConfidence(labeler.inner), listed)
+    assert (report.indexed, dict(report.failed)) == (1, {"unexpected_error": 1})
+    record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/coffee.png"))["_source"]
+    assert record["message"] == "KeyError: 'Confidence'"

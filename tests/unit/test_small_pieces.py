@@ -98,7 +98,7 @@ def test_report_raises_only_when_a_retry_is_needed() -> None:
     ):
         refused.raise_if_incomplete()
     throttled = BatchReport(listed=1, retryable_failures=1)
-    with pytest.raises(BatchIncomplete, match="retryable labeling errors"):
+    with pytest.raises(BatchIncomplete, match="must be retried"):
         throttled.raise_if_incomplete()
 
 
