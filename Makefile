@@ -14,7 +14,7 @@ help:
 	@echo "make lint   - ruff + mypy only"
 	@echo "make clean  - remove the venv and local state (.local/)"
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-extras.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)

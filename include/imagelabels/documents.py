@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -148,13 +148,27 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class LabelResult:
-    """One normalized, Rekognition-shaped answer from any labeler."""
+    """One normalized, Rekognition-shaped answer from any labeler.
+
+    Each list holds items in the shape of the matching Rekognition response:
+    ``labels`` = ``DetectLabels.Labels``, ``moderation_labels`` =
+    ``DetectModerationLabels.ModerationLabels`` (``Name``, ``Confidence``, ``ParentName``,
+    ``TaxonomyLevel``), ``text_detections`` = ``DetectText.TextDetections`` and ``face_details``
+    = ``DetectFaces.FaceDetails``. ``features`` names what was asked for (``labels``,
+    ``moderation``, ``text``, ``faces``), so an empty list means "nothing found", not "not run".
+    """
 
     labels: list[dict[str, Any]]
     labeler: str
     label_model_version: str
     min_confidence: float
     max_labels: int | None
+    features: tuple[str, ...] = ("labels",)
+    moderation_labels: list[dict[str, Any]] = field(default_factory=list)
+    moderation_model_version: str | None = None
+    text_detections: list[dict[str, Any]] = field(default_factory=list)
+    face_details: list[dict[str, Any]] = field(default_factory=list)
+    image_properties: dict[str, Any] | None = None
 
 
 def document_id(bucket: str, key: str, version_id: str | None, etag: str) -> str:
