@@ -39,8 +39,10 @@ def image_ingest_s3_hourly() -> None:
     def list_batches(params: dict, run_id: str, dag_run=None, task=None) -> list[dict]:  # type: ignore[no-untyped-def]
         from imagelabels import clients, settings
         from imagelabels.ingest import plan_batches
+        from imagelabels.params import labeler_name, labeling_settings
         from imagelabels.pipeline import RunContext
 
+        labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
         bucket = settings.source_bucket(params["bucket"])
         prefix = task.render_template(params["prefix"] or settings.env("PREFIX"), get_current_context())
         plan = plan_batches(
@@ -60,17 +62,19 @@ def image_ingest_s3_hourly() -> None:
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
         from imagelabels import clients, settings
         from imagelabels.ingest import label_batch
-        from imagelabels.labelers import LabelingSettings, make_labeler
+        from imagelabels.labelers import make_labeler
+        from imagelabels.params import labeler_name, labeling_settings
         from imagelabels.pipeline import RunContext
 
         get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
         conn_id = settings.aws_conn_id()
-        labeling = LabelingSettings(min_confidence=params["min_confidence"], max_labels=params["max_labels"])
         report = label_batch(
             s3_client=clients.aws_client("s3", conn_id),
             es=clients.elasticsearch_client(settings.es_conn_id()),
             labeler=make_labeler(
-                params["labeler"], lambda service: clients.aws_client(service, conn_id), labeling
+                labeler_name(params),
+                lambda service: clients.aws_client(service, conn_id),
+                labeling_settings(params),
             ),
             manifest=batch,
             run=RunContext(dag_run.dag_id, run_id),

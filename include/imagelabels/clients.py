@@ -14,6 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 AWS_RETRIES = {"mode": "adaptive", "max_attempts": 10}
+# Batches read and label on a thread pool; botocore's default pool of 10 connections would make
+# threads queue for a socket.
+MAX_POOL_CONNECTIONS = 64
 
 
 def aws_client(service: str, aws_conn_id: str = "aws_default") -> Any:
@@ -25,7 +28,11 @@ def aws_client(service: str, aws_conn_id: str = "aws_default") -> Any:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from botocore.config import Config
 
-    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type=service, config=Config(retries=AWS_RETRIES))
+    hook = AwsBaseHook(
+        aws_conn_id=aws_conn_id,
+        client_type=service,
+        config=Config(retries=AWS_RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS),
+    )
     return hook.get_conn()
 
 

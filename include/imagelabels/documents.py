@@ -46,6 +46,7 @@ _NAMED: dict[str, Any] = {"properties": {"Name": _KEYWORD}}
 _BOUNDING_BOX: dict[str, Any] = {
     "properties": {name: {"type": "float"} for name in ("Width", "Height", "Left", "Top")}
 }
+_POINT: dict[str, Any] = {"properties": {"X": {"type": "float"}, "Y": {"type": "float"}}}
 
 IMAGE_MAPPINGS: dict[str, Any] = {
     # strict: a typo in build_document fails loudly instead of creating a stray field.
@@ -76,6 +77,59 @@ IMAGE_MAPPINGS: dict[str, Any] = {
         },
         "label_names": _KEYWORD,
         "label_categories": _KEYWORD,
+        # DetectModerationLabels, in Rekognition's shape, plus flat fields for filters/Kibana.
+        "ModerationLabels": {
+            "type": "nested",
+            "properties": {
+                "Name": _TEXT_WITH_KEYWORD,
+                "Confidence": {"type": "float"},
+                "ParentName": _KEYWORD,
+                "TaxonomyLevel": {"type": "integer"},
+            },
+        },
+        "ModerationModelVersion": _KEYWORD,
+        "moderation_names": _KEYWORD,
+        "moderated": {"type": "boolean"},
+        # DetectText: LINE detections (boxes for the UI) and their text, searchable.
+        "TextDetections": {
+            "properties": {
+                "DetectedText": {"type": "text"},
+                "Type": _KEYWORD,
+                "Id": {"type": "integer"},
+                "Confidence": {"type": "float"},
+                "Geometry": {"properties": {"BoundingBox": _BOUNDING_BOX, "Polygon": _POINT}},
+            }
+        },
+        "text": {"type": "text"},
+        # DetectFaces (DEFAULT attributes): where the faces are, not who they are.
+        "FaceDetails": {
+            "properties": {
+                "BoundingBox": _BOUNDING_BOX,
+                "Confidence": {"type": "float"},
+                "Landmarks": {
+                    "properties": {"Type": _KEYWORD, "X": {"type": "float"}, "Y": {"type": "float"}}
+                },
+                "Pose": {"properties": {k: {"type": "float"} for k in ("Roll", "Yaw", "Pitch")}},
+                "Quality": {"properties": {k: {"type": "float"} for k in ("Brightness", "Sharpness")}},
+            }
+        },
+        "face_count": {"type": "integer"},
+        # DetectLabels IMAGE_PROPERTIES, when asked for.
+        "image_properties": {
+            "properties": {
+                "quality": {
+                    "properties": {k: {"type": "float"} for k in ("brightness", "sharpness", "contrast")}
+                },
+                "dominant_colors": {
+                    "properties": {
+                        "simplified_color": _KEYWORD,
+                        "hex_code": _KEYWORD,
+                        "pixel_percent": {"type": "float"},
+                    }
+                },
+            }
+        },
+        "features": _KEYWORD,
         "labeler": _KEYWORD,
         "LabelModelVersion": _KEYWORD,
         "labeling": {
@@ -84,6 +138,7 @@ IMAGE_MAPPINGS: dict[str, Any] = {
                 "max_labels": {"type": "integer"},
             }
         },
+        "preflight": {"properties": {"source_format": _KEYWORD, "transformations": _KEYWORD}},
         "object": {
             "properties": {
                 "size": {"type": "long"},
@@ -222,6 +277,76 @@ def _unique(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _box(raw: Mapping[str, Any] | None) -> dict[str, float]:
+    box = raw or {}
+    return {k: float(box[k]) for k in ("Width", "Height", "Left", "Top") if k in box}
+
+
+def normalize_moderation_label(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``ModerationLabels`` item in the mapped fields (``ParentName`` is ``""`` at level 1)."""
+    label: dict[str, Any] = {
+        "Name": str(raw["Name"]),
+        "Confidence": float(raw["Confidence"]),
+        "ParentName": str(raw.get("ParentName") or ""),
+    }
+    if raw.get("TaxonomyLevel") is not None:
+        label["TaxonomyLevel"] = int(raw["TaxonomyLevel"])
+    return label
+
+
+def normalize_text_detection(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``TextDetections`` item: text, type, confidence and where it is."""
+    geometry = raw.get("Geometry") or {}
+    return {
+        "DetectedText": str(raw.get("DetectedText", "")),
+        "Type": str(raw.get("Type", "LINE")),
+        "Id": int(raw.get("Id", 0)),
+        "Confidence": float(raw.get("Confidence", 0.0)),
+        "Geometry": {
+            "BoundingBox": _box(geometry.get("BoundingBox")),
+            "Polygon": [{"X": float(p["X"]), "Y": float(p["Y"])} for p in geometry.get("Polygon") or ()],
+        },
+    }
+
+
+def normalize_face(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``FaceDetails`` item with the DEFAULT attributes our mapping keeps."""
+    face: dict[str, Any] = {
+        "BoundingBox": _box(raw.get("BoundingBox")),
+        "Confidence": float(raw.get("Confidence", 0.0)),
+        "Landmarks": [
+            {"Type": str(m["Type"]), "X": float(m["X"]), "Y": float(m["Y"])}
+            for m in raw.get("Landmarks") or ()
+            if "Type" in m and "X" in m and "Y" in m
+        ],
+    }
+    for group, keys in (("Pose", ("Roll", "Yaw", "Pitch")), ("Quality", ("Brightness", "Sharpness"))):
+        values = raw.get(group) or {}
+        if values:
+            face[group] = {k: float(values[k]) for k in keys if k in values}
+    return face
+
+
+def normalize_image_properties(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``DetectLabels.ImageProperties`` (quality and dominant colours), flattened to our names."""
+    if not raw:
+        return None
+    quality = raw.get("Quality") or {}
+    return {
+        "quality": {
+            k.lower(): float(v) for k, v in quality.items() if k in ("Brightness", "Sharpness", "Contrast")
+        },
+        "dominant_colors": [
+            {
+                "simplified_color": str(color.get("SimplifiedColor", "")),
+                "hex_code": str(color.get("HexCode", "")),
+                "pixel_percent": float(color.get("PixelPercent", 0.0)),
+            }
+            for color in raw.get("DominantColors") or ()
+        ],
+    }
+
+
 def build_document(
     obj: ObjectInfo,
     result: LabelResult,
@@ -229,13 +354,19 @@ def build_document(
     dag_id: str,
     run_id: str,
     ingested_at: datetime,
+    source_format: str | None = None,
+    transformations: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Build the one document for an object version and its labels."""
+    """Build the one document for an object version and everything its labeler found.
+
+    Fields of features that were not run are left out (absent, not empty), so a query for
+    "images without moderation hits" does not match images that were never checked.
+    """
     labels = [normalize_label(label) for label in result.labels]
     names = [label["Name"] for label in labels]
     names += [parent["Name"] for label in labels for parent in label["Parents"]]
     categories = [category["Name"] for label in labels for category in label["Categories"]]
-    return {
+    document: dict[str, Any] = {
         "title": obj.title or posixpath.basename(obj.key) or obj.key,
         "s3_location": f"s3://{obj.bucket}/{obj.key}",
         "s3bucket": obj.bucket,
@@ -259,4 +390,25 @@ def build_document(
         },
         "airflow": {"dag_id": dag_id, "run_id": run_id},
         "ingested_at": ingested_at.isoformat(),
+        "features": list(result.features),
+        "preflight": {"source_format": source_format, "transformations": list(transformations)},
     }
+    if "moderation" in result.features:
+        moderation = [normalize_moderation_label(label) for label in result.moderation_labels]
+        document["ModerationLabels"] = moderation
+        document["ModerationModelVersion"] = result.moderation_model_version
+        document["moderation_names"] = _unique([label["Name"] for label in moderation])
+        document["moderated"] = bool(moderation)
+    if "text" in result.features:
+        lines = [
+            normalize_text_detection(t) for t in result.text_detections if t.get("Type", "LINE") == "LINE"
+        ]
+        document["TextDetections"] = lines
+        document["text"] = "\n".join(line["DetectedText"] for line in lines)
+    if "faces" in result.features:
+        document["FaceDetails"] = [normalize_face(face) for face in result.face_details]
+        document["face_count"] = len(result.face_details)
+    properties = normalize_image_properties(result.image_properties)
+    if properties is not None:
+        document["image_properties"] = properties
+    return document

@@ -4,13 +4,18 @@ users also use for backfills. Kept here so every ingestion DAG offers the same k
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagelabels.labelers.base import LabelingSettings
 
 
 def ingestion_params() -> dict[str, Any]:
     """Params shared by the ingestion DAGs (validated by Airflow before a run starts)."""
     from airflow.sdk import Param
 
+    from imagelabels.labelers.base import DEFAULT_FEATURES, FEATURES, LABEL_FILTER_KEYS
     from imagelabels.labelers.registry import AVAILABLE_LABELERS
 
     return {
@@ -40,9 +45,81 @@ def ingestion_params() -> dict[str, Any]:
             100, type="integer", minimum=1, maximum=1000, description="Images per mapped labeling task."
         ),
         "labeler": Param(
-            "rekognition", type="string", enum=sorted(AVAILABLE_LABELERS), description="Which labeler to use."
+            "",
+            type="string",
+            enum=["", *sorted(AVAILABLE_LABELERS)],
+            description=(
+                "`local` (offline model, free) or `rekognition` (AWS, paid per image and feature). "
+                "Empty: the IMAGELABELS_LABELER setting, else `local`."
+            ),
+        ),
+        "features": Param(
+            list(DEFAULT_FEATURES),
+            type="array",
+            items={"type": "string", "enum": list(FEATURES)},
+            minItems=1,
+            uniqueItems=True,
+            description=(
+                "What to detect: `labels` (always), `moderation` (unsafe content), `text`, `faces`. "
+                "With Rekognition each feature is one paid call per image."
+            ),
+        ),
+        "moderation_min_confidence": Param(
+            50,
+            type="number",
+            minimum=0,
+            maximum=100,
+            description="Drop moderation labels below this (0-100).",
+        ),
+        "text_min_confidence": Param(
+            80,
+            type="number",
+            minimum=0,
+            maximum=100,
+            description="Drop detected text lines below this (0-100).",
+        ),
+        "label_filters": Param(
+            {},
+            type="object",
+            description=(
+                "DetectLabels `Settings.GeneralLabels`, e.g. "
+                '`{"LabelCategoryExclusionFilters": ["Text and Documents"]}`. Keys: '
+                + ", ".join(LABEL_FILTER_KEYS)
+                + "."
+            ),
+        ),
+        "image_properties": Param(
+            False,
+            type="boolean",
+            description="Also store image quality and dominant colours (Rekognition only).",
         ),
         "reprocess": Param(
             False, type="boolean", description="Label again and overwrite images that are already indexed."
         ),
     }
+
+
+def labeler_name(params: Mapping[str, Any]) -> str:
+    """The ``labeler`` Param, else the deployment's default."""
+    from imagelabels.labelers.registry import default_labeler
+
+    return str(params.get("labeler") or "") or default_labeler()
+
+
+def labeling_settings(params: Mapping[str, Any]) -> LabelingSettings:
+    """Per-run labeling settings from the Params, validated (a bad value fails the run's first
+    task, before any paid call)."""
+    from imagelabels.labelers.base import DEFAULT_FEATURES, LabelingSettings
+
+    features = tuple(params.get("features") or DEFAULT_FEATURES)
+    if "labels" not in features:
+        features = ("labels", *features)
+    return LabelingSettings(
+        min_confidence=float(params.get("min_confidence", 70)),
+        max_labels=int(params["max_labels"]) if params.get("max_labels") else None,
+        features=features,
+        moderation_min_confidence=float(params.get("moderation_min_confidence", 50)),
+        text_min_confidence=float(params.get("text_min_confidence", 80)),
+        label_filters=dict(params.get("label_filters") or {}),
+        image_properties=bool(params.get("image_properties", False)),
+    )

@@ -1,9 +1,15 @@
 """Label and index one batch of listed objects: the body of each mapped task.
 
-For every key: HEAD it (version id, content type), skip it when its document already exists
-(a rerun or overlapping backfill costs no labeling calls), read its pixel size, label it, and
-build its document. Then one bulk request writes the documents, the failure records of the keys
-that could not be labeled, and clears the records of keys that now succeeded.
+Phases, each over the whole batch:
+
+1. HEAD every key (version id, content type), concurrently;
+2. one ``ids`` query: keys whose document already exists are skipped (a rerun or overlapping
+   backfill costs no labeling calls);
+3. preflight + label each remaining image on a thread pool: the object is read and checked
+   (:mod:`imagelabels.preflight`), then labeled; the labeler's rate limiter keeps all tasks
+   together at the account's quota;
+4. one bulk request writes the documents, the failure records of keys that could not be
+   labeled, and clears the records of keys that now succeeded.
 
 The batch always finishes; afterwards :meth:`BatchReport.raise_if_incomplete` fails the task when
 something must be retried (a document Elasticsearch refused, a labeler error that was not about
@@ -14,12 +20,15 @@ keys are labeled again.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from imagelabels.documents import INDEX_ALIAS, ObjectInfo, build_document, document_id
 from imagelabels.indexing import (
@@ -33,7 +42,8 @@ from imagelabels.indexing import (
 )
 from imagelabels.labelers.base import Labeler, LabelingError
 from imagelabels.listing import ListedObject
-from imagelabels.objects import ObjectChanged, describe_object, read_dimensions
+from imagelabels.objects import ObjectChanged, describe_object
+from imagelabels.preflight import fetch_and_prepare
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +101,122 @@ class RunContext:
     run_id: str
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_CONCURRENCY = 8
+
+
+def batch_concurrency(labeler: Labeler) -> int:
+    """Threads per batch: ``IMAGELABELS_CONCURRENCY``, else what the labeler prefers.
+
+    Rekognition calls mostly wait on the network, so many threads pay off (the rate limiter,
+    not the thread count, bounds the request rate); a local model is CPU-bound and prefers as
+    many threads as it has cores to share.
+    """
+    configured = os.environ.get("IMAGELABELS_CONCURRENCY", "").strip()
+    if configured:
+        value = int(configured)
+        if value < 1:
+            raise ValueError(f"IMAGELABELS_CONCURRENCY must be at least 1, got {configured!r}")
+        return value
+    return int(getattr(labeler, "preferred_concurrency", DEFAULT_CONCURRENCY))
+
+
+def _map_concurrently(function: Callable[[T], R], items: Sequence[T], threads: int) -> Iterator[R]:
+    """``map`` on a thread pool, in order; inline when one thread is enough (simpler tracebacks)."""
+    if threads <= 1 or len(items) <= 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix="label") as pool:
+        yield from pool.map(function, items)
+
+
+@dataclass(frozen=True)
+class _Described:
+    obj: ObjectInfo | None = None
+    superseded: str | None = None
+    failure: FailureRecord | None = None
+
+
 def _describe_all(
     s3_client: Any,
     bucket: str,
     objects: Sequence[ListedObject],
     report: BatchReport,
     failures: list[FailureRecord],
+    threads: int,
 ) -> list[ObjectInfo]:
-    described: list[ObjectInfo] = []
-    for listed in objects:
+    def describe(listed: ListedObject) -> _Described:
         try:
-            described.append(describe_object(s3_client, bucket, listed))
+            return _Described(obj=describe_object(s3_client, bucket, listed))
         except ObjectChanged as change:
-            report.superseded += 1
-            log.info("skipping, superseded by a newer version: %s", change)
+            return _Described(superseded=str(change))
         except LabelingError as error:
-            failures.append(
-                FailureRecord(bucket, listed.key, "read", error.reason, error.message, error.retryable)
-            )
+            record = FailureRecord(bucket, listed.key, "read", error.reason, error.message, error.retryable)
+            return _Described(failure=record)
+
+    described: list[ObjectInfo] = []
+    for outcome in _map_concurrently(describe, objects, threads):
+        if outcome.obj is not None:
+            described.append(outcome.obj)
+        elif outcome.failure is not None:
+            failures.append(outcome.failure)
+        else:
+            report.superseded += 1
+            log.info("skipping, superseded by a newer version: %s", outcome.superseded)
     return described
+
+
+@dataclass(frozen=True)
+class _Labeled:
+    doc_id: str
+    key: str
+    document: dict[str, Any] | None = None
+    failure: FailureRecord | None = None
+
+
+class _Progress:
+    """Thread-safe progress log every ``PROGRESS_EVERY`` images."""
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._done = 0
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    def tick(self) -> None:
+        with self._lock:
+            self._done += 1
+            done = self._done
+        if done % PROGRESS_EVERY == 0 and done < self._total:
+            elapsed = time.monotonic() - self._started
+            log.info("labeled %d/%d (%.1f images/s)", done, self._total, done / elapsed if elapsed else 0.0)
+
+
+def label_one(
+    s3_client: Any,
+    labeler: Labeler,
+    obj: ObjectInfo,
+    run: RunContext,
+    ingested_at: Callable[[], datetime],
+) -> dict[str, Any]:
+    """Preflight, label and build the document of one object version.
+
+    :raises LabelingError: with the stage (``read``, ``preflight``, ``label``) that failed.
+    """
+    keep_pixels = bool(getattr(labeler, "needs_pixels", False))
+    image = fetch_and_prepare(s3_client, obj, keep_pixels=keep_pixels)
+    result = labeler.label(image)
+    return build_document(
+        image.obj,
+        result,
+        dag_id=run.dag_id,
+        run_id=run.run_id,
+        ingested_at=ingested_at(),
+        source_format=image.source_format,
+        transformations=image.transformations,
+    )
 
 
 def process_batch(
@@ -121,60 +228,61 @@ def process_batch(
     objects: Sequence[ListedObject],
     run: RunContext,
     reprocess: bool = False,
-    want_dimensions: bool = True,
+    concurrency: int | None = None,
     refresh: bool | str = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BatchReport:
     """Label and index ``objects`` of ``bucket``; return the batch's counts.
 
     :param reprocess: label again and overwrite documents that already exist (re-label).
-    :param want_dimensions: read width/height from the first bytes of each image.
+    :param concurrency: threads for reading and labeling (default: :func:`batch_concurrency`).
     :param refresh: Elasticsearch refresh policy for the writes (``"wait_for"`` in tests).
     :param clock: wall clock for ``ingested_at``/``failed_at`` (when it happened, not which
         interval: the interval comes from the listing).
     """
     started = time.monotonic()
+    threads = concurrency or batch_concurrency(labeler)
     report = BatchReport(listed=len(objects))
     failures: list[FailureRecord] = []
-    described = _describe_all(s3_client, bucket, objects, report, failures)
+    described = _describe_all(s3_client, bucket, objects, report, failures, threads)
 
     ids = {document_id(o.bucket, o.key, o.version_id, o.etag): o for o in described}
     present = set() if reprocess else existing_ids(es, list(ids))
     report.already_indexed = len(present)
-
-    actions: list[dict[str, Any]] = []
-    indexed_keys: list[str] = []
     to_label = [(doc_id, obj) for doc_id, obj in ids.items() if doc_id not in present]
-    for done, (doc_id, obj) in enumerate(to_label):
-        if done and done % PROGRESS_EVERY == 0:
-            elapsed = time.monotonic() - started
-            log.info("labeled %d/%d (%.1f images/s)", done, len(to_label), done / elapsed if elapsed else 0.0)
-        if want_dimensions:
-            width, height = read_dimensions(s3_client, obj)
-            obj = replace(obj, width=width, height=height)
+    progress = _Progress(len(to_label))
+
+    def work(item: tuple[str, ObjectInfo]) -> _Labeled:
+        doc_id, obj = item
         try:
-            result = labeler.label(obj)
-            document = build_document(obj, result, dag_id=run.dag_id, run_id=run.run_id, ingested_at=clock())
+            return _Labeled(doc_id, obj.key, document=label_one(s3_client, labeler, obj, run, clock))
         except LabelingError as error:
-            failures.append(
-                FailureRecord(bucket, obj.key, "label", error.reason, error.message, error.retryable)
-            )
-            continue
+            record = FailureRecord(bucket, obj.key, error.stage, error.reason, error.message, error.retryable)
+            return _Labeled(doc_id, obj.key, failure=record)
         except Exception as error:
             log.exception("unexpected error labeling s3://%s/%s", bucket, obj.key)
             message = f"{type(error).__name__}: {error}"
-            failures.append(FailureRecord(bucket, obj.key, "label", "unexpected_error", message, True))
+            record = FailureRecord(bucket, obj.key, "label", "unexpected_error", message, True)
+            return _Labeled(doc_id, obj.key, failure=record)
+        finally:
+            progress.tick()
+
+    actions: list[dict[str, Any]] = []
+    indexed_keys: list[str] = []
+    for labeled in _map_concurrently(work, to_label, threads):
+        if labeled.failure is not None:
+            failures.append(labeled.failure)
             continue
         report.labeled += 1
         actions.append(
             {
                 "_op_type": "index" if reprocess else "create",
                 "_index": INDEX_ALIAS,
-                "_id": doc_id,
-                "_source": document,
+                "_id": labeled.doc_id,
+                "_source": labeled.document,
             }
         )
-        indexed_keys.append(obj.key)
+        indexed_keys.append(labeled.key)
 
     outcome: BulkOutcome = bulk_write(es, actions, refresh=refresh)
     report.indexed = outcome.created + outcome.updated + outcome.already_present

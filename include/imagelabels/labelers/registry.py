@@ -1,20 +1,49 @@
-"""Choose a labeler by name (the ``labeler`` Param of the ingestion DAGs)."""
+"""Choose a labeler by name (the ``labeler`` Param of the ingestion DAGs).
+
+* ``local``: EfficientNet-Lite0 + open_nsfw on onnxruntime, offline, free (the embedded default);
+* ``rekognition``: AWS Rekognition through the Airflow AWS connection, rate-limited to the
+  account's quota (:mod:`imagelabels.ratelimit`).
+
+Factories import their labeler lazily, so choosing one never loads the other's dependencies.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from imagelabels.labelers.base import Labeler, LabelingSettings
-from imagelabels.labelers.rekognition import RekognitionLabeler
 
-# name -> factory(clients, settings). ``clients`` provides what a labeler needs (e.g. a
-# ``rekognition`` boto3 client); new labelers register here.
+# name -> factory(client_for, settings). ``client_for`` returns a boto3 client for a service name.
 LabelerFactory = Callable[[Callable[[str], Any], LabelingSettings], Labeler]
 
-AVAILABLE_LABELERS: dict[str, LabelerFactory] = {
-    "rekognition": lambda client_for, settings: RekognitionLabeler(client_for("rekognition"), settings),
-}
+DEFAULT_LABELER = "local"
+
+
+def _rekognition(client_for: Callable[[str], Any], settings: LabelingSettings) -> Labeler:
+    from imagelabels.labelers.rekognition import RekognitionLabeler
+    from imagelabels.ratelimit import limiter_from_settings
+
+    client = client_for("rekognition")
+    return RekognitionLabeler(client, settings, limiter_from_settings(client.meta.region_name))
+
+
+def _local(client_for: Callable[[str], Any], settings: LabelingSettings) -> Labeler:
+    from imagelabels.labelers.local import LocalLabeler
+
+    return LocalLabeler(settings)
+
+
+AVAILABLE_LABELERS: dict[str, LabelerFactory] = {"local": _local, "rekognition": _rekognition}
+
+
+def default_labeler() -> str:
+    """``IMAGELABELS_LABELER`` (``local`` unless a deployment chooses ``rekognition``)."""
+    name = os.environ.get("IMAGELABELS_LABELER", "").strip() or DEFAULT_LABELER
+    if name not in AVAILABLE_LABELERS:
+        raise ValueError(f"IMAGELABELS_LABELER={name!r} is not one of {sorted(AVAILABLE_LABELERS)}")
+    return name
 
 
 def make_labeler(name: str, client_for: Callable[[str], Any], settings: LabelingSettings) -> Labeler:
