@@ -19,6 +19,7 @@ from imagelabels.documents import (
     INDEX_ALIAS,
     INDEX_TEMPLATE,
     INDEX_TEMPLATE_NAME,
+    INDEX_VERSION,
     failure_id,
     versioned_index_name,
 )
@@ -55,6 +56,25 @@ def ensure_indices(es: Any) -> None:
     except BadRequestError as error:
         if error.error != "resource_already_exists_exception":
             raise
+    _upgrade_mappings(es)
+
+
+def _upgrade_mappings(es: Any) -> None:
+    """Add fields introduced since an index was created (additive mapping changes are allowed on
+    a live index); a conflicting change needs a reindex into the next ``images-vN``."""
+    from elasticsearch import BadRequestError
+
+    for index, mappings in (
+        (INDEX_ALIAS, INDEX_TEMPLATE["template"]["mappings"]),
+        (FAILURES_INDEX, FAILURE_MAPPINGS),
+    ):
+        try:
+            es.indices.put_mapping(index=index, properties=mappings["properties"])
+        except BadRequestError as error:
+            raise RuntimeError(
+                f"the mapping of {index!r} conflicts with this version's schema ({error.message}); "
+                f"reindex into {versioned_index_name(INDEX_VERSION + 1)!r} and move the alias"
+            ) from error
 
 
 def existing_ids(es: Any, ids: Sequence[str], index: str = INDEX_ALIAS) -> set[str]:

@@ -1,13 +1,12 @@
-"""Read what S3 knows about one object: version, content type, title, and pixel size.
+"""Read what S3 knows about one object: version, content type and title.
 
 ``HeadObject`` gives the version id (``ListObjectsV2`` does not), which the document id needs.
-Width and height come from a ranged GET of the first bytes only: image headers carry the size,
-so a worker reads a few KiB instead of the whole image.
+Pixel size and format come later, from preflight (:mod:`imagelabels.preflight`), which reads the
+bytes anyway.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -17,7 +16,6 @@ from imagelabels.listing import ListedObject
 
 log = logging.getLogger(__name__)
 
-HEADER_BYTES = 64 * 1024
 TITLE_METADATA_KEY = "title"  # x-amz-meta-title, if the uploader set one
 
 
@@ -56,26 +54,3 @@ def describe_object(s3_client: Any, bucket: str, listed: ListedObject) -> Object
         content_type=head.get("ContentType"),
         title=metadata.get(TITLE_METADATA_KEY) or None,
     )
-
-
-def read_dimensions(s3_client: Any, obj: ObjectInfo) -> tuple[int | None, int | None]:
-    """Width and height from the image header, or ``(None, None)`` when unknown.
-
-    Best effort by design: a header that does not parse is for the labeler to judge, not a
-    reason to fail here.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "Range": f"bytes=0-{HEADER_BYTES - 1}"}
-    if obj.version_id and obj.version_id != "null":
-        request["VersionId"] = obj.version_id
-    try:
-        head_bytes = s3_client.get_object(**request)["Body"].read()
-        with Image.open(io.BytesIO(head_bytes)) as image:
-            width, height = image.size
-            return int(width), int(height)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        log.debug("no dimensions for s3://%s/%s: %s", obj.bucket, obj.key, error)
-    except Exception as error:
-        log.warning("could not read header of s3://%s/%s: %s", obj.bucket, obj.key, error)
-    return None, None
