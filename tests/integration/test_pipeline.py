@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,6 @@ from imagelabels.documents import (
     FAILURES_INDEX,
     INDEX_ALIAS,
     LabelResult,
-    ObjectInfo,
     document_id,
     failure_id,
 )
@@ -20,6 +20,7 @@ from imagelabels.labelers import LabelingError, LabelingSettings
 from imagelabels.labelers.rekognition import RekognitionLabeler
 from imagelabels.listing import ListedObject, list_objects_in_window
 from imagelabels.pipeline import BatchIncomplete, RunContext, process_batch
+from imagelabels.prepared import PreparedImage
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
 RUN = RunContext("image_ingest_s3_hourly", "manual__test")
@@ -34,18 +35,24 @@ class RecordingLabeler:
         self.failures = failures or {}
         self.calls: list[str] = []
         self.name = inner.name
+        self._lock = threading.Lock()
 
-    def label(self, obj: ObjectInfo) -> LabelResult:
-        self.calls.append(obj.key)
-        if obj.key in self.failures:
-            raise self.failures[obj.key]
-        return self.inner.label(obj)
+    def label(self, image: PreparedImage) -> LabelResult:
+        key = image.obj.key
+        with self._lock:
+            self.calls.append(key)
+        if key in self.failures:
+            raise self.failures[key]
+        return self.inner.label(image)
 
 
 @pytest.fixture
 def labeler(clean_stack) -> RecordingLabeler:  # type: ignore[no-untyped-def]
     return RecordingLabeler(
-        RekognitionLabeler(clean_stack.boto3_client("rekognition"), LabelingSettings(70, 10))
+        # moto answers DetectLabels only (HTTP 500 for the other operations)
+        RekognitionLabeler(
+            clean_stack.boto3_client("rekognition"), LabelingSettings(70, 10, features=("labels",))
+        )
     )
 
 
@@ -94,6 +101,9 @@ def test_batch_indexes_every_image_with_metadata(s3, es, labeler) -> None:  # ty
         "height": 300,
     }
     assert doc["label_names"] == ["Mobile Phone", "Phone"]  # moto's canned DetectLabels answer
+    assert doc["preflight"] == {"source_format": "PNG", "transformations": []}
+    assert doc["features"] == ["labels"]
+    assert "ModerationLabels" not in doc and "moderated" not in doc  # not run: absent, not "clean"
     assert (doc["labeler"], doc["LabelModelVersion"], doc["ingested_at"]) == (
         "rekognition",
         "3.0",
@@ -221,9 +231,9 @@ def test_malformed_labeler_answer_is_recorded_not_fatal(s3, es, labeler) -> None
     listed = _upload(s3, "photos", ["chelsea.png", "coffee.png"])
 
     class NoConfidence(RecordingLabeler):
-        def label(self, obj: ObjectInfo) -> LabelResult:
-            result = super().label(obj)
-            if obj.key == "in/coffee.png":
+        def label(self, image: PreparedImage) -> LabelResult:
+            result = super().label(image)
+            if image.obj.key == "in/coffee.png":
                 return LabelResult([{"Name": "Cup"}], result.labeler, "3.0", 70, 10)
             return result
 
