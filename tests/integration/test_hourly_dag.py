@@ -14,6 +14,8 @@ from imagelabels.embedded import covering_hours
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
 PHOTOS = ["chelsea.png", "coffee.png", "grace_hopper.jpg"]
+# moto's Rekognition: a canned DetectLabels answer, HTTP 500 for the other operations
+MOTO_REKOGNITION = {"labeler": "rekognition", "features": ["labels"]}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hou
     heads = {name: s3.head_object(Bucket="photos", Key=f"uploads/{name}") for name in PHOTOS}
     hours = covering_hours([head["LastModified"] for head in heads.values()])
 
-    runs = [_run_interval(hourly_dag, hour, prefix="uploads/") for hour in hours]
+    runs = [_run_interval(hourly_dag, hour, prefix="uploads/", **MOTO_REKOGNITION) for hour in hours]
     assert [str(run.state) for run in runs] == ["success"] * len(hours)
 
     mapped = [ti for run in runs for ti in run.get_task_instances() if ti.task_id == "label_and_index"]
@@ -124,11 +126,16 @@ def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hou
                     "height": {"chelsea.png": 300, "coffee.png": 400, "grace_hopper.jpg": 600}[name],
                 },
                 "airflow": {"dag_id": "image_ingest_s3_hourly", "run_id": run_id},
+                "features": ["labels"],
+                "preflight": {
+                    "source_format": "JPEG" if name.endswith(".jpg") else "PNG",
+                    "transformations": [],
+                },
             }
         )
 
     before = _snapshot(es)
-    reruns = [_run_interval(hourly_dag, hour, prefix="uploads/") for hour in hours]
+    reruns = [_run_interval(hourly_dag, hour, prefix="uploads/", **MOTO_REKOGNITION) for hour in hours]
     assert [str(run.state) for run in reruns] == ["success"] * len(hours)
     totals = [run.get_task_instance("summarize").xcom_pull(task_ids="summarize") for run in reruns]
     assert sum(t["already_indexed"] for t in totals) == len(PHOTOS)
