@@ -1,9 +1,14 @@
 """`make demo`: the whole pipeline on the embedded stack, from nothing to search answers.
 
-Starts a moto server (S3 + Rekognition) and noida-db (Elasticsearch) on free loopback ports,
-uploads real photographs, runs the hourly ingestion DAG with ``dag.test()`` for the hour(s) that
-contain the uploads, prints the run's totals and the answers to the first seed's three
-questions, and stops the servers it started.
+Starts a moto server (S3) and noida-db (Elasticsearch) on free loopback ports, uploads real
+photographs, runs the hourly ingestion DAG with ``dag.test()`` for the hour(s) that contain the
+uploads, prints the run's totals and the answers to the first seed's three questions, and stops
+the servers it started.
+
+Labels come from the local offline model (EfficientNet-Lite0 + open_nsfw on onnxruntime) unless
+``--labeler rekognition`` or ``IMAGELABELS_LABELER=rekognition`` says otherwise (on the embedded
+stack that is moto's canned Rekognition answer; point the ``aws_default`` connection at AWS for
+the real service).
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--label", help="label for the questions (default: the most frequent one)")
+    parser.add_argument(
+        "--labeler",
+        choices=["local", "rekognition"],
+        default=os.environ.get("IMAGELABELS_LABELER") or "local",
+        help="who labels the images (default: IMAGELABELS_LABELER, else local)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -46,14 +57,18 @@ def main() -> int:
         os.environ.update(stack.airflow_env())
         print(
             f"moto server (S3, Rekognition): {stack.moto_url}\nnoida-db (Elasticsearch):      {stack.es_url}"
+            f"\nlabeler:                       {args.labeler}"
         )
+        conf = {"labeler": args.labeler}
+        if args.labeler == "rekognition":
+            conf["features"] = ["labels"]  # moto answers DetectLabels only
         stamps = upload_samples(stack.boto3_client("s3"), prefix=f"uploads/{time.strftime('%Y-%m-%d')}/")
         dag = load_dag()
         for hour in covering_hours(stamps):
             print(
                 f"\nRunning {dag.dag_id} for [{hour:%Y-%m-%d %H:%M}, {hour + timedelta(hours=1):%H:%M}) UTC ..."
             )
-            run = dag.test(logical_date=hour + timedelta(hours=1))
+            run = dag.test(logical_date=hour + timedelta(hours=1), run_conf=conf)
             print(f"  run {run.run_id}: {run.state}")
             if str(run.state) != "success":
                 print("  the run failed; task logs are under .local/airflow/logs", file=sys.stderr)
@@ -74,9 +89,13 @@ def main() -> int:
         for hit in search.images_with_label(es, label):
             print(f"   {hit.title:<20} {hit.confidence:6.2f}%  {hit.s3_location}")
         title = "chelsea.png"
-        print(f"\n2. What does '{title}' represent?")
+        print(f"\n2. What does '{title}' represent? (label, confidence, parents)")
         for hit in search.describe_image(es, title):
-            print("   " + ", ".join(f"{name} {conf:.1f}%" for name, conf in hit.labels))
+            for name, confidence in hit.labels[:8]:
+                chain = " > ".join(hit.parents.get(name, []))
+                print(f"   {name:<24} {confidence:6.2f}%  {chain}")
+            moderation = ", ".join(f"{name} {c:.1f}%" for name, c in hit.moderation) or "none"
+            print(f"   moderation: {moderation}")
         print(f"\n3. Images that represent '{label}' with at least 90% confidence:")
         for hit in search.images_with_label(es, label, min_confidence=90):
             print(f"   {hit.title:<20} {hit.confidence:6.2f}%")

@@ -11,7 +11,7 @@ structured query clauses, never into a query string.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from imagelabels.documents import INDEX_ALIAS
@@ -25,6 +25,8 @@ class Hit:
     s3_location: str
     confidence: float | None
     labels: list[tuple[str, float]]
+    parents: dict[str, list[str]] = field(default_factory=dict)
+    moderation: list[tuple[str, float]] = field(default_factory=list)
 
 
 def label_query(label: str, min_confidence: float | None = None) -> dict[str, Any]:
@@ -54,7 +56,12 @@ def _hit(raw: dict[str, Any]) -> Hit:
     inner = raw.get("inner_hits", {}).get("Labels", {}).get("hits", {}).get("hits", [])
     confidence = float(inner[0]["_source"]["Confidence"]) if inner else None
     labels = [(label["Name"], float(label["Confidence"])) for label in source.get("Labels", [])]
-    return Hit(source["title"], source["s3_location"], confidence, labels)
+    parents = {
+        label["Name"]: [parent["Name"] for parent in label.get("Parents", [])]
+        for label in source.get("Labels", [])
+    }
+    moderation = [(m["Name"], float(m["Confidence"])) for m in source.get("ModerationLabels", [])]
+    return Hit(source["title"], source["s3_location"], confidence, labels, parents, moderation)
 
 
 def images_with_label(

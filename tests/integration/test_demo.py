@@ -18,14 +18,19 @@ def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     for expected in (
         "Documents in index 'images': 5",
-        "1. Images that represent 'Mobile Phone':",
-        "2. What does 'chelsea.png' represent?",
+        "labeler:                       local",
+        "1. Images that represent '",
+        "2. What does 'chelsea.png' represent? (label, confidence, parents)",
+        "moderation: none",
         "with at least 90% confidence:",
         "listed 5 image(s) in 1 batch(es): 0 already indexed, 5 labeled, 5 indexed, 0 failed",
         "servers stopped",
     ):
         assert expected in first.stdout
-    assert first.stdout.count("s3://demo-images/uploads/") >= 10  # 5 uploads + 5 answers to question 1
+    assert first.stdout.count("s3://demo-images/uploads/") >= 6  # 5 uploads + answers to question 1
+    # real labels with their parents: the cat photo is a cat, an animal
+    description = first.stdout.split("2. What does 'chelsea.png' represent?")[1].split("3. Images")[0]
+    assert "Cat" in description and "Animal" in description, description
 
     second = subprocess.run(
         [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
