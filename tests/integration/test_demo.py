@@ -30,7 +30,8 @@ def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path) -> None:
     assert first.stdout.count("s3://demo-images/uploads/") >= 6  # 5 uploads + answers to question 1
     # real labels with their parents: the cat photo is a cat, an animal
     description = first.stdout.split("2. What does 'chelsea.png' represent?")[1].split("3. Images")[0]
-    assert "Cat" in description and "Animal" in description, description
+    assert "Cat" in description, description
+    assert "Animal" in description, description
 
     second = subprocess.run(
         [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300

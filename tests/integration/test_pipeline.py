@@ -103,7 +103,7 @@ def test_batch_indexes_every_image_with_metadata(s3, es, labeler) -> None:  # ty
     assert doc["label_names"] == ["Mobile Phone", "Phone"]  # moto's canned DetectLabels answer
     assert doc["preflight"] == {"source_format": "PNG", "transformations": []}
     assert doc["features"] == ["labels"]
-    assert "ModerationLabels" not in doc and "moderated" not in doc  # not run: absent, not "clean"
+    assert not {"ModerationLabels", "moderated"} & doc.keys()  # not run: absent, not "clean"
     assert (doc["labeler"], doc["LabelModelVersion"], doc["ingested_at"]) == (
         "rekognition",
         "3.0",

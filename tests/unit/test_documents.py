@@ -130,6 +130,8 @@ def test_build_document_is_the_full_schema() -> None:
         },
         "airflow": {"dag_id": "image_ingest_s3_hourly", "run_id": "scheduled__x"},
         "ingested_at": "2026-11-22T11:00:03+00:00",
+        "features": ["labels"],
+        "preflight": {"source_format": None, "transformations": []},
     }
 
 
@@ -162,16 +164,103 @@ def _document_paths(value: object, prefix: str = "") -> set[str]:
     return paths
 
 
+# Rekognition's own answers (abridged) for the other operations, with fields we do not map.
+MODERATION = [
+    {"Name": "Explicit Nudity", "Confidence": 97.5, "ParentName": "", "TaxonomyLevel": 1},
+    {"Name": "Nudity", "Confidence": 97.5, "ParentName": "Explicit Nudity", "TaxonomyLevel": 2},
+]
+TEXT = [
+    {
+        "DetectedText": "OPEN 24H",
+        "Type": "LINE",
+        "Id": 0,
+        "Confidence": 99.1,
+        "Geometry": {
+            "BoundingBox": {"Width": 0.5, "Height": 0.1, "Left": 0.2, "Top": 0.3},
+            "Polygon": [
+                {"X": 0.2, "Y": 0.3},
+                {"X": 0.7, "Y": 0.3},
+                {"X": 0.7, "Y": 0.4},
+                {"X": 0.2, "Y": 0.4},
+            ],
+        },
+    },
+    {"DetectedText": "OPEN", "Type": "WORD", "Id": 1, "ParentId": 0, "Confidence": 99.0, "Geometry": {}},
+]
+FACES = [
+    {
+        "BoundingBox": {"Width": 0.2, "Height": 0.3, "Left": 0.4, "Top": 0.1},
+        "Confidence": 99.9,
+        "Landmarks": [{"Type": "eyeLeft", "X": 0.45, "Y": 0.2}],
+        "Pose": {"Roll": 1.0, "Yaw": -2.0, "Pitch": 3.0},
+        "Quality": {"Brightness": 80.0, "Sharpness": 90.0},
+        "AgeRange": {"Low": 20, "High": 30},
+    }
+]
+PROPERTIES = {
+    "Quality": {"Brightness": 70.0, "Sharpness": 80.0, "Contrast": 60.0},
+    "DominantColors": [{"Red": 1, "SimplifiedColor": "red", "HexCode": "#ff0000", "PixelPercent": 40.0}],
+}
+ALL_FEATURES = LabelResult(
+    [REKOGNITION_LABEL],
+    "rekognition",
+    "3.0",
+    55.0,
+    10,
+    features=("labels", "moderation", "text", "faces"),
+    moderation_labels=MODERATION,
+    moderation_model_version="7.0",
+    text_detections=TEXT,
+    face_details=FACES,
+    image_properties=PROPERTIES,
+)
+
+
 def test_every_document_field_is_mapped() -> None:
     obj = ObjectInfo("b", "k.jpg", 1, "e", MODIFIED, "v", "image/jpeg", 1, 1)
     doc = build_document(
         obj,
-        LabelResult([REKOGNITION_LABEL], "rekognition", "3.0", 55.0, 10),
+        ALL_FEATURES,
         dag_id="d",
         run_id="r",
         ingested_at=INGESTED,
+        source_format="WEBP",
+        transformations=["converted:WEBP"],
     )
     assert _document_paths(doc) <= _mapped_paths(IMAGE_MAPPINGS)
+    assert {"ModerationLabels.ParentName", "TextDetections.Geometry.Polygon.X", "FaceDetails.Pose.Yaw"} <= (
+        _document_paths(doc)
+    )
+
+
+def test_feature_results_land_in_rekognition_shape_with_flat_fields() -> None:
+    obj = ObjectInfo("b", "k.jpg", 1, "e", MODIFIED)
+    doc = build_document(obj, ALL_FEATURES, dag_id="d", run_id="r", ingested_at=INGESTED)
+    assert doc["ModerationLabels"] == MODERATION
+    assert (doc["ModerationModelVersion"], doc["moderation_names"], doc["moderated"]) == (
+        "7.0",
+        ["Explicit Nudity", "Nudity"],
+        True,
+    )
+    assert [t["DetectedText"] for t in doc["TextDetections"]] == ["OPEN 24H"]  # LINEs only
+    assert doc["text"] == "OPEN 24H"
+    assert doc["face_count"] == 1
+    assert "AgeRange" not in doc["FaceDetails"][0]
+    assert doc["image_properties"] == {
+        "quality": {"brightness": 70.0, "sharpness": 80.0, "contrast": 60.0},
+        "dominant_colors": [{"simplified_color": "red", "hex_code": "#ff0000", "pixel_percent": 40.0}],
+    }
+    assert doc["features"] == ["labels", "moderation", "text", "faces"]
+
+
+def test_a_feature_that_ran_and_found_nothing_differs_from_one_that_did_not_run() -> None:
+    obj = ObjectInfo("b", "k.jpg", 1, "e", MODIFIED)
+    checked = LabelResult([], "local", "m", 70, 10, features=("labels", "moderation"))
+    doc = build_document(obj, checked, dag_id="d", run_id="r", ingested_at=INGESTED)
+    assert (doc["ModerationLabels"], doc["moderated"]) == ([], False)
+    unchecked = LabelResult([], "local", "m", 70, 10, features=("labels",))
+    doc = build_document(obj, unchecked, dag_id="d", run_id="r", ingested_at=INGESTED)
+    assert not {"moderated", "text", "face_count"} & doc.keys()
 
 
 @pytest.mark.parametrize(

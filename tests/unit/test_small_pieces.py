@@ -11,6 +11,7 @@ from imagelabels.indexing import ItemFailure
 from imagelabels.labelers import LabelingSettings, make_labeler
 from imagelabels.labelers.rekognition import RekognitionLabeler
 from imagelabels.manifests import S3Uri, default_staging_uri, manifest_prefix
+from imagelabels.params import labeler_name, labeling_settings
 from imagelabels.pipeline import BatchIncomplete, BatchReport, summarize
 
 
@@ -71,6 +72,11 @@ def test_refresh_setting(monkeypatch: pytest.MonkeyPatch, value: str, expected: 
         ({"min_confidence": -1}, "min_confidence"),
         ({"min_confidence": 100.5}, "min_confidence"),
         ({"max_labels": 0}, "max_labels"),
+        ({"moderation_min_confidence": 101}, "moderation_min_confidence"),
+        ({"features": ("labels", "colour")}, "features must be"),
+        ({"features": ("moderation",)}, "must include 'labels'"),
+        ({"label_filters": {"LabelInclusion": ["Cat"]}}, "unknown label filter"),
+        ({"label_filters": {"LabelInclusionFilters": "Cat"}}, "list of non-empty strings"),
     ],
 )
 def test_labeling_settings_are_validated(kwargs: dict, message: str) -> None:
@@ -79,14 +85,54 @@ def test_labeling_settings_are_validated(kwargs: dict, message: str) -> None:
 
 
 def test_registry_builds_rekognition_and_names_the_known_labelers() -> None:
+    import boto3
+
     asked: list[str] = []
-    labeler = make_labeler(
-        "rekognition", lambda service: asked.append(service) or object(), LabelingSettings()
-    )
+
+    def client_for(service: str) -> object:
+        asked.append(service)
+        return boto3.client(
+            service, region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+
+    labeler = make_labeler("rekognition", client_for, LabelingSettings())
     assert isinstance(labeler, RekognitionLabeler)
     assert asked == ["rekognition"]
-    with pytest.raises(ValueError, match="choose one of: rekognition"):
-        make_labeler("tensorflow", lambda service: None, LabelingSettings())
+    with pytest.raises(ValueError, match="choose one of: local, rekognition"):
+        make_labeler("tensorflow", client_for, LabelingSettings())
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [("", "local"), ("rekognition", "rekognition"), ("local", "local")],
+)
+def test_default_labeler_setting(monkeypatch: pytest.MonkeyPatch, env: str, expected: str) -> None:
+    monkeypatch.setenv("IMAGELABELS_LABELER", env)
+    assert labeler_name({"labeler": ""}) == expected
+    assert labeler_name({"labeler": "rekognition"}) == "rekognition"  # the Param wins
+
+
+def test_unknown_default_labeler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGELABELS_LABELER", "clip")
+    with pytest.raises(ValueError, match="IMAGELABELS_LABELER='clip'"):
+        labeler_name({})
+
+
+def test_params_become_validated_labeling_settings() -> None:
+    settings = labeling_settings(
+        {
+            "min_confidence": 80,
+            "max_labels": 5,
+            "features": ["moderation", "text"],
+            "moderation_min_confidence": 60,
+            "label_filters": {"LabelExclusionFilters": ["Text"]},
+        }
+    )
+    assert settings.features == ("labels", "moderation", "text")  # labels always run
+    assert (settings.min_confidence, settings.max_labels, settings.moderation_min_confidence) == (80, 5, 60)
+    assert dict(settings.label_filters) == {"LabelExclusionFilters": ["Text"]}
+    with pytest.raises(ValueError, match="unknown label filter"):
+        labeling_settings({"label_filters": {"Nope": ["x"]}})
 
 
 def test_report_raises_only_when_a_retry_is_needed() -> None:
