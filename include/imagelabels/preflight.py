@@ -281,9 +281,8 @@ def _decode(image: Image, source_format: str) -> bool:
     """Decode every pixel (the only way to catch truncation); True for a multi-frame file."""
     try:
         image.load()
-        multi_frame = _is_multi_frame(image)
-        image.seek(0)
-        image.load()
+        multi_frame = _is_multi_frame(image)  # may peek at frame 2 and come back
+        image.load()  # again when the peek dropped the first frame's pixels
     except MemoryError:
         raise
     except Exception as error:  # truncated or corrupt data, whatever the decoder raises
@@ -428,8 +427,8 @@ def prepare(obj: ObjectInfo, data: bytes, *, keep_pixels: bool = False) -> Prepa
     from PIL import ImageOps
 
     _check_size(len(data))
+    _init_pillow()  # before _detect: HEIF is decodable only once its opener is registered
     source_format = _detect(data)
-    _init_pillow()
     _log_disagreement(obj, source_format)
     with _open(data, source_format) as image:
         _check_dimensions(image.size)

@@ -78,10 +78,13 @@ def _png_16bit() -> bytes:
 
 
 def _heic() -> bytes:
+    """Encoded with pillow-heif directly: registering its Pillow opener here would hide a
+    preflight that forgets to."""
     import pillow_heif
 
-    pillow_heif.register_heif_opener()
-    return _encode(_halves(160, 120), "HEIF")
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(_halves(160, 120)).save(buffer, quality=90)
+    return buffer.getvalue()
 
 
 def _heif_writable() -> bool:
@@ -234,7 +237,21 @@ CASES = [
             transformations=("resized:12000x900->10000x750",),
             check=_pixel(10, 10, RED),
         ),
-        id="12000px-jpeg-draft",
+        id="12000px-jpeg",
+    ),
+    pytest.param(
+        Case(
+            "tower.jpg",
+            # 24000 px wide as stored, so libjpeg decodes it at 1/2 scale (draft); shown upright
+            lambda: _jpeg_with_orientation(_halves(24_000, 1_200), 8),
+            source_format="JPEG",
+            size=(500, 10_000),
+            original=(1_200, 24_000),
+            transformations=("exif_transpose", "resized:1200x24000->500x10000"),
+            # orientation 8: displayed rotated 90° counter-clockwise, so the left (red) half is at the bottom
+            check=_all(_pixel(250, 9_990, RED), _pixel(250, 10, BLUE)),
+        ),
+        id="24000px-rotated-jpeg-draft",
     ),
     pytest.param(
         Case(
@@ -364,6 +381,16 @@ def _object(key: str, size: int) -> ObjectInfo:
     )
 
 
+@pytest.fixture
+def fresh_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow as a new worker process sees it: no HEIF opener yet, preflight not initialised."""
+    from imagelabels import preflight
+
+    monkeypatch.setattr(preflight, "_pillow_ready", False)
+    monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)
+
+
+@pytest.mark.usefixtures("fresh_pillow")
 @pytest.mark.parametrize("case", CASES)
 def test_preflight(case: Case) -> None:
     data = case.data()
