@@ -81,3 +81,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+
+
+# --- Rekognition stand-in (include/imagelabels/standin) -----------------------------------------
+
+
+@pytest.fixture
+def standin(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+    """Factory: ``standin(**StandInConfig fields)`` starts an in-process Rekognition stand-in
+    (reading ``Image.S3Object`` from the session's moto server unless told otherwise) and returns
+    the running :class:`~imagelabels.standin.StandInServer`; all are stopped after the test."""
+    from imagelabels.standin import StandInConfig, StandInServer
+
+    started: list[StandInServer] = []
+
+    def start(**fields: object) -> StandInServer:
+        fields.setdefault("s3_endpoint_url", stack.moto_url)
+        server = StandInServer(StandInConfig(**fields)).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

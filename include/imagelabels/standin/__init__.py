@@ -42,8 +42,10 @@ def rekognition_client(
 ) -> Any:
     """A real boto3 ``rekognition`` client pointed at a stand-in (dummy credentials).
 
-    ``max_attempts=1`` shows raw throttling; ``retry_mode="adaptive"`` with more attempts is what
-    a production client would do.
+    :param max_attempts: attempts in all, the first included (botocore's ``total_max_attempts``;
+        its ``max_attempts`` key counts retries only, so ``{"max_attempts": 1}`` still retries once).
+        ``1`` shows raw throttling; ``retry_mode="adaptive"`` with more attempts is what a
+        production client does.
     """
     import boto3
     from botocore.config import Config
@@ -55,7 +57,7 @@ def rekognition_client(
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         config=Config(
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             max_pool_connections=max_pool_connections,
         ),
     )

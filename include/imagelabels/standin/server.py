@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -176,6 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body are two writes: without NODELAY, Nagle's algorithm and the client's
+        # delayed ACK add ~40 ms to answers on a reused connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection, True)
 
     def finish(self) -> None:
@@ -213,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/_stats"):
             self._send(200, self.server.service.stats.snapshot())
         elif self.path.startswith("/_health"):
-            self._send(200, {"ok": True, "labels": self.server.service.config.labels})
+            self._send(200, {"ok": True, "labels": self.server.service.config.labels, "pid": os.getpid()})
         else:
             self._send(404, {"__type": "UnknownOperationException", "Message": f"GET {self.path}"})
 
