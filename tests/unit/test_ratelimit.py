@@ -7,9 +7,11 @@ no call may be one it would throttle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -92,8 +94,15 @@ def run_processes(
     ]
     for child in children:
         child.start()
+    stamps: list[list[float]] = []
+    deadline = time.monotonic() + 60
     try:
-        stamps = [results.get(timeout=60) for _ in children]
+        while len(stamps) < processes:
+            failed = [child.exitcode for child in children if child.exitcode not in (None, 0)]
+            assert not failed, f"a worker process failed with exit code {failed}"
+            assert time.monotonic() < deadline, "worker processes did not report within 60 s"
+            with contextlib.suppress(queue.Empty):
+                stamps.append(results.get(timeout=0.5))
     finally:
         for child in children:
             child.join(timeout=10)
