@@ -44,7 +44,7 @@ import posixpath
 import threading
 from contextlib import closing
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from imagelabels.documents import ObjectInfo
 from imagelabels.labelers.base import LabelingError
@@ -65,6 +65,7 @@ MAX_PIXELS = 250_000_000  # ~750 MB decoded as RGB; JPEGs over 10,000 px are dec
 JPEG_QUALITY = 90
 FALLBACK_QUALITIES = (80, 70, 60)  # tried before downscaling when the JPEG is over 5 MB
 ORIENTATION_TAG = 0x0112
+READ_CHUNK_BYTES = 1024 * 1024
 SENT_AS_IS_MODES = frozenset({"RGB", "L", "RGBA", "P"})
 HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
@@ -279,10 +280,14 @@ def _is_multi_frame(image: Image) -> bool:
 
 def _decode(image: Image, source_format: str) -> bool:
     """Decode every pixel (the only way to catch truncation); True for a multi-frame file."""
+    from PIL.Image import DecompressionBombError
+
     try:
         image.load()
         multi_frame = _is_multi_frame(image)  # may peek at frame 2 and come back
         image.load()  # again when the peek dropped the first frame's pixels
+    except DecompressionBombError as error:  # a later frame's header
+        raise _reject("too_many_pixels", str(error)) from error
     except MemoryError:
         raise
     except Exception as error:  # truncated or corrupt data, whatever the decoder raises
@@ -424,8 +429,6 @@ def prepare(obj: ObjectInfo, data: bytes, *, keep_pixels: bool = False) -> Prepa
     :raises LabelingError: ``stage="preflight"``, ``retryable=False``, reason as listed in the
         module docstring.
     """
-    from PIL import ImageOps
-
     _check_size(len(data))
     _init_pillow()  # before _detect: HEIF is decodable only once its opener is registered
     source_format = _detect(data)
@@ -441,32 +444,55 @@ def prepare(obj: ObjectInfo, data: bytes, *, keep_pixels: bool = False) -> Prepa
             high_bit_depth=_high_bit_depth(image, source_format, data),
             multi_frame=_decode(image, source_format),
         )
-        if info.sendable_as_is(image):
-            pixels = _to_rgb(image, []) if keep_pixels else None
-            return PreparedImage(
-                obj=replace(obj, width=image.size[0], height=image.size[1]),
-                data=data,
-                data_format=_as_is_format(source_format),
-                source_format=source_format,
-                send_s3_reference=True,
-                pixels=pixels,
-            )
-        oriented = ImageOps.exif_transpose(image)
-        original = _oriented(stored_size, orientation) if drafted else oriented.size
-        final, jpeg, transformations = _convert(oriented, info, original)
+        try:
+            if info.sendable_as_is(image):
+                return _as_is(obj, data, image, info, keep_pixels=keep_pixels)
+            original = _oriented(stored_size, orientation) if drafted else None
+            return _converted(obj, image, info, original, keep_pixels=keep_pixels)
+        except (LabelingError, MemoryError):
+            raise
+        except Exception as error:  # a mode Pillow decodes but cannot turn into RGB
+            raise _reject(
+                "unsupported_format", f"{source_format} in mode {image.mode} cannot be converted: {error}"
+            ) from error
+
+
+def _as_is(
+    obj: ObjectInfo, data: bytes, image: Image, info: _Inspected, *, keep_pixels: bool
+) -> PreparedImage:
+    """The original bytes, for Rekognition to read from S3 itself."""
+    return PreparedImage(
+        obj=replace(obj, width=image.size[0], height=image.size[1]),
+        data=data,
+        data_format="PNG" if info.source_format == "PNG" else "JPEG",
+        source_format=info.source_format,
+        send_s3_reference=True,
+        pixels=_to_rgb(image, []) if keep_pixels else None,
+    )
+
+
+def _converted(
+    obj: ObjectInfo, image: Image, info: _Inspected, original: tuple[int, int] | None, *, keep_pixels: bool
+) -> PreparedImage:
+    """A JPEG of the oriented image, sent as bytes.
+
+    :param original: the oriented size of the original when the decoder already scaled it
+        (JPEG draft); ``None`` to take it from the decoded image.
+    """
+    from PIL import ImageOps
+
+    oriented = ImageOps.exif_transpose(image)
+    original = original or oriented.size
+    final, jpeg, transformations = _convert(oriented, info, original)
     return PreparedImage(
         obj=replace(obj, width=original[0], height=original[1]),
         data=jpeg,
         data_format="JPEG",
-        source_format=source_format,
+        source_format=info.source_format,
         send_s3_reference=False,
         transformations=transformations,
         pixels=final if keep_pixels else None,
     )
-
-
-def _as_is_format(source_format: str) -> Literal["JPEG", "PNG"]:
-    return "PNG" if source_format == "PNG" else "JPEG"
 
 
 def _read_error(obj: ObjectInfo, error: Exception) -> LabelingError:
@@ -516,8 +542,25 @@ def fetch_and_prepare(s3_client: Any, obj: ObjectInfo, *, keep_pixels: bool = Fa
     try:
         response = s3_client.get_object(**_get_object_request(obj))
         with closing(response["Body"]) as body:
-            # one byte over the limit is enough to know it grew past it since the HEAD
-            data = body.read(MAX_S3_OBJECT_BYTES + 1)
+            data = _read_at_most(body, MAX_S3_OBJECT_BYTES + 1)
     except (ClientError, BotoCoreError) as error:
         raise _read_error(obj, error) from error
     return prepare(obj, data, keep_pixels=keep_pixels)
+
+
+def _read_at_most(body: Any, limit: int) -> bytes:
+    """The body, but never more than ``limit`` bytes (one over the maximum is enough to reject
+    an object that grew since the HEAD).
+
+    Read to the end in chunks, so botocore checks the Content-Length there: a connection cut
+    short raises a retryable read error instead of looking like a truncated (corrupt) image.
+    """
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = body.read(min(READ_CHUNK_BYTES, remaining))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

@@ -456,3 +456,27 @@ def test_a_jpeg_too_big_for_5mb_is_recompressed_then_downscaled_until_it_fits() 
     assert (prepared.obj.width, prepared.obj.height) == (4000, 4000)
     assert "jpeg_quality:60" in prepared.transformations
     assert f"resized:4000x4000->{sent.size[0]}x{sent.size[1]}" in prepared.transformations
+
+
+def test_a_body_cut_short_is_a_retryable_read_error_not_a_corrupt_image() -> None:
+    from botocore.response import StreamingBody
+
+    data = _encode(_noise(200, 150), "JPEG")
+
+    class CutShort(_FakeS3):
+        def get_object(self, **request: Any) -> dict[str, Any]:
+            return {"Body": StreamingBody(io.BytesIO(data[:1000]), len(data))}
+
+    with pytest.raises(LabelingError) as caught:
+        fetch_and_prepare(CutShort(data), _object("cut.jpg", len(data)))
+
+    assert (caught.value.reason, caught.value.stage, caught.value.retryable) == ("s3_get_error", "read", True)
+
+
+def test_an_object_that_grew_past_15mb_since_its_head_is_rejected_after_reading_15mb() -> None:
+    s3 = _FakeS3(bytes(MAX_S3_OBJECT_BYTES + 10))
+
+    with pytest.raises(LabelingError) as caught:
+        fetch_and_prepare(s3, _object("grown.png", 1000))
+
+    assert caught.value.reason == "object_too_large"
