@@ -17,7 +17,9 @@ network and scheduling jitter of ``J`` seconds turns them into ``(rate, burst + 
 server, so no throttling needs ``burst + J <= 1 s``. The burst does not change the long-run rate
 (a saturated limiter gives exactly ``rate``), it only absorbs our own late wake-ups. Hence the
 default :data:`DEFAULT_BURST_SECONDS` = 0.5: half a second of jitter tolerated on each side, and
-still 100 % of the quota when the threads keep the limiter busy.
+still 100 % of the quota when the threads keep the limiter busy. (The bucket never holds less
+than one token, so below 2 TPS the margin shrinks, and at 1 TPS or less it is gone: set such
+tiny quotas a little below the real one.)
 
 Backends (chosen by ``IMAGELABELS_RATE_LIMIT_URL``, see :func:`limiter_from_settings`):
 
