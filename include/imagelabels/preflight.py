@@ -10,10 +10,12 @@ one of these stable reasons:
 ``empty_object``        0 bytes.
 ``object_too_large``    over :data:`~imagelabels.prepared.MAX_S3_OBJECT_BYTES` (15 MB).
 ``not_an_image``        the magic bytes match no image format (text, PDF, zip, video...).
-``unsupported_format``  a recognised image format this Pillow cannot decode (JPEG XL).
+``unsupported_format``  a recognised image format this Pillow cannot decode (JPEG XL), or a
+                        decoded pixel mode it cannot turn into RGB.
 ``corrupt_image``       the header or the pixel data does not decode, truncation included: the
                         image is fully decoded, and ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
-``image_too_small``     a side under 80 px, or so thin that fitting it into 10,000 px would.
+``image_too_small``     a side under 80 px, or a strip so thin (over 125:1) that fitting its long
+                        side into 10,000 px would leave the short one under 80 px.
 ``too_many_pixels``     over :data:`MAX_PIXELS` (a decompression-bomb guard, checked on the header
                         before any pixel is decoded).
 
@@ -250,7 +252,7 @@ def _check_dimensions(size: tuple[int, int]) -> None:
 
 
 def _declared_orientation(image: Image) -> int:
-    """The EXIF (or XMP) orientation as stored, read before decoding.
+    """The EXIF (or XMP) orientation as stored.
 
     pillow-heif applies it while decoding and keeps the original in ``info``.
     """
@@ -278,11 +280,16 @@ def _is_multi_frame(image: Image) -> bool:
     return bool(getattr(image, "is_animated", False)) or int(getattr(image, "n_frames", 1)) > 1
 
 
-def _decode(image: Image, source_format: str) -> bool:
-    """Decode every pixel (the only way to catch truncation); True for a multi-frame file."""
+def _decode(image: Image, source_format: str) -> tuple[int, bool]:
+    """Decode every pixel (the only way to catch truncation).
+
+    Returns the declared orientation, read first because TIFF applies and drops it while
+    decoding (and PNG decodes to find it), and whether the file has more than one frame.
+    """
     from PIL.Image import DecompressionBombError
 
     try:
+        orientation = _declared_orientation(image)
         image.load()
         multi_frame = _is_multi_frame(image)  # may peek at frame 2 and come back
         image.load()  # again when the peek dropped the first frame's pixels
@@ -292,7 +299,7 @@ def _decode(image: Image, source_format: str) -> bool:
         raise
     except Exception as error:  # truncated or corrupt data, whatever the decoder raises
         raise _reject("corrupt_image", f"{source_format} does not decode: {error}") from error
-    return multi_frame
+    return orientation, multi_frame
 
 
 @dataclass(frozen=True)
@@ -435,15 +442,11 @@ def prepare(obj: ObjectInfo, data: bytes, *, keep_pixels: bool = False) -> Prepa
     _log_disagreement(obj, source_format)
     with _open(data, source_format) as image:
         _check_dimensions(image.size)
-        orientation = _declared_orientation(image)
         stored_size = image.size
+        high_bit_depth = _high_bit_depth(image, source_format, data)
         drafted = _draft_for_resize(image, source_format)
-        info = _Inspected(
-            source_format=source_format,
-            orientation=orientation,
-            high_bit_depth=_high_bit_depth(image, source_format, data),
-            multi_frame=_decode(image, source_format),
-        )
+        orientation, multi_frame = _decode(image, source_format)
+        info = _Inspected(source_format, orientation, high_bit_depth, multi_frame)
         try:
             if info.sendable_as_is(image):
                 return _as_is(obj, data, image, info, keep_pixels=keep_pixels)

@@ -54,15 +54,22 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
-def _truncated_jpeg() -> bytes:
-    data = _encode(_noise(200, 150), "JPEG")
+def _truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
-def _jpeg_with_orientation(image: Image.Image, orientation: int, **options: Any) -> bytes:
+def _truncated_jpeg() -> bytes:
+    return _truncated(_encode(_noise(200, 150), "JPEG"))
+
+
+def _orientation_exif(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return _encode(image, "JPEG", exif=exif.tobytes(), **options)
+    return exif.tobytes()
+
+
+def _jpeg_with_orientation(image: Image.Image, orientation: int, **options: Any) -> bytes:
+    return _encode(image, "JPEG", exif=_orientation_exif(orientation), **options)
 
 
 def _animated_gif() -> bytes:
@@ -146,6 +153,18 @@ class Case:
 CASES = [
     pytest.param(
         Case("cut.jpg", _truncated_jpeg, reason="corrupt_image", message="truncated"), id="truncated-jpeg"
+    ),
+    pytest.param(
+        Case("cut.png", lambda: _truncated(_encode(_noise(200, 150), "PNG")), reason="corrupt_image"),
+        id="truncated-png",
+    ),
+    pytest.param(
+        Case("cut.gif", lambda: _truncated(_animated_gif()), reason="corrupt_image"), id="truncated-gif"
+    ),
+    pytest.param(
+        Case("cut.heic", lambda: _truncated(_heic()), reason="corrupt_image"),
+        id="truncated-heic",
+        marks=pytest.mark.skipif(not _heif_writable(), reason="this pillow-heif has no HEVC encoder"),
     ),
     pytest.param(
         Case(
@@ -331,6 +350,29 @@ CASES = [
             check=_all(_pixel(50, 10, RED), _pixel(50, 190, BLUE)),
         ),
         id="exif-orientation-6",
+    ),
+    pytest.param(
+        Case(
+            "rotated.png",
+            lambda: _encode(_halves(200, 100), "PNG", exif=_orientation_exif(6)),
+            source_format="PNG",
+            size=(100, 200),
+            transformations=("exif_transpose", "converted:PNG"),
+            check=_all(_pixel(50, 10, RED), _pixel(50, 190, BLUE)),
+        ),
+        id="png-exif-orientation-6",
+    ),
+    pytest.param(
+        Case(
+            "scan.tif",
+            # Pillow turns TIFFs upright while decoding: preflight must not turn them twice
+            lambda: _encode(_halves(200, 100), "TIFF", tiffinfo={0x0112: 6}),
+            source_format="TIFF",
+            size=(100, 200),
+            transformations=("exif_transpose", "converted:TIFF"),
+            check=_all(_pixel(50, 10, RED), _pixel(50, 190, BLUE)),
+        ),
+        id="tiff-orientation-6",
     ),
     pytest.param(
         Case(
