@@ -307,6 +307,7 @@ class _Inspected:
     """What the decision needs to know about the decoded original."""
 
     source_format: str
+    stored_size: tuple[int, int]  # from the header: the decoded image may be a JPEG draft
     orientation: int
     high_bit_depth: bool
     multi_frame: bool
@@ -315,7 +316,7 @@ class _Inspected:
         """JPEG/PNG Rekognition reads from S3 exactly as a viewer shows it (module docstring)."""
         return (
             self.source_format in ("JPEG", "PNG")
-            and max(image.size) <= MAX_DIMENSION
+            and max(self.stored_size) <= MAX_DIMENSION
             and image.mode in SENT_AS_IS_MODES
             and not self.high_bit_depth
             and self.orientation == 1
@@ -446,7 +447,7 @@ def prepare(obj: ObjectInfo, data: bytes, *, keep_pixels: bool = False) -> Prepa
         high_bit_depth = _high_bit_depth(image, source_format, data)
         drafted = _draft_for_resize(image, source_format)
         orientation, multi_frame = _decode(image, source_format)
-        info = _Inspected(source_format, orientation, high_bit_depth, multi_frame)
+        info = _Inspected(source_format, stored_size, orientation, high_bit_depth, multi_frame)
         try:
             if info.sendable_as_is(image):
                 return _as_is(obj, data, image, info, keep_pixels=keep_pixels)

@@ -84,13 +84,15 @@ def _png_16bit() -> bytes:
     return _encode(Image.fromarray(values), "PNG")
 
 
-def _heic() -> bytes:
+def _heic(width: int = 160, height: int = 120, orientation: int = 1) -> bytes:
     """Encoded with pillow-heif directly: registering its Pillow opener here would hide a
     preflight that forgets to."""
     import pillow_heif
 
     buffer = io.BytesIO()
-    pillow_heif.from_pillow(_halves(160, 120)).save(buffer, quality=90)
+    pillow_heif.from_pillow(_halves(width, height)).save(
+        buffer, quality=90, exif=_orientation_exif(orientation)
+    )
     return buffer.getvalue()
 
 
@@ -260,6 +262,19 @@ CASES = [
     ),
     pytest.param(
         Case(
+            "banner.jpg",
+            # decoded at 1/2 scale (draft) is 10000 px: still not sendable as it is stored
+            lambda: _encode(_halves(20_000, 1_000), "JPEG"),
+            source_format="JPEG",
+            size=(10_000, 500),
+            original=(20_000, 1_000),
+            transformations=("resized:20000x1000->10000x500",),
+            check=_all(_pixel(10, 250, RED), _pixel(9_990, 250, BLUE)),
+        ),
+        id="20000px-jpeg-draft",
+    ),
+    pytest.param(
+        Case(
             "tower.jpg",
             # 24000 px wide as stored, so libjpeg decodes it at 1/2 scale (draft); shown upright
             lambda: _jpeg_with_orientation(_halves(24_000, 1_200), 8),
@@ -384,6 +399,19 @@ CASES = [
             check=_pixel(10, 10, RED),
         ),
         id="heic",
+        marks=pytest.mark.skipif(not _heif_writable(), reason="this pillow-heif has no HEVC encoder"),
+    ),
+    pytest.param(
+        Case(
+            "portrait.heic",
+            # libheif turns it upright while decoding: preflight must not turn it twice
+            lambda: _heic(200, 100, orientation=6),
+            source_format="HEIF",
+            size=(100, 200),
+            transformations=("exif_transpose", "converted:HEIF"),
+            check=_all(_pixel(50, 10, RED), _pixel(50, 190, BLUE)),
+        ),
+        id="heic-orientation-6",
         marks=pytest.mark.skipif(not _heif_writable(), reason="this pillow-heif has no HEVC encoder"),
     ),
     pytest.param(
