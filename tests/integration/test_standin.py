@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import time
+import types
 import urllib.error
 import urllib.request
 import uuid
@@ -442,6 +444,60 @@ def test_process_mode_reports_a_failed_start() -> None:
 
 
 # --- local model --------------------------------------------------------------------------------
+
+
+def test_local_mode_passes_decoded_images_and_parameters_to_the_local_labeler(
+    standin: StartStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def record(name: str, answer: dict[str, Any]) -> Callable[..., dict[str, Any]]:
+        def function(image: Any, **kwargs: Any) -> dict[str, Any]:
+            calls.append((name, image, kwargs))
+            return answer
+
+        return function
+
+    labels = [
+        {"Name": "Cat", "Confidence": 91.0, "Categories": [{"Name": "Animals and Pets"}]},
+        {"Name": "Sofa", "Confidence": 80.0, "Categories": [{"Name": "Home and Indoors"}]},
+    ]
+    fake = types.ModuleType(LOCAL_MODULE)
+    fake.detect_labels = record("labels", {"Labels": labels, "LabelModelVersion": "local-1"})  # type: ignore[attr-defined]
+    fake.detect_moderation_labels = record(
+        "moderation", {"ModerationLabels": [], "ModerationModelVersion": "m"}
+    )  # type: ignore[attr-defined]
+    fake.detect_text = record("text", {"TextDetections": [], "TextModelVersion": "t"})  # type: ignore[attr-defined]
+    fake.detect_faces = record("faces", {"FaceDetails": [{"Confidence": 99.0}]})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, LOCAL_MODULE, fake)
+    client = rekognition_client(standin(labels="local").url)
+
+    answer = client.detect_labels(
+        Image={"Bytes": PNG},
+        MinConfidence=60,
+        MaxLabels=1,
+        Settings={"GeneralLabels": {"LabelCategoryExclusionFilters": ["Animals and Pets"]}},
+        Features=["GENERAL_LABELS", "IMAGE_PROPERTIES"],
+    )
+    assert [label["Name"] for label in answer["Labels"]] == ["Sofa"]
+    assert answer["LabelModelVersion"] == "local-1"
+    assert answer["ImageProperties"]["DominantColors"][0]["HexCode"]
+    client.detect_moderation_labels(Image={"Bytes": JPEG}, MinConfidence=70)
+    client.detect_text(Image={"Bytes": JPEG}, Filters={"WordFilter": {"MinConfidence": 85}})
+    assert client.detect_faces(Image={"Bytes": JPEG})["FaceDetails"] == [{"Confidence": 99.0}]
+    first, image, kwargs = calls[0]
+    assert first == "labels"
+    assert (image.mode, image.size) == ("RGB", (32, 24))
+    assert kwargs["min_confidence"] == 60
+    assert kwargs["max_labels"] >= 2  # filters may drop labels: ask for more than MaxLabels
+    assert [(name, kwargs) for name, _, kwargs in calls[1:]] == [
+        ("moderation", {"min_confidence": 70}),
+        ("text", {"min_confidence": 85}),
+        ("faces", {}),
+    ]
+    with pytest.raises(ClientError) as error:  # magic bytes right, content truncated
+        client.detect_labels(Image={"Bytes": JPEG[:40]})
+    assert _code(error) == "InvalidImageFormatException"
 
 
 def test_local_mode_labels_a_real_photo(standin: StartStandIn) -> None:
