@@ -174,6 +174,7 @@ class _Labeled:
     key: str
     document: dict[str, Any] | None = None
     failure: FailureRecord | None = None
+    superseded: str | None = None
 
 
 class _Progress:
@@ -257,6 +258,8 @@ def process_batch(
         try:
             return _Labeled(doc_id, obj.key, document=label_one(s3_client, labeler, obj, run, clock))
         except LabelingError as error:
+            if error.reason == "object_changed":  # overwritten since its HEAD: a later run's image
+                return _Labeled(doc_id, obj.key, superseded=error.message)
             record = FailureRecord(bucket, obj.key, error.stage, error.reason, error.message, error.retryable)
             return _Labeled(doc_id, obj.key, failure=record)
         except Exception as error:
@@ -272,6 +275,10 @@ def process_batch(
     for labeled in _map_concurrently(work, to_label, threads):
         if labeled.failure is not None:
             failures.append(labeled.failure)
+            continue
+        if labeled.superseded is not None:
+            report.superseded += 1
+            log.info("skipping, superseded by a newer version: %s", labeled.superseded)
             continue
         report.labeled += 1
         actions.append(

@@ -49,8 +49,15 @@ class PreparedImage:
 
     @property
     def size(self) -> tuple[int, int]:
-        """Pixel size of ``data`` (after any resize)."""
+        """Pixel size of ``data`` (after any resize): what a labeler's boxes are relative to."""
         if self.pixels is not None:
             width, height = self.pixels.size
             return int(width), int(height)
-        return int(self.obj.width or 0), int(self.obj.height or 0)
+        if self.send_s3_reference:
+            return int(self.obj.width or 0), int(self.obj.height or 0)
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.data)) as image:  # reads the header only
+            return int(image.width), int(image.height)
