@@ -432,15 +432,10 @@ def test_process_mode_starts_answers_and_stops(stack: EmbeddedStack) -> None:
     stop()  # idempotent
 
 
-def test_process_mode_reports_a_failed_start() -> None:
-    config = StandInConfig(labels="local")
-    try:
-        __import__(LOCAL_MODULE)
-    except ImportError:
-        with pytest.raises(RuntimeError, match="exited"):
-            start_standin_process(config, timeout=30)
-    else:
-        pytest.skip("the local labeler is installed: local mode starts")
+def test_process_mode_reports_a_failed_start(standin: StartStandIn) -> None:
+    taken = int(standin().url.rsplit(":", 1)[1])
+    with pytest.raises(RuntimeError, match="exited"):
+        start_standin_process(StandInConfig(port=taken), timeout=30)
 
 
 # --- local model --------------------------------------------------------------------------------
