@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from imagelabels.documents import (
+    FAILURE_MAPPINGS,
     FAILURES_INDEX,
     INDEX_ALIAS,
     LabelResult,
@@ -213,8 +214,12 @@ def test_unexpected_labeler_error_is_recorded_and_retried_not_fatal_to_the_batch
 
 def test_document_refused_by_elasticsearch_gets_a_failure_record(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
     # an index whose mapping drifted: `labeler` is numeric, so every document is refused (400)
-    es.indices.create(index="images-v1", mappings={"properties": {"labeler": {"type": "long"}}})
-    ensure_indices(es)
+    es.indices.create(
+        index="images-v1",
+        mappings={"properties": {"labeler": {"type": "long"}}},
+        aliases={INDEX_ALIAS: {"is_write_index": True}},
+    )
+    es.indices.create(index=FAILURES_INDEX, mappings=FAILURE_MAPPINGS)
     listed = _upload(s3, "photos", ["chelsea.png"])
     report = _run(s3, es, labeler, listed)
     assert (report.labeled, report.indexed, report.retryable_failures) == (1, 0, 1)
@@ -241,3 +246,19 @@ def test_malformed_labeler_answer_is_recorded_not_fatal(s3, es, labeler) -> None
     assert (report.indexed, dict(report.failed)) == (1, {"unexpected_error": 1})
     record = es.get(index=FAILURES_INDEX, id=failure_id("photos", "in/coffee.png"))["_source"]
     assert record["message"] == "KeyError: 'Confidence'"
+
+
+def test_a_drifted_index_mapping_fails_setup_with_a_clear_message(es) -> None:  # type: ignore[no-untyped-def]
+    es.indices.create(index="images-v1", mappings={"properties": {"labeler": {"type": "long"}}})
+    with pytest.raises(RuntimeError, match="mapping of 'images' conflicts .* reindex into 'images-v2'"):
+        ensure_indices(es)
+
+
+def test_an_index_from_an_older_version_gains_the_new_fields(es) -> None:  # type: ignore[no-untyped-def]
+    es.indices.create(
+        index="images-v1", mappings={"dynamic": "strict", "properties": {"title": {"type": "text"}}}
+    )
+    ensure_indices(es)
+    mapped = es.indices.get_mapping(index="images-v1")["images-v1"]["mappings"]["properties"]
+    assert mapped["ModerationLabels"]["type"] == "nested"
+    assert es.indices.exists_alias(name=INDEX_ALIAS)
