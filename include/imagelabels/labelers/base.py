@@ -57,7 +57,9 @@ class LabelingSettings:
             raise ValueError(f"max_labels must be at least 1, got {self.max_labels}")
         unknown = [f for f in self.features if f not in FEATURES]
         if unknown or not self.features:
-            raise ValueError(f"features must be a non-empty subset of {list(FEATURES)}, got {list(self.features)}")
+            raise ValueError(
+                f"features must be a non-empty subset of {list(FEATURES)}, got {list(self.features)}"
+            )
         if "labels" not in self.features:
             raise ValueError("features must include 'labels' (every document carries its labels)")
         for key, values in self.label_filters.items():
@@ -104,7 +106,9 @@ class Labeler(Protocol):
         ...
 
 
-def apply_label_filters(labels: list[dict[str, Any]], filters: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+def apply_label_filters(
+    labels: list[dict[str, Any]], filters: Mapping[str, list[str]]
+) -> list[dict[str, Any]]:
     """Apply ``Settings.GeneralLabels`` filters the way Rekognition does, for labelers that
     cannot push them to a service (the local model)."""
     include = set(filters.get("LabelInclusionFilters", []))
