@@ -195,6 +195,8 @@ def test_tight_loop_api_batches() -> None:
     assert logits.shape == (2, 1000)
     assert int(np.argmax(logits[0])) == 967  # espresso
     assert int(np.argmax(logits[1])) in {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+    grey = local.preprocess(photo("coffee.png").convert("L"))
+    assert grey.shape == (3, 224, 224)
 
 
 # --- moderation --------------------------------------------------------------------------------
@@ -295,8 +297,26 @@ def test_printed_text_is_read() -> None:
     assert response["TextModelVersion"].startswith("rapidocr-")
 
 
-def test_text_below_min_confidence_is_dropped() -> None:
-    assert local.detect_text(text_image(["HELLO WORLD"]), min_confidence=100)["TextDetections"] == []
+class _FakeOCR:
+    """What RapidOCR returns: pixel polygons, texts and 0..1 scores."""
+
+    boxes = np.array([[[10, 10], [110, 10], [110, 30], [10, 30]], [[10, 50], [90, 50], [90, 70], [10, 70]]])
+    txts = ("sure", "unsure")
+    scores = (0.95, 0.5)
+
+    def __call__(self, image: Any) -> _FakeOCR:
+        return self
+
+
+def test_text_below_min_confidence_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "OCR", local_models.Lazy(_FakeOCR))
+    lines = local.detect_text(Image.new("RGB", (200, 100), "white"), min_confidence=80)["TextDetections"]
+    assert [(line["DetectedText"], line["Id"]) for line in lines] == [("sure", 0)]
+    assert lines[0]["Confidence"] == pytest.approx(95)
+    assert lines[0]["Geometry"]["BoundingBox"] == pytest.approx(
+        {"Width": 0.5, "Height": 0.2, "Left": 0.05, "Top": 0.1}
+    )
+    assert lines[0]["Geometry"]["Polygon"][2] == pytest.approx({"X": 0.55, "Y": 0.3})
 
 
 def test_text_models_load_offline_without_writing(monkeypatch: pytest.MonkeyPatch) -> None:
