@@ -206,7 +206,7 @@ def label_one(
 
     :raises LabelingError: with the stage (``read``, ``preflight``, ``label``) that failed.
     """
-    keep_pixels = bool(getattr(labeler, "needs_pixels", False))
+    keep_pixels = bool(getattr(labeler, "wants_pixels", False))
     image = fetch_and_prepare(s3_client, obj, keep_pixels=keep_pixels)
     result = labeler.label(image)
     return build_document(
