@@ -25,7 +25,7 @@ $(STAMP): requirements.txt requirements-extras.txt requirements-dev.txt constrai
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(ARGS)
 
 airflow: install
 	$(BIN)/python scripts/airflow_local.py
