@@ -192,14 +192,15 @@ def detect_faces(image: Image) -> dict[str, Any]:
     for face in sorted(found, key=lambda f: -float(f["confidence"])):
         if float(face["confidence"]) < FACE_MIN_SCORE:
             continue
-        left, top, box_width, box_height = (float(v) for v in face["box"])
+        x, y, box_width, box_height = (float(v) for v in face["box"])
+        left, top = _clip(x / width), _clip(y / height)
         details.append(
             {
-                "BoundingBox": {
-                    "Width": _clip(box_width / width),
-                    "Height": _clip(box_height / height),
-                    "Left": _clip(left / width),
-                    "Top": _clip(top / height),
+                "BoundingBox": {  # MTCNN boxes may overhang the image; Rekognition's do not
+                    "Width": _clip((x + box_width) / width) - left,
+                    "Height": _clip((y + box_height) / height) - top,
+                    "Left": left,
+                    "Top": top,
                 },
                 "Confidence": 100.0 * float(face["confidence"]),
                 "Landmarks": [
