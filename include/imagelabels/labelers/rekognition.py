@@ -44,6 +44,9 @@ class RekognitionLabeler:
     """
 
     name = "rekognition"
+    # Calls mostly wait on the network (~100-300 ms each); the rate limiter, not the thread count,
+    # bounds the request rate, so enough threads keep the quota busy even with one batch running.
+    preferred_concurrency = 16
 
     def __init__(self, client: Any, settings: LabelingSettings, limiter: RateLimiter | None = None) -> None:
         self._client = client
