@@ -81,6 +81,11 @@ def ingestion_params() -> dict[str, Any]:
         "label_filters": Param(
             {},
             type="object",
+            properties={
+                key: {"type": "array", "items": {"type": "string", "minLength": 1}}
+                for key in LABEL_FILTER_KEYS
+            },
+            additionalProperties=False,
             description=(
                 "DetectLabels `Settings.GeneralLabels`, e.g. "
                 '`{"LabelCategoryExclusionFilters": ["Text and Documents"]}`. Keys: '

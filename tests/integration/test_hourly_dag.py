@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-from datetime import datetime, timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,61 @@ def test_prefix_param_is_templated_with_the_interval(hourly_dag, s3, es) -> None
     assert str(run.state) == "success"
     hits = es.search(index=INDEX_ALIAS)["hits"]["hits"]
     assert [hit["_source"]["s3key"] for hit in hits] == [f"uploads/{day}/coffee.png"]
+
+
+def test_rekognition_features_through_the_aws_connection(
+    hourly_dag, s3, es, standin, stack, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The DAG reaches Rekognition through the `aws_default` connection; its
+    `service_config.rekognition.endpoint_url` sends Rekognition to the stand-in, S3 to moto."""
+    server = standin()
+    connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": server.url}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    s3.create_bucket(Bucket="photos")
+    s3.put_object(Bucket="photos", Key="uploads/chelsea.png", Body=(SAMPLES / "chelsea.png").read_bytes())
+    hour = covering_hours([s3.head_object(Bucket="photos", Key="uploads/chelsea.png")["LastModified"]])[0]
+    run = _run_interval(
+        hourly_dag, hour, labeler="rekognition", features=["labels", "moderation", "text", "faces"]
+    )
+    assert str(run.state) == "success"
+    source = es.search(index=INDEX_ALIAS)["hits"]["hits"][0]["_source"]
+    assert source["features"] == ["labels", "moderation", "text", "faces"]
+    assert source["labeler"] == "rekognition"
+    assert source["text"]
+    assert source["face_count"] >= 1
+    served = {op: s["served"] for op, s in server.stats()["operations"].items()}
+    assert served == {"DetectLabels": 1, "DetectModerationLabels": 1, "DetectText": 1, "DetectFaces": 1}
+
+
+def test_local_labeler_is_the_default_and_gives_real_labels(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
+    s3.create_bucket(Bucket="photos")
+    s3.put_object(Bucket="photos", Key="uploads/chelsea.png", Body=(SAMPLES / "chelsea.png").read_bytes())
+    hour = covering_hours([s3.head_object(Bucket="photos", Key="uploads/chelsea.png")["LastModified"]])[0]
+    run = _run_interval(hourly_dag, hour)
+    assert str(run.state) == "success"
+    source = es.search(index=INDEX_ALIAS)["hits"]["hits"][0]["_source"]
+    assert source["labeler"] == "local"
+    assert source["features"] == ["labels", "moderation"]
+    assert {"Cat", "Animal"} <= set(source["label_names"])
+    cat = next(label for label in source["Labels"] if label["Name"] == "Cat")
+    assert [parent["Name"] for parent in cat["Parents"]][:2] == ["Mammal", "Animal"]
+    assert (source["moderated"], source["ModerationLabels"]) == (False, [])
+    assert source["LabelModelVersion"].startswith("efficientnet-lite0")
+
+
+def test_invalid_params_are_refused_before_the_run_starts(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for bad in (
+        {"label_filters": {"LabelInclusion": ["Cat"]}},
+        {"label_filters": {"LabelInclusionFilters": "Cat"}},
+        {"features": ["labels", "colour"]},
+        {"labeler": "clip"},
+        {"min_confidence": 101},
+    ):
+        with pytest.raises(ParamValidationError):
+            hourly_dag.test(
+                logical_date=datetime(2026, 11, 1, 1, tzinfo=UTC), run_conf={"bucket": "photos", **bad}
+            )
+    assert not es.indices.exists(index=INDEX_ALIAS)  # nothing ran

@@ -91,7 +91,12 @@ class LabelingError(Exception):
 
 
 class Labeler(Protocol):
-    """Turns one prepared image into labels (and moderation, text, faces when asked)."""
+    """Turns one prepared image into labels (and moderation, text, faces when asked).
+
+    Optional attributes the pipeline honours: ``preferred_concurrency`` (threads per batch,
+    default 8) and ``wants_pixels`` (``True``: preflight keeps the decoded image for the
+    labeler, which then does not decode again).
+    """
 
     @property
     def name(self) -> str:
