@@ -12,7 +12,8 @@ Every hour, label the images that arrived in the S3 bucket/prefix during the run
 3. **summarize** logs and returns the run's totals.
 
 Backfills (UI "Trigger → Backfill" or `airflow backfill create`) process exactly their intervals;
-rerunning an interval skips every image already indexed and changes nothing.
+rerunning an interval skips every image already indexed and changes nothing. `retry_failed`
+reprocesses the keys recorded in `images-failures` instead of listing.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def image_ingest_s3_hourly() -> None:
             end=dag_run.data_interval_end,
             run=RunContext(dag_run.dag_id, run_id),
             batch_size=params["batch_size"],
+            retry_failed=params["retry_failed"],
         )
         return [manifest.as_xcom() for manifest in plan.manifests]
 

@@ -7,13 +7,15 @@ one manifest. Both are plain functions so tests and benchmarks drive them withou
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from imagelabels.documents import FAILURES_INDEX
 from imagelabels.indexing import ensure_indices
 from imagelabels.labelers.base import Labeler
-from imagelabels.listing import ListingStats, list_objects_in_window
+from imagelabels.listing import ListedObject, ListingStats, list_objects_in_window
 from imagelabels.manifests import Manifest, manifests_root, read_manifest, write_manifests
 from imagelabels.pipeline import BatchReport, RunContext, process_batch
 
@@ -41,17 +43,26 @@ def plan_batches(
     staging_uri: str,
     run: RunContext,
     batch_size: int,
+    retry_failed: bool = False,
 ) -> Plan:
-    """Make sure the indices exist, list ``[start, end)`` and write one manifest per batch."""
+    """Make sure the indices exist, list ``[start, end)`` and write one manifest per batch.
+
+    :param retry_failed: instead of listing the interval, take the keys that have a failure
+        record (the "retry failed only" Param).
+    """
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be within 1..{MAX_BATCH_SIZE}, got {batch_size}")
     ensure_indices(es)
     staging = manifests_root(staging_uri)
     exclude = [staging.key] if staging.bucket == bucket else []
     stats = ListingStats()
-    objects = list_objects_in_window(
-        s3_client, bucket, prefix, start, end, exclude_prefixes=exclude, stats=stats
-    )
+    objects: Iterable[ListedObject]
+    if retry_failed:
+        objects = failed_objects(es, bucket, prefix, stats=stats)
+    else:
+        objects = list_objects_in_window(
+            s3_client, bucket, prefix, start, end, exclude_prefixes=exclude, stats=stats
+        )
     from botocore.exceptions import ClientError
 
     try:
@@ -89,6 +100,41 @@ def plan_batches(
         stats.skipped_folders,
     )
     return Plan(manifests=manifests, stats=stats)
+
+
+def failed_objects(
+    es: Any, bucket: str, prefix: str = "", *, stats: ListingStats | None = None, page_size: int = 1000
+) -> Iterator[ListedObject]:
+    """Stream the keys of ``bucket``/``prefix`` that have a failure record, page by page.
+
+    They come without size or ETag (the record does not know which version failed), so the
+    batch HEADs the current object and labels what is there now.
+    """
+    filters: list[dict[str, Any]] = [{"term": {"s3bucket": bucket}}]
+    if prefix:
+        filters.append({"prefix": {"s3key": prefix}})
+    after: list[Any] | None = None
+    while True:
+        page = es.search(
+            index=FAILURES_INDEX,
+            query={"bool": {"filter": filters}},
+            sort=[{"s3key": "asc"}],
+            size=page_size,
+            source=["s3key", "failed_at"],
+            **({"search_after": after} if after else {}),
+        )
+        hits = page["hits"]["hits"]
+        if stats is not None:
+            stats.pages += 1
+        for hit in hits:
+            if stats is not None:
+                stats.scanned += 1
+                stats.selected += 1
+            failed_at = datetime.fromisoformat(hit["_source"]["failed_at"])
+            yield ListedObject(hit["_source"]["s3key"], 0, "", failed_at)
+        if len(hits) < page_size:
+            return
+        after = hits[-1]["sort"]
 
 
 def label_batch(

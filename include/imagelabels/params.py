@@ -12,11 +12,8 @@ if TYPE_CHECKING:
 
 
 def ingestion_params() -> dict[str, Any]:
-    """Params shared by the ingestion DAGs (validated by Airflow before a run starts)."""
+    """Params of the listing-driven ingestion DAGs: source, labeling, retry-failed."""
     from airflow.sdk import Param
-
-    from imagelabels.labelers.base import DEFAULT_FEATURES, FEATURES, LABEL_FILTER_KEYS
-    from imagelabels.labelers.registry import AVAILABLE_LABELERS
 
     return {
         "bucket": Param(
@@ -31,6 +28,70 @@ def ingestion_params() -> dict[str, Any]:
                 "whole prefix every hour."
             ),
         ),
+        **labeling_params(),
+        **retry_params(),
+    }
+
+
+def retry_params() -> dict[str, Any]:
+    """The "retry failed only" switch, shared by every ingestion DAG."""
+    from airflow.sdk import Param
+
+    return {
+        "retry_failed": Param(
+            False,
+            type="boolean",
+            description=(
+                "Retry failed only: instead of new images, reprocess exactly the keys with a failure "
+                "record in `images-failures` (for this bucket and prefix); a success clears the record."
+            ),
+        ),
+    }
+
+
+def queue_params() -> dict[str, Any]:
+    """Params of the SQS-driven DAG."""
+    from airflow.sdk import Param
+
+    return {
+        "queue_url": Param(
+            "", type="string", description="SQS queue receiving the S3 events. Empty: IMAGELABELS_QUEUE_URL."
+        ),
+        "bucket": Param(
+            "",
+            type="string",
+            description=(
+                "Bucket for batch manifests and for retry-failed (empty: IMAGELABELS_BUCKET); events "
+                "name their own buckets."
+            ),
+        ),
+        "prefix": Param("", type="string", description="Prefix for retry-failed only (empty: all keys)."),
+        "max_messages": Param(
+            5000, type="integer", minimum=1, maximum=100000, description="At most this many messages per run."
+        ),
+        "visibility_timeout": Param(
+            900,
+            type="integer",
+            minimum=30,
+            maximum=43200,
+            description="Seconds a received message stays hidden (extended while its batch runs).",
+        ),
+        "wait_seconds": Param(
+            5, type="integer", minimum=0, maximum=20, description="Long polling of each receive (seconds)."
+        ),
+        **labeling_params(),
+        **retry_params(),
+    }
+
+
+def labeling_params() -> dict[str, Any]:
+    """How images are labeled: shared by every ingestion DAG."""
+    from airflow.sdk import Param
+
+    from imagelabels.labelers.base import DEFAULT_FEATURES, FEATURES, LABEL_FILTER_KEYS
+    from imagelabels.labelers.registry import AVAILABLE_LABELERS
+
+    return {
         "min_confidence": Param(
             70,
             type="number",

@@ -337,9 +337,13 @@ def summarize(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "failed": Counter(),
         "index_errors": 0,
     }
+    optional = ("removed", "documents_deleted", "messages_acknowledged")  # event-driven batches
     for report in reports:
         for name in ("listed", "already_indexed", "superseded", "labeled", "indexed", "index_errors"):
             totals[name] += int(report.get(name, 0))
+        for name in optional:
+            if name in report:
+                totals[name] = totals.get(name, 0) + int(report[name])
         totals["failed"].update(report.get("failed", {}))
     totals["failed"] = dict(totals["failed"])
     totals["failed_total"] = sum(totals["failed"].values())

@@ -1,0 +1,78 @@
+"""
+### Event-driven ingestion from SQS
+
+S3 notifies an SQS queue of every upload and deletion (directly, through SNS, or through
+EventBridge); this DAG runs back to back (`@continuous`, one run at a time):
+
+1. **wait_for_messages** is deferred on the triggerer (no worker slot) until the queue has
+   messages; it reads the queue depth and receives nothing.
+2. **drain_queue** receives up to `max_messages` (10 per call, long polling), keeps the latest
+   event per object, acknowledges test events and superseded events, leaves malformed messages
+   for the dead-letter queue, and writes batch manifests (messages with their receipt handles).
+3. **label_and_index** (mapped per batch) indexes uploads and deletes documents of removed
+   objects with the same code as the hourly DAG, keeps its messages invisible meanwhile, and
+   deletes them from the queue only once everything is written.
+4. **summarize** logs and returns the totals.
+
+`retry_failed` skips the queue and reprocesses the keys recorded in `images-failures`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+from imagelabels.params import queue_params
+from imagelabels.sensors import SqsMessagesAvailableSensor
+
+
+@dag(
+    schedule="@continuous",
+    start_date=datetime(2026, 1, 1),
+    max_active_runs=1,
+    catchup=False,
+    params=queue_params(),
+    doc_md=__doc__,
+    tags=["imagelabels", "ingestion", "sqs"],
+    default_args={"owner": "imagelabels", "retries": 2},
+)
+def image_ingest_sqs() -> None:
+    wait = SqsMessagesAvailableSensor(
+        task_id="wait_for_messages",
+        queue_url="{{ params.queue_url }}",
+        skip_when="{{ params.retry_failed }}",
+        deferrable=True,
+    )
+
+    @task
+    def drain_queue(params: dict, run_id: str, dag_run=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from imagelabels.tasks import drain_or_plan_retries
+
+        return drain_or_plan_retries(params, dag_run.dag_id, run_id)
+
+    @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
+    def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+        from airflow.sdk import get_current_context
+
+        from imagelabels.tasks import label_event_or_retry_batch
+
+        get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} events)"  # type: ignore[typeddict-unknown-key]
+        return label_event_or_retry_batch(batch, params, dag_run.dag_id, run_id)
+
+    @task(trigger_rule="none_failed")
+    def summarize(reports: list[dict]) -> dict:
+        import logging
+
+        from imagelabels.pipeline import summarize as add_up
+
+        totals = add_up([reports[i] for i in range(len(reports))])
+        logging.getLogger(__name__).info("run totals: %s", totals)
+        return totals
+
+    batches = drain_queue()
+    wait >> batches
+    summarize(label_and_index.expand(batch=batches))
+
+
+image_ingest_sqs()
