@@ -38,52 +38,19 @@ from imagelabels.params import ingestion_params
 def image_ingest_s3_hourly() -> None:
     @task
     def list_batches(params: dict, run_id: str, dag_run=None, task=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels import clients, settings
-        from imagelabels.ingest import plan_batches
-        from imagelabels.params import labeler_name, labeling_settings
-        from imagelabels.pipeline import RunContext
+        from imagelabels import settings
+        from imagelabels.tasks import plan_listing
 
-        labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
-        bucket = settings.source_bucket(params["bucket"])
         prefix = task.render_template(params["prefix"] or settings.env("PREFIX"), get_current_context())
-        plan = plan_batches(
-            s3_client=clients.aws_client("s3", settings.aws_conn_id()),
-            es=clients.elasticsearch_client(settings.es_conn_id()),
-            bucket=bucket,
-            prefix=prefix,
-            staging_uri=settings.staging_uri(bucket),
-            start=dag_run.data_interval_start,
-            end=dag_run.data_interval_end,
-            run=RunContext(dag_run.dag_id, run_id),
-            batch_size=params["batch_size"],
-            retry_failed=params["retry_failed"],
-        )
-        return [manifest.as_xcom() for manifest in plan.manifests]
+        start, end = dag_run.data_interval_start, dag_run.data_interval_end
+        return plan_listing(params, prefix, dag_run.dag_id, run_id, start, end)
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels import clients, settings
-        from imagelabels.ingest import label_batch
-        from imagelabels.labelers import make_labeler
-        from imagelabels.params import labeler_name, labeling_settings
-        from imagelabels.pipeline import RunContext
+        from imagelabels.tasks import label_event_or_retry_batch
 
         get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
-        conn_id = settings.aws_conn_id()
-        report = label_batch(
-            s3_client=clients.aws_client("s3", conn_id),
-            es=clients.elasticsearch_client(settings.es_conn_id()),
-            labeler=make_labeler(
-                labeler_name(params),
-                lambda service: clients.aws_client(service, conn_id),
-                labeling_settings(params),
-            ),
-            manifest=batch,
-            run=RunContext(dag_run.dag_id, run_id),
-            reprocess=params["reprocess"],
-            refresh=settings.es_refresh(),
-        )
-        return report.as_xcom()
+        return label_event_or_retry_batch(batch, params, dag_run.dag_id, run_id)
 
     @task(trigger_rule="none_failed")
     def summarize(reports: list[dict]) -> dict:

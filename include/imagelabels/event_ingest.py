@@ -24,7 +24,7 @@ from typing import Any
 from imagelabels import sqs as queue
 from imagelabels.documents import INDEX_ALIAS, document_id
 from imagelabels.events import ObjectEvent, ParsedMessage, latest_per_object, parse_message
-from imagelabels.indexing import bulk_write, clear_failures, ensure_indices
+from imagelabels.indexing import clear_failures, ensure_indices
 from imagelabels.labelers.base import Labeler, LabelingError
 from imagelabels.listing import ListedObject
 from imagelabels.manifests import INTERNAL_PREFIX, Manifest, S3Uri, manifest_prefix, manifests_root

@@ -37,7 +37,7 @@ class SqsMessagesAvailableTrigger(BaseTrigger):
     """Fires once the queue holds at least one message, polling its depth every ``poll_interval``."""
 
     def __init__(self, queue_url: str, aws_conn_id: str, poll_interval: float = 20.0) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.queue_url = queue_url
         self.aws_conn_id = aws_conn_id
         self.poll_interval = poll_interval
@@ -57,7 +57,7 @@ class SqsMessagesAvailableTrigger(BaseTrigger):
             # boto3 is blocking: run it in a thread so the triggerer's event loop stays free
             depth = await asyncio.to_thread(queue_depth, self.aws_conn_id, self.queue_url)
             if depth > 0:
-                yield TriggerEvent({"status": "messages", "depth": depth})
+                yield TriggerEvent({"status": "messages", "depth": depth})  # type: ignore[no-untyped-call]
                 return
             await asyncio.sleep(self.poll_interval)
 

@@ -43,31 +43,39 @@ def queue_settings(params: Mapping[str, Any]) -> Any:
     )
 
 
+def plan_listing(
+    params: Mapping[str, Any], prefix: str, dag_id: str, run_id: str, start: Any, end: Any
+) -> list[dict[str, Any]]:
+    """List ``[start, end)`` (or the recorded failures) into batch manifests."""
+    from imagelabels.ingest import plan_batches
+
+    labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
+    bucket = settings.source_bucket(params.get("bucket"))
+    plan = plan_batches(
+        s3_client=_s3(),
+        es=_es(),
+        bucket=bucket,
+        prefix=prefix,
+        staging_uri=settings.staging_uri(bucket),
+        start=start,
+        end=end,
+        run=RunContext(dag_id, run_id),
+        batch_size=int(params["batch_size"]),
+        retry_failed=bool(params.get("retry_failed")),
+    )
+    return [{**manifest.as_xcom(), "kind": "objects"} for manifest in plan.manifests]
+
+
 def drain_or_plan_retries(params: Mapping[str, Any], dag_id: str, run_id: str) -> list[dict[str, Any]]:
     """Drain the queue into event manifests, or (``retry_failed``) list the recorded failures."""
     from datetime import UTC, datetime
 
     from imagelabels.event_ingest import plan_event_batches
-    from imagelabels.ingest import plan_batches
 
-    labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
-    run = RunContext(dag_id, run_id)
     if params.get("retry_failed"):
-        bucket = settings.source_bucket(params.get("bucket"))
         now = datetime.now(UTC)
-        plan = plan_batches(
-            s3_client=_s3(),
-            es=_es(),
-            bucket=bucket,
-            prefix=str(params.get("prefix") or ""),
-            start=now,
-            end=now,
-            staging_uri=settings.staging_uri(bucket),
-            run=run,
-            batch_size=int(params["batch_size"]),
-            retry_failed=True,
-        )
-        return [{**m.as_xcom(), "kind": "objects"} for m in plan.manifests]
+        return plan_listing(params, str(params.get("prefix") or ""), dag_id, run_id, now, now)
+    labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
     config = queue_settings(params)
     staging = settings.env("STAGING_URI") or settings.staging_uri(
         settings.source_bucket(params.get("bucket"))
@@ -78,7 +86,7 @@ def drain_or_plan_retries(params: Mapping[str, Any], dag_id: str, run_id: str) -
         es=_es(),
         settings=config,
         staging_uri=staging,
-        run=run,
+        run=RunContext(dag_id, run_id),
         batch_size=int(params["batch_size"]),
     )
     return [{**m.as_xcom(), "kind": "events"} for m in manifests]
@@ -92,7 +100,7 @@ def label_event_or_retry_batch(
     from imagelabels.ingest import label_batch
 
     run = RunContext(dag_id, run_id)
-    if batch.get("kind") == "objects":
+    if batch.get("kind", "objects") == "objects":
         report = label_batch(
             s3_client=_s3(),
             es=_es(),
