@@ -48,8 +48,8 @@ class QueueSettings:
             raise ValueError("no queue: set the 'queue_url' Param or IMAGELABELS_QUEUE_URL")
         if not 0 <= self.wait_seconds <= 20:
             raise ValueError(f"wait_seconds must be within 0..20, got {self.wait_seconds}")
-        if not 30 <= self.visibility_timeout <= 43200:
-            raise ValueError(f"visibility_timeout must be within 30..43200 s, got {self.visibility_timeout}")
+        if not 1 <= self.visibility_timeout <= 43200:
+            raise ValueError(f"visibility_timeout must be within 1..43200 s, got {self.visibility_timeout}")
         if self.max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {self.max_messages}")
 
