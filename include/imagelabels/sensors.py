@@ -95,9 +95,11 @@ class SqsMessagesAvailableSensor(BaseSensorOperator):
     def _resolved_queue_url(self) -> str:
         from imagelabels import settings
 
+        from airflow.sdk.exceptions import AirflowFailException
+
         url = str(self.queue_url or "").strip() or settings.env("QUEUE_URL").strip()
-        if not url:
-            raise ValueError("no queue: set the 'queue_url' Param or IMAGELABELS_QUEUE_URL")
+        if not url:  # a configuration error: retrying cannot help
+            raise AirflowFailException("no queue: set the 'queue_url' Param or IMAGELABELS_QUEUE_URL")
         return url
 
     def poke(self, context: Context) -> bool:
