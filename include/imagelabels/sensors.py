@@ -93,9 +93,9 @@ class SqsMessagesAvailableSensor(BaseSensorOperator):
         return self.aws_conn_id or settings.aws_conn_id()
 
     def _resolved_queue_url(self) -> str:
-        from imagelabels import settings
-
         from airflow.sdk.exceptions import AirflowFailException
+
+        from imagelabels import settings
 
         url = str(self.queue_url or "").strip() or settings.env("QUEUE_URL").strip()
         if not url:  # a configuration error: retrying cannot help
