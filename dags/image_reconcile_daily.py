@@ -1,0 +1,97 @@
+"""
+### Daily reconciliation of the bucket and the index
+
+Every day at 03:00 UTC (or when triggered), walk the S3 bucket/prefix and the index side by side
+in key order, streaming (`include/imagelabels/reconcile.py`), and bring them into agreement:
+
+1. **plan** deletes documents whose object is gone (orphans) or was overwritten (stale), and
+   writes batch manifests of objects without a current document. Keys whose current version
+   failed for good (a bad image) are counted as `known_bad`, not labeled again every day.
+2. **label_and_index** is mapped over the manifests, exactly as in the hourly DAG.
+3. **report** logs and returns the counts. `dry_run` counts without changing anything.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from imagelabels.params import ingestion_params
+
+PARAMS = {name: p for name, p in ingestion_params().items() if name != "reprocess"} | {
+    "dry_run": Param(False, type="boolean", description="Count only: delete nothing, label nothing."),
+    "min_age_hours": Param(
+        2, type="integer", minimum=0, description="Leave newer objects to the hourly DAG."
+    ),
+}
+
+
+@dag(
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    doc_md=__doc__,
+    tags=["imagelabels", "reconciliation", "s3"],
+    default_args={"owner": "imagelabels", "retries": 2},
+)
+def image_reconcile_daily() -> None:
+    @task(multiple_outputs=True)
+    def plan(params: dict, run_id: str, dag_run=None, task=None) -> dict:  # type: ignore[no-untyped-def]
+        from imagelabels import clients, settings
+        from imagelabels.params import labeler_name, labeling_settings
+        from imagelabels.pipeline import RunContext
+        from imagelabels.reconcile import plan_reconciliation
+
+        labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any change
+        bucket = settings.source_bucket(params["bucket"])
+        return plan_reconciliation(
+            s3_client=clients.aws_client("s3", settings.aws_conn_id()),
+            es=clients.elasticsearch_client(settings.es_conn_id()),
+            bucket=bucket,
+            prefix=task.render_template(params["prefix"] or settings.env("PREFIX"), get_current_context()),
+            staging_uri=settings.staging_uri(bucket),
+            run=RunContext(dag_run.dag_id, run_id),
+            batch_size=params["batch_size"],
+            dry_run=params["dry_run"],
+            min_age_hours=params["min_age_hours"],
+            refresh=settings.es_refresh(),
+        ).as_xcom()
+
+    @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
+    def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+        from imagelabels import clients, settings
+        from imagelabels.ingest import label_batch
+        from imagelabels.labelers import make_labeler
+        from imagelabels.params import labeler_name, labeling_settings
+        from imagelabels.pipeline import RunContext
+
+        get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
+        conn_id = settings.aws_conn_id()
+        return label_batch(
+            s3_client=clients.aws_client("s3", conn_id),
+            es=clients.elasticsearch_client(settings.es_conn_id()),
+            labeler=make_labeler(
+                labeler_name(params),
+                lambda service: clients.aws_client(service, conn_id),
+                labeling_settings(params),
+            ),
+            manifest=batch,
+            run=RunContext(dag_run.dag_id, run_id),
+            refresh=settings.es_refresh(),
+        ).as_xcom()
+
+    @task(trigger_rule="none_failed")
+    def report(counts: dict, reports: list[dict]) -> dict:
+        from imagelabels.pipeline import summarize
+        from imagelabels.reconcile import report_totals
+
+        return report_totals(counts, summarize([reports[i] for i in range(len(reports))]))
+
+    planned = plan()
+    report(planned["counts"], label_and_index.expand(batch=planned["manifests"]))
+
+
+image_reconcile_daily()
