@@ -154,10 +154,13 @@ def test_sns_wrapped_and_eventbridge_messages(sqs, s3, es, queue) -> None:  # ty
     s3.put_bucket_notification_configuration(Bucket="photos", NotificationConfiguration={})  # deliver by hand
     for key in ("via sns/cat.png", "via eventbridge/cat.png"):
         s3.put_object(Bucket="photos", Key=key, Body=body)
+    etag = s3.head_object(Bucket="photos", Key="via sns/cat.png")["ETag"].strip('"')
     sqs.send_message(
-        QueueUrl=queue["url"], MessageBody=sns_envelope(s3_event_body("photos", "via sns/cat.png"))
+        QueueUrl=queue["url"], MessageBody=sns_envelope(s3_event_body("photos", "via sns/cat.png", etag=etag))
     )
-    sqs.send_message(QueueUrl=queue["url"], MessageBody=eventbridge_body("photos", "via eventbridge/cat.png"))
+    sqs.send_message(
+        QueueUrl=queue["url"], MessageBody=eventbridge_body("photos", "via eventbridge/cat.png", etag=etag)
+    )
     drained, _ = _drain_and_process(sqs, s3, es, queue["url"])
     assert drained.kinds["sns"] >= 1
     assert drained.kinds["eventbridge"] == 1
