@@ -1,14 +1,11 @@
 """
 ### Daily reconciliation of the bucket and the index
 
-Every day at 03:00 UTC (or when triggered), walk the S3 bucket/prefix and the index side by side
-in key order, streaming (`include/imagelabels/reconcile.py`), and bring them into agreement:
-
-1. **plan** deletes documents whose object is gone (orphans) or was overwritten (stale), and
-   writes batch manifests of objects without a current document. Keys whose current version
-   failed for good (a bad image) are counted as `known_bad`, not labeled again every day.
-2. **label_and_index** is mapped over the manifests, exactly as in the hourly DAG.
-3. **report** logs and returns the counts. `dry_run` counts without changing anything.
+Daily at 03:00 UTC or when triggered, walk the bucket/prefix and the index side by side in key
+order, streaming (`include/imagelabels/reconcile.py`). **plan** deletes documents whose object is
+gone (orphans) or was overwritten (stale) and writes manifests of objects without a current
+document (except bad images that already failed: `known_bad`); **label_and_index** labels them
+as the hourly DAG does; **report** returns the counts. `dry_run` counts and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +14,13 @@ from datetime import datetime
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from imagelabels.params import ingestion_params
+from imagelabels.params import ingestion_params, labeling_params
 
-PARAMS = {name: p for name, p in ingestion_params().items() if name != "reprocess"} | {
+PARAMS = {
+    **{name: p for name, p in ingestion_params().items() if name in ("bucket", "prefix")},
+    **{name: p for name, p in labeling_params().items() if name != "reprocess"},  # nothing to redo
     "dry_run": Param(False, type="boolean", description="Count only: delete nothing, label nothing."),
-    "min_age_hours": Param(
-        2, type="integer", minimum=0, description="Leave newer objects to the hourly DAG."
-    ),
+    "min_age_hours": Param(2, type="integer", minimum=0, description="Leave newer objects to hourly runs."),
 }
 
 
@@ -38,8 +35,8 @@ PARAMS = {name: p for name, p in ingestion_params().items() if name != "reproces
     default_args={"owner": "imagelabels", "retries": 2},
 )
 def image_reconcile_daily() -> None:
-    @task(multiple_outputs=True)
-    def plan(params: dict, run_id: str, dag_run=None, task=None) -> dict:  # type: ignore[no-untyped-def]
+    @task
+    def plan(params: dict, run_id: str, dag_run=None, task=None, ti=None) -> list[dict]:  # type: ignore[no-untyped-def]
         from imagelabels import clients, settings
         from imagelabels.params import labeler_name, labeling_settings
         from imagelabels.pipeline import RunContext
@@ -47,7 +44,7 @@ def image_reconcile_daily() -> None:
 
         labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any change
         bucket = settings.source_bucket(params["bucket"])
-        return plan_reconciliation(
+        result = plan_reconciliation(
             s3_client=clients.aws_client("s3", settings.aws_conn_id()),
             es=clients.elasticsearch_client(settings.es_conn_id()),
             bucket=bucket,
@@ -58,7 +55,9 @@ def image_reconcile_daily() -> None:
             dry_run=params["dry_run"],
             min_age_hours=params["min_age_hours"],
             refresh=settings.es_refresh(),
-        ).as_xcom()
+        )
+        ti.xcom_push("counts", result.counts.as_xcom())  # a mapped task can only expand return_value
+        return [manifest.as_xcom() for manifest in result.manifests]
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
@@ -84,14 +83,13 @@ def image_reconcile_daily() -> None:
         ).as_xcom()
 
     @task(trigger_rule="none_failed")
-    def report(counts: dict, reports: list[dict]) -> dict:
-        from imagelabels.pipeline import summarize
-        from imagelabels.reconcile import report_totals
+    def report(reports: list[dict], ti=None) -> dict:  # type: ignore[no-untyped-def]
+        from imagelabels import pipeline, reconcile
 
-        return report_totals(counts, summarize([reports[i] for i in range(len(reports))]))
+        labeling = pipeline.summarize([reports[i] for i in range(len(reports))])
+        return reconcile.report_totals(ti.xcom_pull(task_ids="plan", key="counts"), labeling)
 
-    planned = plan()
-    report(planned["counts"], label_and_index.expand(batch=planned["manifests"]))
+    report(label_and_index.expand(batch=plan()))
 
 
 image_reconcile_daily()

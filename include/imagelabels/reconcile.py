@@ -182,7 +182,7 @@ def merge(
 
     :raises StreamOutOfOrder: when a stream's keys do not strictly increase.
     """
-    streams = (
+    streams: tuple[Iterator[tuple[str, list[Any]]], ...] = (
         _sorted_groups(objects, lambda o: o.key, "the S3 listing"),
         _sorted_groups(documents, lambda d: d.key, "the index"),
         _sorted_groups(failures, lambda f: f.key, "the failure records"),
@@ -241,30 +241,34 @@ def sorted_hits(
     Paged with ``search_after`` on ``field`` alone: Elasticsearch 8 refuses to sort on ``_id``
     and a point in time would need cleaning up. Several documents may share a value (versions of
     one key), so a full page holds back its last value's hits and the next page starts *after*
-    the value before it, so a group is never split across pages.
+    the value before it: a group is never split across pages. A page that is one group only
+    (more versions of one key than a page holds) is asked for again, twice as large.
     """
     after: list[Any] | None = None
+    size = page_size
     while True:
         extra = {"search_after": after} if after is not None else {}
         response = es.search(
             index=index,
             query=query,
             sort=[{field: "asc"}],
-            size=page_size,
+            size=size,
             source=source,
             track_total_hits=False,
             **extra,
         )
         hits: list[dict[str, Any]] = response["hits"]["hits"]
-        if len(hits) < page_size:
+        if len(hits) < size:
             yield from hits
             return
         last = hits[-1]["sort"][0]
         complete = [hit for hit in hits if hit["sort"][0] != last]
         if not complete:
-            raise RuntimeError(f"more than {page_size} documents share {field}={last!r}; raise the page size")
+            size *= 2
+            continue
         yield from complete
         after = [complete[-1]["sort"][0]]
+        size = page_size
 
 
 def iter_documents(
@@ -500,13 +504,13 @@ def _write(
     dry_run: bool,
 ) -> list[Manifest]:
     """Drive the walk: into manifests as it streams, or (dry run) just to the end."""
-    if dry_run:
-        for _ in to_label:
-            pass
-        return []
     from botocore.exceptions import ClientError
 
     try:
+        if dry_run:
+            for _ in to_label:
+                pass
+            return []
         return list(
             write_manifests(
                 s3_client,

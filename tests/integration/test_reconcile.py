@@ -140,7 +140,10 @@ def _failures(es) -> dict[str, bool]:  # type: ignore[no-untyped-def]
 
 
 def _run(dag, when: datetime, **conf):  # type: ignore[no-untyped-def]
-    run = dag.test(logical_date=when, run_conf={"bucket": BUCKET, "prefix": "uploads/", **conf})
+    """Every run names the Params it depends on: in-process, ``dag.test()`` leaves a run's conf
+    in the tasks' Params (seen with Airflow 3.1), so a later run would not get the defaults."""
+    conf = {"bucket": BUCKET, "prefix": "uploads/", "dry_run": False, "batch_size": 100, **conf}
+    run = dag.test(logical_date=when, run_conf=conf)
     assert str(run.state) == "success"
     return run.get_task_instance("report").xcom_pull(task_ids="report")
 
@@ -192,8 +195,9 @@ def test_dry_run_counts_and_changes_nothing(reconcile_dag, s3, es) -> None:  # t
     assert _found(dry) == FIRST_RUN
     assert (dry["deleted"], dry["batches"], dry["dry_run"]) == (0, 0, True)
 
-    # the default leaves objects modified in the last 2 hours to the hourly DAG
-    default = _run(reconcile_dag, when + timedelta(minutes=1), dry_run=True)
+    # by default objects modified in the last 2 hours are left to the hourly DAG
+    assert reconcile_dag.params["min_age_hours"] == 2
+    default = _run(reconcile_dag, when + timedelta(minutes=1), dry_run=True, min_age_hours=2)
     assert (default["missing"], default["recent"], default["stale"]) == (0, 6, 2)
 
     assert _snapshot(es) == documents
