@@ -8,11 +8,21 @@ For each size N, a bucket of N keys is reconciled with an index that drifted fro
 * 5 % are indexed only: ``orphans``, deleted in bulk chunks.
 
 **What is real and what is stubbed.** The index side is real: noida-db (Elasticsearch API) holds
-the documents (built with ``build_document``, ~1.5 KB each, with labels and parents) and the
-failure records, read with ``search_after`` pages and cleaned with bulk deletes over HTTP. The
-S3 side is a stub of ``ListObjectsV2`` that makes each page of 1,000 keys on request (as boto3's
-paginator hands them over) and discards the manifests it is given: uploading 200,000 objects to
-the moto server would take most of an hour and measure moto, not us.
+the documents and the failure records, read with ``search_after`` pages and cleaned with bulk
+deletes over HTTP by the production code and client. The S3 side is a stub of ``ListObjectsV2``
+that makes each page of 1,000 keys on request (as boto3's paginator hands them over) and discards
+the manifests it is given: uploading 200,000 objects to the moto server would take most of an
+hour and measure moto, not us.
+
+**Lean documents by default.** noida-db answers every search by scanning every document (about
+0.6 s per page at 20,000 lean documents, 2.5 s with full ones) and holds a full document
+(``build_document``: labels, parents, metadata) in about 80 KB of its memory, so 200,000 full
+documents need about 16 GB and most of an hour. The walk asks only for ``object.etag`` and
+``object.last_modified`` (``_source`` filtering), so what a document holds besides them never
+reaches our process: ``--documents lean`` (default) indexes the location fields and ``object``
+only; ``--documents full`` indexes ``build_document`` output, for small N. Seconds are therefore
+noida-db's (each page costs O(N) there; Elasticsearch seeks ``search_after`` in sorted doc
+values), RSS is ours.
 
 The planning step (:func:`imagelabels.reconcile.plan_reconciliation`, not a dry run) runs in a
 fresh process per N; that process reports its peak RSS (``ru_maxrss``) after imports and clients
@@ -25,11 +35,13 @@ fresh process per N; that process reports its peak RSS (``ru_maxrss``) after imp
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -39,6 +51,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Stopwatch, embedded_stack, machine, table
+
+from imagelabels.reconcile import DELETE_CHUNK, INDEX_PAGE_SIZE
 
 BUCKET = "bench-photos"
 PREFIX = "uploads/"
@@ -107,7 +121,19 @@ class ListingStub:
         return {}
 
 
-def load_index(es: Any, size: int) -> tuple[int, int]:
+def lean_document(key: str, etag: str) -> dict[str, Any]:
+    """The fields the walk reads (plus the location fields every document has)."""
+    return {
+        "title": key.rsplit("/", 1)[-1],
+        "s3_location": f"s3://{BUCKET}/{key}",
+        "s3bucket": BUCKET,
+        "s3key": key,
+        "timestamp": LONG_AGO.isoformat(),
+        "object": {"size": 50_000, "etag": etag, "last_modified": LONG_AGO.isoformat()},
+    }
+
+
+def load_index(es: Any, size: int, full: bool) -> tuple[int, int]:
     """Empty the indices and bulk-load the documents and failure records of one size."""
     from imagelabels.documents import (
         FAILURES_INDEX,
@@ -134,8 +160,10 @@ def load_index(es: Any, size: int) -> tuple[int, int]:
             if role(n) == "s3":
                 continue
             obj = ObjectInfo(BUCKET, key_of(n), 50_000, etag_of(n), LONG_AGO, content_type="image/jpeg")
-            source = build_document(
-                obj, result, dag_id="image_ingest_s3_hourly", run_id="r", ingested_at=LONG_AGO
+            source = (
+                build_document(obj, result, dag_id="image_ingest_s3_hourly", run_id="r", ingested_at=LONG_AGO)
+                if full
+                else lean_document(obj.key, obj.etag)
             )
             yield {
                 "_op_type": "create",
@@ -181,8 +209,36 @@ def expected_counts(size: int) -> dict[str, int]:
     }
 
 
+_ALL = {"Bucket": BUCKET, "Prefix": PREFIX, "PaginationConfig": {"PageSize": 1000}}
+
+
+def current_rss_kb() -> int:
+    """This process's resident set now (``ru_maxrss`` only knows the lifetime peak, which the
+    imports may already have set)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() // 1024
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident set every 10 ms while the walk runs; ``peak_kb`` is the largest seen."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_kb = current_rss_kb()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak_kb = max(self.peak_kb, current_rss_kb())
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return max(self.peak_kb, current_rss_kb())
+
+
 def child(size: int, es_url: str, batch_size: int) -> None:
-    """One planning step in this (fresh) process; print JSON with its peak RSS."""
+    """One planning step in this (fresh) process; print JSON with its RSS before and during it."""
     import botocore.exceptions  # noqa: F401 - loaded by any worker; not part of the walk's growth
     from elasticsearch import Elasticsearch
 
@@ -192,7 +248,10 @@ def child(size: int, es_url: str, batch_size: int) -> None:
     es = Elasticsearch(es_url, request_timeout=120)
     es.info()
     stub = ListingStub(size)
-    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    before = current_rss_kb()
+    sampler = RssSampler()
+    sampler.start()
     started = time.perf_counter()
     result = plan_reconciliation(
         s3_client=stub,
@@ -205,12 +264,13 @@ def child(size: int, es_url: str, batch_size: int) -> None:
         min_age_hours=0,
     )
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    walk_peak = sampler.stop()
     print(
         json.dumps(
             {
-                "floor_kb": floor,
-                "peak_kb": peak,
+                "before_kb": before,
+                "walk_peak_kb": walk_peak,
+                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 "seconds": seconds,
                 "counts": result.counts.as_xcom(),
                 "manifests": stub.manifests,
@@ -221,27 +281,42 @@ def child(size: int, es_url: str, batch_size: int) -> None:
     )
 
 
+def contrast(size: int) -> None:
+    """In a fresh process: what holding one side (the listing's key -> ETag) in a dict costs, the
+    least a set-difference design needs."""
+    gc.collect()
+    before = current_rss_kb()
+    listing = {o["Key"]: o["ETag"] for page in ListingStub(size).paginate(**_ALL) for o in page["Contents"]}
+    print(json.dumps({"one_side_kb": current_rss_kb() - before, "keys": len(listing)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 100_000, 200_000])
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--documents", choices=["lean", "full"], default="lean")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--es-url", help=argparse.SUPPRESS)
+    parser.add_argument("--contrast", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         child(args.child, args.es_url, args.batch_size)
         return
+    if args.contrast is not None:
+        contrast(args.contrast)
+        return
 
     print(f"Reconciliation planning step, peak RSS by number of keys - {machine()}")
-    print("S3 side: ListObjectsV2 stub (pages made on request); index side: noida-db over HTTP\n")
+    print("S3 side: ListObjectsV2 stub (pages made on request); index side: noida-db over HTTP")
+    print(f"{args.documents} documents; index page size {INDEX_PAGE_SIZE}, delete chunk {DELETE_CHUNK}\n")
     rows: list[tuple[str, str]] = []
     with embedded_stack() as stack:
         es = stack.elasticsearch()
         for size in args.sizes:
             with Stopwatch() as loading:
-                documents, records = load_index(es, size)
+                documents, records = load_index(es, size, full=args.documents == "full")
             command = [sys.executable, __file__, "--child", str(size), "--es-url", stack.es_url]
             command += ["--batch-size", str(args.batch_size)]
             answer = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
@@ -249,7 +324,14 @@ def main() -> None:
             found = {name: counts[name] for name in ("ok", "missing", "known_bad", "orphans")}
             if found != expected_counts(size) or counts["deleted"] != counts["orphans"]:
                 raise RuntimeError(f"wrong counts: {counts}, expected {expected_counts(size)}")
-            floor, peak = answer["floor_kb"] / 1024, answer["peak_kb"] / 1024
+            before, peak = answer["before_kb"] / 1024, answer["walk_peak_kb"] / 1024
+            naive = subprocess.run(
+                [sys.executable, __file__, "--contrast", str(size)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            maxrss, one_side = answer["maxrss_kb"] / 1024, json.loads(naive.stdout)["one_side_kb"] / 1024
             print(
                 f"N={size:,}: loaded {documents:,} documents + {records:,} failure records in "
                 f"{loading.seconds:.0f}s; plan {answer['seconds']:.1f}s, {counts}; "
@@ -260,8 +342,9 @@ def main() -> None:
             rows.append(
                 (
                     f"{size:>9,} keys",
-                    f"peak RSS {peak:6.1f} MB  (floor {floor:5.1f} MB, walk +{peak - floor:5.1f} MB)  "
-                    f"{answer['seconds']:6.1f} s  ({size / answer['seconds']:,.0f} keys/s)",
+                    f"RSS {before:5.1f} MB before, {peak:5.1f} MB peak during the walk (+{peak - before:4.1f}), "
+                    f"ru_maxrss {maxrss:5.1f} MB | {answer['seconds']:6.1f} s | "
+                    f"the listing as a dict instead: +{one_side:5.1f} MB",
                 )
             )
     print("\n" + table(rows))
