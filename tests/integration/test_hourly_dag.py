@@ -19,8 +19,9 @@ PHOTOS = ["chelsea.png", "coffee.png", "grace_hopper.jpg"]
 MOTO_REKOGNITION = {"labeler": "rekognition", "features": ["labels"]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def hourly_dag(airflow_db):  # type: ignore[no-untyped-def]
+    """A fresh DAG object per test: dag.test() leaves a run's conf in ``dag.params``."""
     spec = importlib.util.spec_from_file_location(
         "image_ingest_s3_hourly", ROOT / "dags" / "image_ingest_s3_hourly.py"
     )

@@ -26,12 +26,12 @@ def _load(name: str):  # type: ignore[no-untyped-def]
     return getattr(module, name)()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # fresh per test: dag.test() leaves a run's conf in dag.params
 def sqs_dag(airflow_db):  # type: ignore[no-untyped-def]
     return _load("image_ingest_sqs")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # fresh per test: dag.test() leaves a run's conf in dag.params
 def hourly_dag(airflow_db):  # type: ignore[no-untyped-def]
     return _load("image_ingest_s3_hourly")
 
