@@ -92,8 +92,8 @@ def main() -> int:
         print(f"\n2. What does '{title}' represent? (label, confidence, parents)")
         for hit in search.describe_image(es, title):
             for name, confidence in hit.labels[:8]:
-                chain = " > ".join(hit.parents.get(name, []))
-                print(f"   {name:<24} {confidence:6.2f}%  {chain}")
+                parents = ", ".join(hit.parents.get(name, []))
+                print(f"   {name:<24} {confidence:6.2f}%  {parents}")
             moderation = ", ".join(f"{name} {c:.1f}%" for name, c in hit.moderation) or "none"
             print(f"   moderation: {moderation}")
         print(f"\n3. Images that represent '{label}' with at least 90% confidence:")
