@@ -54,13 +54,11 @@ def image_ingest_s3_hourly() -> None:
 
     @task(trigger_rule="none_failed")
     def summarize(reports: list[dict]) -> dict:
-        import logging
+        from imagelabels.tasks import summarize_reports
 
-        from imagelabels.pipeline import summarize as add_up
-
-        totals = add_up([reports[i] for i in range(len(reports))])  # len() first: no probe past the end
-        logging.getLogger(__name__).info("run totals: %s", totals)
-        return totals
+        return summarize_reports(
+            [reports[i] for i in range(len(reports))]
+        )  # len() first: no probe past the end
 
     summarize(label_and_index.expand(batch=list_batches()))
 

@@ -42,7 +42,6 @@ def image_ingest_sqs() -> None:
         task_id="wait_for_messages",
         queue_url="{{ params.queue_url }}",
         skip_when="{{ params.retry_failed }}",
-        deferrable=True,
     )
 
     @task
@@ -62,13 +61,11 @@ def image_ingest_sqs() -> None:
 
     @task(trigger_rule="none_failed")
     def summarize(reports: list[dict]) -> dict:
-        import logging
+        from imagelabels.tasks import summarize_reports
 
-        from imagelabels.pipeline import summarize as add_up
-
-        totals = add_up([reports[i] for i in range(len(reports))])
-        logging.getLogger(__name__).info("run totals: %s", totals)
-        return totals
+        return summarize_reports(
+            [reports[i] for i in range(len(reports))]
+        )  # len() first: no probe past the end
 
     batches = drain_queue()
     wait >> batches

@@ -123,3 +123,14 @@ def label_event_or_retry_batch(
         run=run,
         refresh=settings.es_refresh(),
     )
+
+
+def summarize_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up a run's batch reports and log the totals (the ``summarize`` task)."""
+    import logging
+
+    from imagelabels.pipeline import summarize
+
+    totals = summarize(reports)
+    logging.getLogger(__name__).info("run totals: %s", totals)
+    return totals
