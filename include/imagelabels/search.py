@@ -1,25 +1,59 @@
-"""The first seed's three questions, asked of the ``images`` alias.
+"""Questions asked of the ``images`` alias (plain Python: give it an Elasticsearch client).
 
-* Which images represent X?                    :func:`images_with_label`
-* What does image T represent?                 :func:`describe_image`
-* Which images represent X with >= 90 %?       :func:`images_with_label` with ``min_confidence``
+* Which images represent X?                    :func:`images_with_label` / :func:`search_labels`
+* Which images represent X with >= 90 %?       the same, with ``min_confidence``
+* Which images represent X, typos forgiven?    the same, with ``fuzzy=True``
+* What does image T represent?                 :func:`describe_image` (title or S3 key)
+* Which images look like this example?         :func:`label_example` + :func:`images_like`
+* Which labels are most frequent?              :func:`top_labels`
+
+Every question takes the same :class:`Filters` (bucket, key prefix, date range, "exclude
+moderated"); :func:`search_labels` and :func:`images_like` page with ``search_after``. Hits can
+carry a presigned S3 URL (:func:`presign_hits`, expiry ``IMAGELABELS_PRESIGN_SECONDS``).
 
 Label and confidence are matched inside the *same* nested label object, so an image with Pizza
 at 60 % and Waterfall at 95 % is not an answer to "Pizza >= 90 %". User input only ever goes into
-structured query clauses, never into a query string.
+structured query clauses (``match``, ``term``, ``range``...), never into a query string.
+
+Only queries and aggregations that both real Elasticsearch 8 and noida-db (the local stand-in)
+answer are used: no ``reverse_nested``, no ``composite``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from typing import Any
 
 from imagelabels.documents import INDEX_ALIAS
 
+DEFAULT_PRESIGN_SECONDS = 900
+_SOURCE = [
+    "title",
+    "s3_location",
+    "s3bucket",
+    "s3key",
+    "timestamp",
+    "Labels.Name",
+    "Labels.Confidence",
+    "Labels.Parents",
+    "ModerationLabels.Name",
+    "ModerationLabels.Confidence",
+]
+# Score first, then a unique keyword as the tie-breaker, so search_after pages are stable.
+_SORT: list[dict[str, Any]] = [{"_score": {"order": "desc"}}, {"s3_location": {"order": "asc"}}]
+
 
 @dataclass(frozen=True)
 class Hit:
-    """One image in an answer, with the confidence of the label that matched (if any)."""
+    """One image in an answer, with the confidence of the label that matched (if any).
+
+    ``score`` is the query's score (for a label question: the matching label's confidence),
+    ``sort`` the values to pass as ``search_after`` for the next page, ``url`` a presigned GET
+    URL once :func:`presign_hits` has run.
+    """
 
     title: str
     s3_location: str
@@ -27,12 +61,106 @@ class Hit:
     labels: list[tuple[str, float]]
     parents: dict[str, list[str]] = field(default_factory=dict)
     moderation: list[tuple[str, float]] = field(default_factory=list)
+    s3bucket: str = ""
+    s3key: str = ""
+    timestamp: str | None = None
+    score: float | None = None
+    doc_id: str = ""
+    sort: list[Any] | None = None
+    url: str | None = None
 
 
-def label_query(label: str, min_confidence: float | None = None) -> dict[str, Any]:
-    """Nested query: a label named ``label`` (analyzed match, all words), optionally at or above
-    ``min_confidence``, scored by that label's confidence as in the second seed's queries."""
-    must: list[dict[str, Any]] = [{"match": {"Labels.Name": {"query": label, "operator": "and"}}}]
+@dataclass(frozen=True)
+class Page:
+    """One page of hits: ``total`` matching images and the ``search_after`` of the next page
+    (``None`` when this page was not full, i.e. there is no next page)."""
+
+    hits: list[Hit]
+    total: int
+    next_after: list[Any] | None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrictions every question accepts; all optional, combined with AND.
+
+    :param bucket: only images in this bucket (``s3bucket``).
+    :param prefix: only keys starting with this prefix (``s3key``).
+    :param since: only images whose ``timestamp`` (S3 LastModified) is at or after this.
+    :param until: only images whose ``timestamp`` is before this.
+    :param exclude_moderated: leave out images with any moderation label (``moderated: true``).
+    """
+
+    bucket: str | None = None
+    prefix: str | None = None
+    since: datetime | date | str | None = None
+    until: datetime | date | str | None = None
+    exclude_moderated: bool = False
+
+    def clauses(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``(filter, must_not)`` clauses of a ``bool`` query."""
+        filters: list[dict[str, Any]] = []
+        must_not: list[dict[str, Any]] = []
+        if self.bucket:
+            filters.append({"term": {"s3bucket": self.bucket}})
+        if self.prefix:
+            filters.append({"prefix": {"s3key.keyword": self.prefix}})
+        bounds: dict[str, str] = {}
+        if self.since is not None:
+            bounds["gte"] = _iso(self.since)
+        if self.until is not None:
+            bounds["lt"] = _iso(self.until)
+        if bounds:
+            filters.append({"range": {"timestamp": bounds}})
+        if self.exclude_moderated:
+            must_not.append({"term": {"moderated": True}})
+        return filters, must_not
+
+
+NO_FILTERS = Filters()
+
+
+def _iso(value: datetime | date | str) -> str:
+    return value if isinstance(value, str) else value.isoformat()
+
+
+def _filtered(query: dict[str, Any] | None, filters: Filters | None) -> dict[str, Any]:
+    """``query`` restricted by ``filters`` (a plain ``match_all`` when there is neither)."""
+    filter_clauses, must_not = (filters or NO_FILTERS).clauses()
+    if not filter_clauses and not must_not:
+        return query or {"match_all": {}}
+    combined: dict[str, Any] = {"filter": filter_clauses}
+    if query is not None:
+        combined["must"] = [query]
+    if must_not:
+        combined["must_not"] = must_not
+    return {"bool": combined}
+
+
+def _name_match(label: str, *, fuzzy: bool) -> dict[str, Any]:
+    match: dict[str, Any] = {"query": label, "operator": "and"}
+    if fuzzy:
+        match.update(fuzziness="AUTO", prefix_length=0, max_expansions=50)
+    return {"match": {"Labels.Name": match}}
+
+
+def _confidence_scored(inner: dict[str, Any], weight: float | None = None) -> dict[str, Any]:
+    """``inner`` (a query on one nested label) scored by that label's confidence (x ``weight``)."""
+    scored: dict[str, Any] = {
+        "query": inner,
+        "field_value_factor": {"field": "Labels.Confidence", "missing": 0},
+        "boost_mode": "replace",
+    }
+    if weight is not None:
+        scored["boost"] = weight
+    return {"function_score": scored}
+
+
+def label_query(label: str, min_confidence: float | None = None, *, fuzzy: bool = False) -> dict[str, Any]:
+    """Nested query: a label named ``label`` (analyzed match, all words; ``fuzzy`` forgives
+    typos), optionally at or above ``min_confidence`` *in the same label object*, scored by that
+    label's confidence as in the second seed's queries."""
+    must: list[dict[str, Any]] = [_name_match(label, fuzzy=fuzzy)]
     if min_confidence is not None:
         must.append({"range": {"Labels.Confidence": {"gte": float(min_confidence)}}})
     return {
@@ -40,15 +168,29 @@ def label_query(label: str, min_confidence: float | None = None) -> dict[str, An
             "path": "Labels",
             "score_mode": "max",
             "inner_hits": {"size": 1},
-            "query": {
-                "function_score": {
-                    "query": {"bool": {"must": must}},
-                    "field_value_factor": {"field": "Labels.Confidence"},
-                    "boost_mode": "replace",
-                }
-            },
+            "query": _confidence_scored({"bool": {"must": must}}),
         }
     }
+
+
+def like_query(example: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """Images sharing labels with an example: one nested clause per example label, each scored
+    by the document's confidence in that label x the example's confidence (as a fraction), summed
+    over the labels they share."""
+    should = [
+        {
+            "nested": {
+                "path": "Labels",
+                "score_mode": "max",
+                "query": _confidence_scored(
+                    {"match": {"Labels.Name": {"query": name, "operator": "and"}}},
+                    weight=max(float(confidence), 0.0) / 100.0,
+                ),
+            }
+        }
+        for name, confidence in example
+    ]
+    return {"bool": {"should": should, "minimum_should_match": 1}}
 
 
 def _hit(raw: dict[str, Any]) -> Hit:
@@ -61,46 +203,232 @@ def _hit(raw: dict[str, Any]) -> Hit:
         for label in source.get("Labels", [])
     }
     moderation = [(m["Name"], float(m["Confidence"])) for m in source.get("ModerationLabels", [])]
-    return Hit(source["title"], source["s3_location"], confidence, labels, parents, moderation)
+    score = raw.get("_score")
+    return Hit(
+        source["title"],
+        source["s3_location"],
+        confidence,
+        labels,
+        parents,
+        moderation,
+        s3bucket=source.get("s3bucket", ""),
+        s3key=source.get("s3key", ""),
+        timestamp=source.get("timestamp"),
+        score=float(score) if score is not None else None,
+        doc_id=str(raw.get("_id", "")),
+        sort=raw.get("sort"),
+    )
+
+
+def _page(
+    es: Any,
+    query: dict[str, Any],
+    *,
+    size: int,
+    search_after: Sequence[Any] | None,
+    index: str,
+) -> Page:
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    request: dict[str, Any] = {
+        "index": index,
+        "query": query,
+        "size": size,
+        "sort": _SORT,
+        "track_scores": True,
+        "source": _SOURCE,
+        "track_total_hits": True,
+    }
+    if search_after is not None:
+        request["search_after"] = list(search_after)
+    response = es.search(**request)
+    hits = [_hit(raw) for raw in response["hits"]["hits"]]
+    total = response["hits"].get("total", {})
+    count = int(total["value"]) if isinstance(total, dict) else int(total or 0)
+    next_after = hits[-1].sort if len(hits) == size and hits[-1].sort else None
+    return Page(hits, count, next_after)
+
+
+def search_labels(
+    es: Any,
+    label: str,
+    *,
+    min_confidence: float | None = None,
+    fuzzy: bool = False,
+    filters: Filters | None = None,
+    size: int = 20,
+    search_after: Sequence[Any] | None = None,
+    index: str = INDEX_ALIAS,
+) -> Page:
+    """One page of images showing ``label``, most confident first (ties by S3 location)."""
+    query = _filtered(label_query(label, min_confidence, fuzzy=fuzzy), filters)
+    return _page(es, query, size=size, search_after=search_after, index=index)
 
 
 def images_with_label(
-    es: Any, label: str, *, min_confidence: float | None = None, size: int = 20, index: str = INDEX_ALIAS
+    es: Any,
+    label: str,
+    *,
+    min_confidence: float | None = None,
+    size: int = 20,
+    index: str = INDEX_ALIAS,
+    fuzzy: bool = False,
+    filters: Filters | None = None,
+    search_after: Sequence[Any] | None = None,
 ) -> list[Hit]:
-    """Images showing ``label``, most confident first."""
-    response = es.search(
-        index=index,
-        query=label_query(label, min_confidence),
+    """Images showing ``label``, most confident first (the hits of :func:`search_labels`)."""
+    return search_labels(
+        es,
+        label,
+        min_confidence=min_confidence,
+        fuzzy=fuzzy,
+        filters=filters,
         size=size,
-        source=["title", "s3_location", "Labels"],
-    )
-    return [_hit(raw) for raw in response["hits"]["hits"]]
+        search_after=search_after,
+        index=index,
+    ).hits
 
 
-def describe_image(es: Any, title_or_key: str, *, index: str = INDEX_ALIAS) -> list[Hit]:
-    """The labels of the image(s) whose title or S3 key is exactly ``title_or_key``."""
+def describe_image(
+    es: Any, title_or_key: str, *, index: str = INDEX_ALIAS, filters: Filters | None = None
+) -> list[Hit]:
+    """The labels of the image(s) whose title, S3 key or ``s3://`` location is exactly
+    ``title_or_key``."""
+    query = {
+        "bool": {
+            "should": [
+                {"term": {"title.keyword": title_or_key}},
+                {"term": {"s3key.keyword": title_or_key}},
+                {"term": {"s3_location": title_or_key}},
+            ],
+            "minimum_should_match": 1,
+        }
+    }
     response = es.search(
         index=index,
-        query={
-            "bool": {
-                "should": [
-                    {"term": {"title.keyword": title_or_key}},
-                    {"term": {"s3key.keyword": title_or_key}},
-                ],
-                "minimum_should_match": 1,
-            }
-        },
+        query=_filtered(query, filters),
         size=10,
-        source=["title", "s3_location", "Labels"],
+        sort=[{"s3_location": {"order": "asc"}}],
+        source=_SOURCE,
     )
     return [_hit(raw) for raw in response["hits"]["hits"]]
 
 
-def top_labels(es: Any, *, size: int = 10, index: str = INDEX_ALIAS) -> list[tuple[str, int]]:
+def images_like(
+    es: Any,
+    example: Sequence[tuple[str, float]],
+    *,
+    exclude_location: str | None = None,
+    filters: Filters | None = None,
+    size: int = 20,
+    search_after: Sequence[Any] | None = None,
+    index: str = INDEX_ALIAS,
+) -> Page:
+    """Images whose labels resemble ``example`` (``(name, confidence)`` pairs, e.g. from
+    :func:`label_example`), best first; ``exclude_location`` (the example's own ``s3://``
+    location, if it is indexed) is left out."""
+    if not example:
+        return Page([], 0, None)
+    query = like_query(example)
+    if exclude_location:
+        query["bool"]["must_not"] = [{"term": {"s3_location": exclude_location}}]
+    return _page(es, _filtered(query, filters), size=size, search_after=search_after, index=index)
+
+
+def top_labels(
+    es: Any, *, size: int = 10, index: str = INDEX_ALIAS, filters: Filters | None = None
+) -> list[tuple[str, int]]:
     """The most frequent labels (flat ``label_names`` field), with image counts."""
     response = es.search(
-        index=index, size=0, aggs={"labels": {"terms": {"field": "label_names", "size": size}}}
+        index=index,
+        size=0,
+        query=_filtered(None, filters),
+        aggs={"labels": {"terms": {"field": "label_names", "size": size}}},
     )
     return [
         (bucket["key"], int(bucket["doc_count"])) for bucket in response["aggregations"]["labels"]["buckets"]
     ]
+
+
+# --- the example image of "images like this" ---------------------------------------------------
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"an s3:// URI needs a bucket and a key: {uri!r}")
+    return bucket, key
+
+
+def read_example(source: str, s3: Any | None = None) -> tuple[bytes, str | None]:
+    """The bytes of an example image (local path or ``s3://`` URI) and its ``s3://`` location
+    (``None`` for a local file)."""
+    if source.startswith("s3://"):
+        if s3 is None:
+            raise ValueError("an s3:// example needs an S3 client")
+        bucket, key = parse_s3_uri(source)
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        return bytes(body.read()), source
+    with open(source, "rb") as handle:
+        return handle.read(), None
+
+
+def label_example(
+    data: bytes,
+    *,
+    name: str = "example",
+    labeler: str | None = None,
+    client_for: Any = None,
+    settings: Any = None,
+) -> list[tuple[str, float]]:
+    """Label an example image with a labeler (default: the configured one, ``local`` offline)
+    and return its labels (and their parents' names, at the child's confidence), best first."""
+    from imagelabels.documents import ObjectInfo
+    from imagelabels.labelers.base import LabelingSettings
+    from imagelabels.labelers.registry import default_labeler, make_labeler
+    from imagelabels.preflight import prepare
+
+    def no_clients(service: str) -> Any:
+        raise ValueError(f"labeler {labeler!r} needs a {service} client; pass client_for")
+
+    chosen = labeler or default_labeler()
+    labeling = settings or LabelingSettings(features=("labels",))
+    model = make_labeler(chosen, client_for or no_clients, labeling)
+    obj = ObjectInfo("", name, len(data), "", datetime.now().astimezone(), title=name)
+    result = model.label(prepare(obj, data, keep_pixels=chosen == "local"))
+    best: dict[str, float] = {}
+    for label in result.labels:
+        confidence = float(label["Confidence"])
+        for item in [label, *(label.get("Parents") or [])]:
+            item_name = str(item["Name"])
+            best[item_name] = max(best.get(item_name, 0.0), confidence)
+    return sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+# --- presigned URLs ----------------------------------------------------------------------------
+
+
+def presign_seconds() -> int:
+    """Expiry of presigned URLs: ``IMAGELABELS_PRESIGN_SECONDS`` (default 900, i.e. 15 minutes)."""
+    raw = os.environ.get("IMAGELABELS_PRESIGN_SECONDS", "").strip()
+    seconds = int(raw) if raw else DEFAULT_PRESIGN_SECONDS
+    if not 1 <= seconds <= 7 * 24 * 3600:
+        raise ValueError(f"IMAGELABELS_PRESIGN_SECONDS must be within 1..604800, got {seconds}")
+    return seconds
+
+
+def presigned_url(s3: Any, s3_location: str, *, expires_in: int | None = None) -> str:
+    """A presigned GET URL for an ``s3://bucket/key`` location."""
+    bucket, key = parse_s3_uri(s3_location)
+    seconds = presign_seconds() if expires_in is None else expires_in
+    return str(
+        s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds)
+    )
+
+
+def presign_hits(s3: Any, hits: Sequence[Hit], *, expires_in: int | None = None) -> list[Hit]:
+    """``hits`` with ``url`` set to a presigned GET URL (signing is local: no request to S3)."""
+    return [replace(hit, url=presigned_url(s3, hit.s3_location, expires_in=expires_in)) for hit in hits]
