@@ -1,0 +1,395 @@
+"""``python -m imagelabels``: search the ``images`` index from a shell.
+
+    python -m imagelabels search --label Pizza --min-confidence 90
+    python -m imagelabels describe chelsea.png
+    python -m imagelabels like sample_images/coffee.png
+    python -m imagelabels top-labels --json
+
+A readable table by default, ``--json`` for scripts. Every command is a thin layer over
+:mod:`imagelabels.search`.
+
+Where the servers are, first match wins:
+
+1. ``--es-url`` / ``--s3-endpoint`` (S3 endpoint optional: without it boto3 talks to AWS);
+2. ``IMAGELABELS_ES_URL`` / ``AWS_ENDPOINT_URL`` in the environment;
+3. a stack file ``stack.json`` (``{"es_url": ..., "moto_url": ...}``) in ``--state``
+   (default ``IMAGELABELS_DEMO_STATE``, else ``.local``), written by whoever keeps an embedded
+   stack running;
+4. ``--embedded``: start noida-db over the data ``make demo`` left in ``<state>/stack`` (and an
+   empty moto server) for the duration of the command;
+5. the Airflow connections ``elasticsearch_default`` / ``aws_default``
+   (:mod:`imagelabels.clients`), when Airflow is installed and configured.
+
+Real Elasticsearch with authentication: put the user in the URL (``https://user:pass@host:9200``)
+or set ``IMAGELABELS_ES_API_KEY``; S3 credentials come from boto3's usual chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from imagelabels import search
+from imagelabels.documents import INDEX_ALIAS
+
+STACK_FILE = "stack.json"
+EMBEDDED_REGION = "us-east-1"
+EMBEDDED_KEY = "testing"  # moto accepts any credentials; not a secret
+
+
+@dataclass
+class Clients:
+    """The clients a command uses; ``s3`` may be ``None`` when no S3 is configured."""
+
+    es: Any
+    s3: Any | None
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state or os.environ.get("IMAGELABELS_DEMO_STATE") or ".local")
+
+
+def _es_client(url: str) -> Any:
+    from elasticsearch import Elasticsearch
+
+    api_key = os.environ.get("IMAGELABELS_ES_API_KEY") or None
+    return Elasticsearch(url, api_key=api_key, request_timeout=30)
+
+
+def _s3_client(endpoint: str | None, *, embedded: bool) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # SigV4 presigned URLs: SigV2 is refused by regions opened since 2014.
+    options: dict[str, Any] = {"endpoint_url": endpoint, "config": Config(signature_version="s3v4")}
+    options["region_name"] = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
+    if embedded:
+        options["region_name"] = options["region_name"] or EMBEDDED_REGION
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            options.update(aws_access_key_id=EMBEDDED_KEY, aws_secret_access_key=EMBEDDED_KEY)
+    return boto3.client("s3", **options)
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Clients]:
+    """Clients for the settings in ``args`` (see the module docstring for the order)."""
+    es_url = args.es_url or os.environ.get("IMAGELABELS_ES_URL")
+    s3_endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if es_url:
+        embedded = bool(s3_endpoint) and "amazonaws.com" not in (s3_endpoint or "")
+        yield Clients(_es_client(es_url), _s3_client(s3_endpoint, embedded=embedded))
+        return
+    state = _state_dir(args)
+    stack_file = state / STACK_FILE
+    if stack_file.is_file() and not args.embedded:
+        recorded = json.loads(stack_file.read_text())
+        moto = s3_endpoint or recorded.get("moto_url")
+        yield Clients(_es_client(recorded["es_url"]), _s3_client(moto, embedded=True))
+        return
+    if args.embedded:
+        from imagelabels.embedded import running_stack
+
+        with running_stack(state / "stack") as stack:
+            yield Clients(stack.elasticsearch(), _s3_client(stack.moto_url, embedded=True))
+        return
+    try:
+        from imagelabels import clients, settings
+
+        es = clients.elasticsearch_client(settings.es_conn_id())
+        s3 = clients.aws_client("s3", settings.aws_conn_id())
+    except ImportError:
+        raise SystemExit(
+            "no Elasticsearch to talk to: pass --es-url (or set IMAGELABELS_ES_URL), keep a stack "
+            f"file at {stack_file}, or use --embedded"
+        ) from None
+    yield Clients(es, s3)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _fmt_confidence(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    numeric = [h in {"#", "CONFIDENCE", "SCORE", "IMAGES"} for h in headers]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(w) if right else cell.ljust(w)
+            for cell, w, right in zip(cells, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    print(line(headers), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in rows:
+        print(line(row), file=out)
+
+
+def _hit_json(hit: search.Hit) -> dict[str, Any]:
+    return {
+        "title": hit.title,
+        "s3_location": hit.s3_location,
+        "s3bucket": hit.s3bucket,
+        "s3key": hit.s3key,
+        "timestamp": hit.timestamp,
+        "confidence": hit.confidence,
+        "score": hit.score,
+        "labels": [{"name": n, "confidence": c, "parents": hit.parents.get(n, [])} for n, c in hit.labels],
+        "moderation": [{"name": n, "confidence": c} for n, c in hit.moderation],
+        "url": hit.url,
+    }
+
+
+def _dump(data: Any, out: TextIO) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False), file=out)
+
+
+def _print_hits(
+    page: search.Page, args: argparse.Namespace, out: TextIO, *, extra: dict[str, Any] | None = None
+) -> None:
+    if args.json:
+        _dump(
+            {
+                **(extra or {}),
+                "total": page.total,
+                "hits": [_hit_json(h) for h in page.hits],
+                "next_after": page.next_after,
+            },
+            out,
+        )
+        return
+    rows = [
+        [
+            str(n),
+            hit.title,
+            _fmt_confidence(hit.confidence if hit.confidence is not None else hit.score),
+            hit.s3_location,
+        ]
+        for n, hit in enumerate(page.hits, start=1)
+    ]
+    column = "CONFIDENCE" if args.command == "search" else "SCORE"
+    _table(rows, ["#", "TITLE", column, "S3 LOCATION"], out)
+    for n, hit in enumerate(page.hits, start=1):
+        if hit.url:
+            print(f"[{n}] {hit.url}", file=out)
+    shown = len(page.hits)
+    print(f"{shown} of {page.total} image(s)", file=out)
+    if page.next_after is not None:
+        print(f"next page: --after '{json.dumps(page.next_after)}'", file=out)
+
+
+def _with_urls(clients: Clients, hits: list[search.Hit], args: argparse.Namespace) -> list[search.Hit]:
+    if args.no_urls or clients.s3 is None:
+        return hits
+    return search.presign_hits(clients.s3, hits, expires_in=args.presign_seconds)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace) -> search.Filters:
+    return search.Filters(
+        bucket=args.bucket,
+        prefix=args.prefix,
+        since=args.since,
+        until=args.until,
+        exclude_moderated=args.exclude_moderated,
+    )
+
+
+def cmd_search(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
+    page = search.search_labels(
+        clients.es,
+        args.label,
+        min_confidence=args.min_confidence,
+        fuzzy=args.fuzzy,
+        filters=_filters(args),
+        size=args.size,
+        search_after=args.after,
+        index=args.index,
+    )
+    page = search.Page(_with_urls(clients, page.hits, args), page.total, page.next_after)
+    _print_hits(page, args, out)
+    return 0
+
+
+def cmd_describe(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
+    hits = _with_urls(clients, search.describe_image(clients.es, args.title_or_key, index=args.index), args)
+    if args.json:
+        _dump({"hits": [_hit_json(h) for h in hits]}, out)
+        return 0 if hits else 1
+    if not hits:
+        print(f"no image with title or key {args.title_or_key!r}", file=out)
+        return 1
+    for hit in hits:
+        print(f"{hit.title}  {hit.s3_location}  ({hit.timestamp or 'no timestamp'})", file=out)
+        rows = [[name, f"{conf:.2f}", ", ".join(hit.parents.get(name, []))] for name, conf in hit.labels]
+        _table(rows, ["LABEL", "CONFIDENCE", "PARENTS"], out)
+        moderation = ", ".join(f"{name} {conf:.2f}" for name, conf in hit.moderation) or "none"
+        print(f"moderation: {moderation}", file=out)
+        if hit.url:
+            print(f"url: {hit.url}", file=out)
+    return 0
+
+
+def cmd_like(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
+    data, location = search.read_example(args.example, clients.s3)
+    client_for = None
+    if clients.s3 is not None:
+        s3 = clients.s3
+
+        def client_for(service: str) -> Any:
+            import boto3
+
+            return (
+                s3
+                if service == "s3"
+                else boto3.client(service, endpoint_url=s3.meta.endpoint_url, region_name=s3.meta.region_name)
+            )
+
+    example = search.label_example(
+        data, name=os.path.basename(args.example), labeler=args.labeler, client_for=client_for
+    )[: args.max_labels]
+    page = search.images_like(
+        clients.es,
+        example,
+        exclude_location=location,
+        filters=_filters(args),
+        size=args.size,
+        search_after=args.after,
+        index=args.index,
+    )
+    page = search.Page(_with_urls(clients, page.hits, args), page.total, page.next_after)
+    if not args.json:
+        labels = ", ".join(f"{name} {conf:.2f}" for name, conf in example) or "none"
+        print(f"example labels: {labels}", file=out)
+    _print_hits(page, args, out, extra={"example": [{"name": n, "confidence": c} for n, c in example]})
+    return 0
+
+
+def cmd_top_labels(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
+    top = search.top_labels(clients.es, size=args.size, index=args.index, filters=_filters(args))
+    if args.json:
+        _dump({"labels": [{"name": name, "images": count} for name, count in top]}, out)
+    else:
+        _table([[name, str(count)] for name, count in top], ["LABEL", "IMAGES"], out)
+    return 0
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+
+def _timestamp(value: str) -> str:
+    """An ISO date or date-time (validated, passed on as given)."""
+    try:
+        (datetime if "T" in value or " " in value else date).fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {value!r}") from None
+    return value
+
+
+def _after(value: str) -> list[Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(
+            f"--after takes the JSON list a previous page printed: {value!r}"
+        ) from None
+    if not isinstance(parsed, list):
+        raise argparse.ArgumentTypeError("--after takes a JSON list")
+    return parsed
+
+
+def _confidence(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"confidence must be within 0..100, got {value}")
+    return number
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection and output")
+    group.add_argument("--es-url", help="Elasticsearch URL (default: IMAGELABELS_ES_URL)")
+    group.add_argument("--s3-endpoint", help="S3 endpoint, e.g. the moto server (default: AWS_ENDPOINT_URL)")
+    group.add_argument(
+        "--state", help="embedded stack state folder (default: IMAGELABELS_DEMO_STATE or .local)"
+    )
+    group.add_argument(
+        "--embedded", action="store_true", help="start noida-db over the demo's data for this command"
+    )
+    group.add_argument("--index", default=INDEX_ALIAS, help="index or alias (default: %(default)s)")
+    group.add_argument("--json", action="store_true", help="JSON output for scripts")
+    group.add_argument("--no-urls", action="store_true", help="do not presign S3 URLs")
+    group.add_argument(
+        "--presign-seconds",
+        type=_positive,
+        help="expiry of presigned URLs (default: IMAGELABELS_PRESIGN_SECONDS, else 900)",
+    )
+    filters = argparse.ArgumentParser(add_help=False)
+    fgroup = filters.add_argument_group("filters")
+    fgroup.add_argument("--bucket", help="only images in this bucket")
+    fgroup.add_argument("--prefix", help="only keys starting with this prefix")
+    fgroup.add_argument("--since", type=_timestamp, help="only images modified at or after (ISO)")
+    fgroup.add_argument("--until", type=_timestamp, help="only images modified before (ISO)")
+    fgroup.add_argument("--exclude-moderated", action="store_true", help="leave out moderated images")
+    paging = argparse.ArgumentParser(add_help=False)
+    paging.add_argument("--size", type=_positive, default=20, help="hits per page (default: %(default)s)")
+    paging.add_argument("--after", type=_after, help="search_after of the next page (JSON list)")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m imagelabels", description="Search labeled images in Elasticsearch."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    found = commands.add_parser("search", parents=[common, filters, paging], help="images showing a label")
+    found.add_argument("--label", required=True, help="label name, e.g. Pizza")
+    found.add_argument("--min-confidence", type=_confidence, help="minimum confidence of that label (0..100)")
+    found.add_argument("--fuzzy", action="store_true", help="forgive typos in the label")
+    found.set_defaults(handler=cmd_search)
+    describe = commands.add_parser("describe", parents=[common], help="the labels of one image")
+    describe.add_argument("title_or_key", help="the image's title, S3 key or s3:// location")
+    describe.set_defaults(handler=cmd_describe)
+    like = commands.add_parser("like", parents=[common, filters, paging], help="images like an example")
+    like.add_argument("example", help="a local image file or an s3://bucket/key URI")
+    like.add_argument(
+        "--labeler", choices=["local", "rekognition"], help="default: IMAGELABELS_LABELER, else local"
+    )
+    like.add_argument(
+        "--max-labels", type=_positive, default=10, help="example labels to query (default: %(default)s)"
+    )
+    like.set_defaults(handler=cmd_like)
+    top = commands.add_parser("top-labels", parents=[common, filters], help="the most frequent labels")
+    top.add_argument("--size", type=_positive, default=10, help="how many labels (default: %(default)s)")
+    top.set_defaults(handler=cmd_top_labels)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run one command; returns the exit status (1 when ``describe`` finds nothing)."""
+    args = build_parser().parse_args(argv)
+    stream = out or sys.stdout
+    with ExitStack() as stack:
+        clients = stack.enter_context(connect(args))
+        status: int = args.handler(clients, args, stream)
+        return status
