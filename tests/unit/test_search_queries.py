@@ -1,0 +1,136 @@
+"""The shape of the search module's queries and the CLI's argument handling (no servers)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from imagelabels import cli, search
+
+
+def _walk_keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | {k for value in node.values() for k in _walk_keys(value)}
+    if isinstance(node, list):
+        return {k for value in node for k in _walk_keys(value)}
+    return set()
+
+
+def test_label_and_confidence_are_matched_inside_one_nested_object() -> None:
+    query = search.label_query("Pizza", 90)
+    nested = query["nested"]
+    assert nested["path"] == "Labels"
+    must = nested["query"]["function_score"]["query"]["bool"]["must"]
+    assert must == [
+        {"match": {"Labels.Name": {"query": "Pizza", "operator": "and"}}},
+        {"range": {"Labels.Confidence": {"gte": 90.0}}},
+    ]
+    assert nested["query"]["function_score"]["field_value_factor"]["field"] == "Labels.Confidence"
+
+
+def test_fuzzy_label_query_uses_match_fuzziness() -> None:
+    match = search.label_query("Piza", fuzzy=True)["nested"]["query"]["function_score"]["query"]["bool"][
+        "must"
+    ][0]["match"]["Labels.Name"]
+    assert match["query"] == "Piza"
+    assert match["fuzziness"] == "AUTO"
+
+
+@pytest.mark.parametrize("hostile", ['Pizza" OR *:*', "Labels.Name:* AND moderated:true", "(a) || b^9 ~2"])
+def test_user_input_never_reaches_a_query_string(hostile: str) -> None:
+    filters = search.Filters(bucket=hostile, prefix=hostile, since=hostile, exclude_moderated=True)
+    queries = [
+        search.label_query(hostile, 10, fuzzy=True),
+        search.like_query([(hostile, 50.0)]),
+        search._filtered(search.label_query(hostile), filters),
+    ]
+    for query in queries:
+        assert not _walk_keys(query) & {"query_string", "simple_query_string"}
+        assert hostile in json.dumps(query, ensure_ascii=False).replace('\\"', '"')
+
+
+def test_filters_become_filter_and_must_not_clauses() -> None:
+    filters = search.Filters(
+        bucket="photos",
+        prefix="2026/11/",
+        since=datetime(2026, 11, 2, tzinfo=UTC),
+        until="2026-12-01",
+        exclude_moderated=True,
+    )
+    assert filters.clauses() == (
+        [
+            {"term": {"s3bucket": "photos"}},
+            {"prefix": {"s3key.keyword": "2026/11/"}},
+            {"range": {"timestamp": {"gte": "2026-11-02T00:00:00+00:00", "lt": "2026-12-01"}}},
+        ],
+        [{"term": {"moderated": True}}],
+    )
+    assert search._filtered(None, None) == {"match_all": {}}
+    assert search._filtered({"match_all": {}}, search.Filters()) == {"match_all": {}}
+
+
+def test_like_query_weights_each_label_by_the_examples_confidence() -> None:
+    should = search.like_query([("Coffee", 90.0), ("Cup", 50.0)])["bool"]["should"]
+    assert [clause["nested"]["query"]["function_score"]["boost"] for clause in should] == [0.9, 0.5]
+    assert [
+        clause["nested"]["query"]["function_score"]["query"]["match"]["Labels.Name"]["query"]
+        for clause in should
+    ] == ["Coffee", "Cup"]
+
+
+class _FakeS3:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], int]] = []
+
+    def generate_presigned_url(self, operation: str, Params: dict[str, Any], ExpiresIn: int) -> str:
+        self.calls.append((operation, Params, ExpiresIn))
+        return f"https://signed/{Params['Bucket']}/{Params['Key']}?e={ExpiresIn}"
+
+
+def test_presign_expiry_comes_from_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeS3()
+    monkeypatch.delenv("IMAGELABELS_PRESIGN_SECONDS", raising=False)
+    assert search.presigned_url(fake, "s3://b/k/x.jpg") == "https://signed/b/k/x.jpg?e=900"
+    monkeypatch.setenv("IMAGELABELS_PRESIGN_SECONDS", "60")
+    hits = search.presign_hits(fake, [search.Hit("x.jpg", "s3://b/x.jpg", None, [])])
+    assert hits[0].url == "https://signed/b/x.jpg?e=60"
+    assert fake.calls[-1] == ("get_object", {"Bucket": "b", "Key": "x.jpg"}, 60)
+    monkeypatch.setenv("IMAGELABELS_PRESIGN_SECONDS", "0")
+    with pytest.raises(ValueError, match="PRESIGN_SECONDS"):
+        search.presign_seconds()
+
+
+@pytest.mark.parametrize("uri", ["photos/x.jpg", "s3://", "s3://bucket", "s3://bucket/"])
+def test_parse_s3_uri_rejects_incomplete_uris(uri: str) -> None:
+    with pytest.raises(ValueError, match="s3://"):
+        search.parse_s3_uri(uri)
+
+
+def test_cli_parses_the_documented_commands() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["search", "--label", "Pizza", "--min-confidence", "90", "--json"])
+    assert (args.command, args.label, args.min_confidence, args.json) == ("search", "Pizza", 90.0, True)
+    args = parser.parse_args(["search", "--label", "Pizza", "--after", '[92.0, "s3://b/k"]'])
+    assert args.after == [92.0, "s3://b/k"]
+    assert parser.parse_args(["describe", "chelsea.png"]).title_or_key == "chelsea.png"
+    assert parser.parse_args(["like", "s3://b/k.png", "--labeler", "local"]).example == "s3://b/k.png"
+    assert parser.parse_args(["top-labels", "--size", "3", "--bucket", "b"]).size == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "--label", "Pizza", "--min-confidence", "120"],
+        ["search", "--label", "Pizza", "--since", "yesterday"],
+        ["search", "--label", "Pizza", "--after", "not json"],
+        ["search", "--label", "Pizza", "--size", "0"],
+        ["search"],
+    ],
+)
+def test_cli_rejects_bad_arguments(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
