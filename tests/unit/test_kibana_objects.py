@@ -221,6 +221,45 @@ def test_dashboard_places_every_visualization(objects: list[dict[str, Any]]) -> 
     json.loads(dashboard["attributes"]["optionsJSON"])
 
 
+# Attribute names Kibana 8.15 accepts; its dashboard schema forbids unknown ones.
+ALLOWED_ATTRIBUTES = {
+    "dashboard": {
+        "title",
+        "description",
+        "kibanaSavedObjectMeta",
+        "timeRestore",
+        "timeFrom",
+        "timeTo",
+        "refreshInterval",
+        "controlGroupInput",
+        "panelsJSON",
+        "optionsJSON",
+        "hits",
+        "version",
+    },
+    "index-pattern": {
+        "title",
+        "name",
+        "type",
+        "typeMeta",
+        "timeFieldName",
+        "sourceFilters",
+        "fields",
+        "fieldFormatMap",
+        "fieldAttrs",
+        "runtimeFieldMap",
+        "allowNoIndex",
+    },
+    "lens": {"title", "description", "visualizationType", "state"},
+}
+
+
+def test_attributes_are_ones_kibana_knows(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        extra = set(obj["attributes"]) - ALLOWED_ATTRIBUTES[obj["type"]]
+        assert not extra, f"{obj['id']}: unknown attributes {extra}"
+
+
 def test_compose_imports_the_file() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     setup = services["kibana-setup"]
