@@ -22,6 +22,7 @@ answer are used: no ``reverse_nested``, no ``composite``.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -233,7 +234,9 @@ def _page(
     request: dict[str, Any] = {
         "index": index,
         "query": query,
-        "size": size,
+        # One more than asked tells whether there is a next page (one more again after
+        # search_after: room for the hit noida-db may repeat, see _strictly_after).
+        "size": size + 1 + (search_after is not None),
         "sort": _SORT,
         "track_scores": True,
         "source": _SOURCE,
@@ -243,10 +246,30 @@ def _page(
         request["search_after"] = list(search_after)
     response = es.search(**request)
     hits = [_hit(raw) for raw in response["hits"]["hits"]]
+    if search_after is not None:
+        hits = [hit for hit in hits if hit.sort is None or _strictly_after(hit.sort, search_after)]
     total = response["hits"].get("total", {})
     count = int(total["value"]) if isinstance(total, dict) else int(total or 0)
-    next_after = hits[-1].sort if len(hits) == size and hits[-1].sort else None
-    return Page(hits, count, next_after)
+    next_after = hits[size - 1].sort if len(hits) > size else None
+    return Page(hits[:size], count, next_after)
+
+
+def _float32(value: Any) -> float:
+    return float(struct.unpack("f", struct.pack("f", float(value)))[0])
+
+
+def _strictly_after(sort: Sequence[Any], after: Sequence[Any]) -> bool:
+    """Whether a hit's ``sort`` values come after ``after`` in :data:`_SORT` order (score
+    descending, then location ascending), comparing scores as the float32 ES computes them.
+
+    Real Elasticsearch never returns anything else after ``search_after``; noida-db may repeat
+    the last hit of the previous page when its score is not exactly representable (95.2), so the
+    guard keeps pages from overlapping on both.
+    """
+    if len(sort) != 2 or len(after) != 2:
+        return True
+    score, after_score = _float32(sort[0]), _float32(after[0])
+    return score < after_score or (score == after_score and str(sort[1]) > str(after[1]))
 
 
 def search_labels(

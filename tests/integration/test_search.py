@@ -1,0 +1,299 @@
+"""Every search question against a fixed set of documents in noida-db, with exact answers.
+
+The set (also used by the CLI golden tests) has the trap of the issue: ``trap.jpg`` shows Pizza at
+60 % and Waterfall at 95 %, and must not answer "Pizza >= 90 %".
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagelabels import search
+from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
+from imagelabels.indexing import bulk_write, ensure_indices
+
+ROOT = Path(__file__).resolve().parents[2]
+COFFEE = ROOT / "sample_images" / "coffee.png"
+INGESTED = datetime(2026, 12, 10, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Image:
+    bucket: str
+    key: str
+    when: datetime
+    labels: list[tuple[str, float, list[str]]]
+    moderation: list[str]
+    body: bytes
+
+
+def _day(month: int, day: int) -> datetime:
+    return datetime(2026, month, day, 12, 0, tzinfo=UTC)
+
+
+def images() -> list[Image]:
+    def image(
+        bucket: str,
+        key: str,
+        when: datetime,
+        labels: list[tuple[str, float, list[str]]],
+        moderation: list[str] | None = None,
+    ) -> Image:
+        body = COFFEE.read_bytes() if key.endswith("coffee.png") else f"bytes of {bucket}/{key}".encode()
+        return Image(bucket, key, when, labels, moderation or [], body)
+
+    return [
+        image("photos", "2026/11/pizza.jpg", _day(11, 1), [("Pizza", 97.0, ["Food"]), ("Food", 96.0, [])]),
+        image(
+            "photos", "2026/11/trap.jpg", _day(11, 5), [("Pizza", 60.0, ["Food"]), ("Waterfall", 95.0, [])]
+        ),
+        image("photos", "2026/12/pizza-night.jpg", _day(12, 2), [("Pizza", 92.0, ["Food"])], ["Violence"]),
+        image("archive", "old/pizza.jpg", _day(10, 1), [("Pizza", 91.0, ["Food"]), ("Food", 80.0, [])]),
+        image(
+            "photos",
+            "2026/11/coffee.png",
+            _day(11, 3),
+            [("Beverage", 95.2, []), ("Coffee", 95.1, ["Beverage"]), ("Espresso", 95.1, ["Coffee"])],
+        ),
+        image(
+            "photos", "2026/11/latte.jpg", _day(11, 4), [("Coffee", 88.0, ["Beverage"]), ("Cup", 70.0, [])]
+        ),
+        image(
+            "photos", "2026/11/waterfall.jpg", _day(11, 6), [("Waterfall", 99.0, []), ("Nature", 97.0, [])]
+        ),
+        image("photos", "2026/11/poster.jpg", _day(11, 7), [("Poster", 75.0, [])]),
+    ]
+
+
+def seed(es: Any, s3: Any) -> None:
+    """Index the fixed set in noida-db and put each image's bytes in the moto server."""
+    ensure_indices(es)
+    for bucket in sorted({image.bucket for image in images()}):
+        s3.create_bucket(Bucket=bucket)
+    actions = []
+    for image in images():
+        s3.put_object(Bucket=image.bucket, Key=image.key, Body=image.body)
+        obj = ObjectInfo(image.bucket, image.key, len(image.body), f"etag-{image.key}", image.when)
+        result = LabelResult(
+            [
+                {"Name": name, "Confidence": confidence, "Parents": [{"Name": p} for p in parents]}
+                for name, confidence, parents in image.labels
+            ],
+            "local",
+            "test-1",
+            50.0,
+            10,
+            features=("labels", "moderation"),
+            moderation_labels=[{"Name": name, "Confidence": 85.0} for name in image.moderation],
+            moderation_model_version="test-1",
+        )
+        actions.append(
+            {
+                "_op_type": "create",
+                "_index": INDEX_ALIAS,
+                "_id": document_id(image.bucket, image.key, None, f"etag-{image.key}"),
+                "_source": build_document(obj, result, dag_id="d", run_id="r", ingested_at=INGESTED),
+            }
+        )
+    outcome = bulk_write(es, actions, refresh="wait_for")
+    assert (outcome.created, outcome.failures) == (len(actions), [])
+
+
+@pytest.fixture
+def seeded(es, s3):  # type: ignore[no-untyped-def]
+    seed(es, s3)
+    return es
+
+
+def _found(hits: list[search.Hit]) -> list[tuple[str, float | None]]:
+    return [(hit.s3_location, hit.confidence) for hit in hits]
+
+
+def test_by_label_most_confident_first(seeded) -> None:  # type: ignore[no-untyped-def]
+    assert _found(search.images_with_label(seeded, "Pizza")) == [
+        ("s3://photos/2026/11/pizza.jpg", 97.0),
+        ("s3://photos/2026/12/pizza-night.jpg", 92.0),
+        ("s3://archive/old/pizza.jpg", 91.0),
+        ("s3://photos/2026/11/trap.jpg", 60.0),
+    ]
+
+
+def test_min_confidence_is_matched_within_one_label_not_across_two(seeded) -> None:  # type: ignore[no-untyped-def]
+    found = search.images_with_label(seeded, "Pizza", min_confidence=90)
+    assert _found(found) == [
+        ("s3://photos/2026/11/pizza.jpg", 97.0),
+        ("s3://photos/2026/12/pizza-night.jpg", 92.0),
+        ("s3://archive/old/pizza.jpg", 91.0),
+    ]
+    # The trap has a label at >= 90 % (Waterfall 95) and a Pizza label, but not both in one.
+    assert "s3://photos/2026/11/trap.jpg" not in {hit.s3_location for hit in found}
+    assert _found(search.images_with_label(seeded, "Waterfall", min_confidence=96)) == [
+        ("s3://photos/2026/11/waterfall.jpg", 99.0)
+    ]
+
+
+def test_fuzzy_label_match_forgives_typos_and_exact_does_not(seeded) -> None:  # type: ignore[no-untyped-def]
+    assert search.images_with_label(seeded, "Piza") == []
+    assert [h.title for h in search.images_with_label(seeded, "Piza", fuzzy=True, min_confidence=90)] == [
+        "pizza.jpg",
+        "pizza-night.jpg",
+        "pizza.jpg",
+    ]
+    assert [h.s3_location for h in search.images_with_label(seeded, "Postre", fuzzy=True)] == [
+        "s3://photos/2026/11/poster.jpg"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (search.Filters(bucket="archive"), ["s3://archive/old/pizza.jpg"]),
+        (
+            search.Filters(bucket="photos"),
+            [
+                "s3://photos/2026/11/pizza.jpg",
+                "s3://photos/2026/12/pizza-night.jpg",
+                "s3://photos/2026/11/trap.jpg",
+            ],
+        ),
+        (
+            search.Filters(prefix="2026/11/"),
+            ["s3://photos/2026/11/pizza.jpg", "s3://photos/2026/11/trap.jpg"],
+        ),
+        (search.Filters(since="2026-11-02", until=_day(12, 1)), ["s3://photos/2026/11/trap.jpg"]),
+        (search.Filters(until="2026-11-01"), ["s3://archive/old/pizza.jpg"]),
+        (
+            search.Filters(exclude_moderated=True),
+            ["s3://photos/2026/11/pizza.jpg", "s3://archive/old/pizza.jpg", "s3://photos/2026/11/trap.jpg"],
+        ),
+        (
+            search.Filters(bucket="photos", prefix="2026/", exclude_moderated=True, since="2026-11-02"),
+            ["s3://photos/2026/11/trap.jpg"],
+        ),
+    ],
+)
+def test_filters(seeded, filters: search.Filters, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
+    assert [h.s3_location for h in search.images_with_label(seeded, "Pizza", filters=filters)] == expected
+
+
+def test_describe_by_title_key_or_location(seeded) -> None:  # type: ignore[no-untyped-def]
+    for name in ("trap.jpg", "2026/11/trap.jpg", "s3://photos/2026/11/trap.jpg"):
+        (hit,) = search.describe_image(seeded, name)
+        assert hit.s3_location == "s3://photos/2026/11/trap.jpg"
+        assert hit.labels == [("Pizza", 60.0), ("Waterfall", 95.0)]
+        assert hit.parents == {"Pizza": ["Food"], "Waterfall": []}
+        assert hit.timestamp == "2026-11-05T12:00:00+00:00"
+    # Two images share the title pizza.jpg: both are answers.
+    assert [h.s3_location for h in search.describe_image(seeded, "pizza.jpg")] == [
+        "s3://archive/old/pizza.jpg",
+        "s3://photos/2026/11/pizza.jpg",
+    ]
+    assert search.describe_image(seeded, "pizza-night.jpg")[0].moderation == [("Violence", 85.0)]
+    assert search.describe_image(seeded, "trap") == []  # exact, not a substring
+
+
+def test_top_labels_counts_label_names_and_parents(seeded) -> None:  # type: ignore[no-untyped-def]
+    # label_names holds labels and their parents: Food is a label of two images, a parent of four.
+    assert search.top_labels(seeded, size=50) == [
+        ("Food", 4),
+        ("Pizza", 4),
+        ("Beverage", 2),
+        ("Coffee", 2),
+        ("Waterfall", 2),
+        ("Cup", 1),
+        ("Espresso", 1),
+        ("Nature", 1),
+        ("Poster", 1),
+    ]
+    assert search.top_labels(seeded, size=3) == [("Food", 4), ("Pizza", 4), ("Beverage", 2)]
+    assert search.top_labels(seeded, filters=search.Filters(bucket="archive")) == [("Food", 1), ("Pizza", 1)]
+    assert search.top_labels(seeded, filters=search.Filters(exclude_moderated=True, prefix="2026/12/")) == []
+
+
+def test_search_after_pages_through_every_hit_once(seeded) -> None:  # type: ignore[no-untyped-def]
+    first = search.search_labels(seeded, "Pizza", size=3)
+    assert first.total == 4
+    assert [h.confidence for h in first.hits] == [97.0, 92.0, 91.0]
+    assert first.next_after == [91.0, "s3://archive/old/pizza.jpg"]
+    second = search.search_labels(seeded, "Pizza", size=3, search_after=first.next_after)
+    assert _found(second.hits) == [("s3://photos/2026/11/trap.jpg", 60.0)]
+    assert second.next_after is None
+    # Pages never overlap, also after a score float32 cannot represent exactly (95.2), and
+    # an empty answer has no next page.
+    pages = []
+    after = None
+    while True:
+        page = search.images_like(
+            seeded, [("Food", 100.0), ("Beverage", 100.0), ("Espresso", 100.0)], size=1, search_after=after
+        )
+        pages.append([(h.s3_location, round(h.score or 0, 2)) for h in page.hits])
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert pages == [
+        [("s3://photos/2026/11/coffee.png", 190.3)],
+        [("s3://photos/2026/11/pizza.jpg", 96.0)],
+        [("s3://archive/old/pizza.jpg", 80.0)],
+    ]
+    empty = search.search_labels(seeded, "Pizza", size=1, filters=search.Filters(bucket="nowhere"))
+    assert (empty.hits, empty.total, empty.next_after) == ([], 0, None)
+
+
+def test_images_like_weights_by_example_and_document_confidence(seeded) -> None:  # type: ignore[no-untyped-def]
+    page = search.images_like(seeded, [("Coffee", 100.0), ("Cup", 50.0)])
+    assert [(h.s3_location, round(h.score or 0, 2)) for h in page.hits] == [
+        ("s3://photos/2026/11/latte.jpg", 123.0),  # 88 x 1.0 + 70 x 0.5
+        ("s3://photos/2026/11/coffee.png", 95.1),
+    ]
+    excluded = search.images_like(
+        seeded, [("Coffee", 100.0), ("Cup", 50.0)], exclude_location="s3://photos/2026/11/latte.jpg"
+    )
+    assert [h.s3_location for h in excluded.hits] == ["s3://photos/2026/11/coffee.png"]
+    assert search.images_like(seeded, []).hits == []
+
+
+def test_images_like_an_example_labeled_by_the_local_model(seeded, s3) -> None:  # type: ignore[no-untyped-def]
+    data, location = search.read_example("s3://photos/2026/11/coffee.png", s3)
+    assert (data, location) == (COFFEE.read_bytes(), "s3://photos/2026/11/coffee.png")
+    example = search.label_example(data, name="coffee.png", labeler="local")
+    assert {"Coffee", "Espresso"} <= {name for name, _ in example}
+    page = search.images_like(seeded, example, exclude_location=location)
+    assert [h.s3_location for h in page.hits] == ["s3://photos/2026/11/latte.jpg"]
+    local = search.images_like(seeded, search.label_example(COFFEE.read_bytes(), labeler="local"))
+    assert [h.s3_location for h in local.hits] == [
+        "s3://photos/2026/11/coffee.png",
+        "s3://photos/2026/11/latte.jpg",
+    ]
+
+
+def test_presigned_urls_fetch_the_image_from_moto(seeded, clean_stack, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import boto3
+    from botocore.config import Config
+
+    s3v4 = boto3.client(
+        "s3",
+        endpoint_url=clean_stack.moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(signature_version="s3v4"),
+    )
+    monkeypatch.setenv("IMAGELABELS_PRESIGN_SECONDS", "120")
+    hits = search.presign_hits(s3v4, search.images_with_label(seeded, "Pizza", min_confidence=90))
+    bodies = {image.key: image.body for image in images()}
+    for hit in hits:
+        assert hit.url is not None
+        assert "X-Amz-Expires=120" in hit.url
+        with urllib.request.urlopen(hit.url, timeout=10) as response:
+            assert response.read() == bodies[hit.s3key]
+    (coffee,) = search.presign_hits(s3v4, search.describe_image(seeded, "coffee.png"), expires_in=30)
+    assert coffee.url is not None
+    assert "X-Amz-Expires=30" in coffee.url
+    with urllib.request.urlopen(coffee.url, timeout=10) as response:
+        assert response.read() == COFFEE.read_bytes()
