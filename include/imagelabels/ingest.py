@@ -16,7 +16,7 @@ from imagelabels.documents import FAILURES_INDEX
 from imagelabels.indexing import ensure_indices
 from imagelabels.labelers.base import Labeler
 from imagelabels.listing import ListedObject, ListingStats, list_objects_in_window
-from imagelabels.manifests import Manifest, manifests_root, read_manifest, write_manifests
+from imagelabels.manifests import Manifest, listing_failed, manifests_root, read_manifest, write_manifests
 from imagelabels.pipeline import BatchReport, RunContext, process_batch
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,7 @@ def plan_batches(
             )
         )
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "error")
-        raise RuntimeError(
-            f"cannot list s3://{bucket}/{prefix} or write manifests to {staging_uri}: {code}: {error}. "
-            "Check the bucket name, the region of the aws connection and the role's s3:ListBucket / "
-            "s3:PutObject permissions."
-        ) from error
+        raise listing_failed(error, bucket, prefix, staging_uri) from error
     log.info(
         "listed s3://%s/%s for [%s, %s): %d keys scanned on %d pages, %d selected in %d batches "
         "(%d outside the interval, %d excluded, %d folder markers)",

@@ -126,3 +126,13 @@ def read_manifest(s3_client: Any, uri: str) -> list[ListedObject]:
     location = S3Uri.parse(uri)
     body = s3_client.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
     return [_decode(line) for line in body.decode("utf-8").splitlines() if line.strip()]
+
+
+def listing_failed(error: Any, bucket: str, prefix: str, staging_uri: str) -> RuntimeError:
+    """A clear error for an S3 ``ClientError`` while listing a source or writing manifests."""
+    code = error.response.get("Error", {}).get("Code", "error")
+    return RuntimeError(
+        f"cannot list s3://{bucket}/{prefix} or write manifests to {staging_uri}: {code}: {error}. "
+        "Check the bucket name, the region of the aws connection and the role's s3:ListBucket / "
+        "s3:PutObject permissions."
+    )

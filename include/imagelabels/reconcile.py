@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS
 from imagelabels.indexing import BulkOutcome, ItemFailure, bulk_write, ensure_indices
 from imagelabels.listing import ListedObject, ListingStats, list_objects_in_window
-from imagelabels.manifests import Manifest, manifests_root, write_manifests
+from imagelabels.manifests import Manifest, listing_failed, manifests_root, write_manifests
 from imagelabels.pipeline import RunContext
 
 log = logging.getLogger(__name__)
@@ -523,12 +523,7 @@ def _write(
             )
         )
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "error")
-        raise RuntimeError(
-            f"cannot list s3://{bucket}/{prefix} or write manifests to {staging_uri}: {code}: {error}. "
-            "Check the bucket name, the region of the aws connection and the role's s3:ListBucket / "
-            "s3:PutObject permissions."
-        ) from error
+        raise listing_failed(error, bucket, prefix, staging_uri) from error
 
 
 def report_totals(counts: dict[str, Any], labeling: dict[str, Any]) -> dict[str, Any]:
