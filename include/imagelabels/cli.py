@@ -139,6 +139,11 @@ def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO) -
         print(line(row), file=out)
 
 
+def _round(value: float | None) -> float | None:
+    """Confidences and scores to 2 decimals (float32 noise is not information)."""
+    return None if value is None else round(value, 2)
+
+
 def _hit_json(hit: search.Hit) -> dict[str, Any]:
     return {
         "title": hit.title,
@@ -146,10 +151,12 @@ def _hit_json(hit: search.Hit) -> dict[str, Any]:
         "s3bucket": hit.s3bucket,
         "s3key": hit.s3key,
         "timestamp": hit.timestamp,
-        "confidence": hit.confidence,
-        "score": hit.score,
-        "labels": [{"name": n, "confidence": c, "parents": hit.parents.get(n, [])} for n, c in hit.labels],
-        "moderation": [{"name": n, "confidence": c} for n, c in hit.moderation],
+        "confidence": _round(hit.confidence),
+        "score": _round(hit.score),
+        "labels": [
+            {"name": n, "confidence": _round(c), "parents": hit.parents.get(n, [])} for n, c in hit.labels
+        ],
+        "moderation": [{"name": n, "confidence": _round(c)} for n, c in hit.moderation],
         "url": hit.url,
     }
 
@@ -277,7 +284,9 @@ def cmd_like(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
     if not args.json:
         labels = ", ".join(f"{name} {conf:.2f}" for name, conf in example) or "none"
         print(f"example labels: {labels}", file=out)
-    _print_hits(page, args, out, extra={"example": [{"name": n, "confidence": c} for n, c in example]})
+    _print_hits(
+        page, args, out, extra={"example": [{"name": n, "confidence": _round(c)} for n, c in example]}
+    )
     return 0
 
 
