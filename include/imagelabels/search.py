@@ -194,10 +194,25 @@ def like_query(example: Sequence[tuple[str, float]]) -> dict[str, Any]:
     return {"bool": {"should": should, "minimum_should_match": 1}}
 
 
+def _matched_confidence(raw: dict[str, Any]) -> float | None:
+    """The confidence of the label that matched: from the inner hit's own source, else (when a
+    server filters that source away) the root's ``Labels`` at the inner hit's nested offset."""
+    inner = raw.get("inner_hits", {}).get("Labels", {}).get("hits", {}).get("hits", [])
+    if not inner:
+        return None
+    own = (inner[0].get("_source") or {}).get("Confidence")
+    if own is not None:
+        return float(own)
+    offset = (inner[0].get("_nested") or {}).get("offset")
+    labels = raw.get("_source", {}).get("Labels", [])
+    if isinstance(offset, int) and 0 <= offset < len(labels) and "Confidence" in labels[offset]:
+        return float(labels[offset]["Confidence"])
+    return None
+
+
 def _hit(raw: dict[str, Any]) -> Hit:
     source = raw["_source"]
-    inner = raw.get("inner_hits", {}).get("Labels", {}).get("hits", {}).get("hits", [])
-    confidence = float(inner[0]["_source"]["Confidence"]) if inner else None
+    confidence = _matched_confidence(raw)
     labels = [(label["Name"], float(label["Confidence"])) for label in source.get("Labels", [])]
     parents = {
         label["Name"]: [parent["Name"] for parent in label.get("Parents", [])]

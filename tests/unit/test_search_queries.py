@@ -134,3 +134,25 @@ def test_cli_rejects_bad_arguments(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.build_parser().parse_args(argv)
     assert exit_info.value.code == 2
+
+
+def test_matched_confidence_falls_back_to_the_nested_offset() -> None:
+    source = {
+        "title": "t",
+        "s3_location": "s3://b/t",
+        "Labels": [{"Name": "A", "Confidence": 70.0}, {"Name": "B", "Confidence": 91.5}],
+    }
+    inner = {"Labels": {"hits": {"hits": [{"_source": {}, "_nested": {"field": "Labels", "offset": 1}}]}}}
+    assert search._hit({"_source": source, "inner_hits": inner}).confidence == 91.5
+    own = {"Labels": {"hits": {"hits": [{"_source": {"Confidence": 88.0}}]}}}
+    assert search._hit({"_source": source, "inner_hits": own}).confidence == 88.0
+    assert search._hit({"_source": source}).confidence is None
+
+
+def test_search_after_guard_compares_scores_as_float32() -> None:
+    after = [95.19999694824219, "s3://b/m"]
+    assert not search._strictly_after([95.2, "s3://b/m"], after)  # the repeated last hit
+    assert not search._strictly_after([95.2, "s3://b/a"], after)
+    assert search._strictly_after([95.2, "s3://b/z"], after)
+    assert search._strictly_after([80.0, "s3://b/a"], after)
+    assert not search._strictly_after([96.0, "s3://b/z"], after)
