@@ -97,20 +97,35 @@ def connect(args: argparse.Namespace) -> Iterator[Clients]:
     if args.embedded:
         from imagelabels.embedded import running_stack
 
+        print(
+            "embedded stack started over the demo's data; its moto server is empty, so no S3 URLs",
+            file=sys.stderr,
+        )
         with running_stack(state / "stack") as stack:
-            yield Clients(stack.elasticsearch(), _s3_client(stack.moto_url, embedded=True))
+            yield Clients(stack.elasticsearch(), None)
         return
+    if not _airflow_configured():
+        raise SystemExit(
+            "no Elasticsearch to talk to: pass --es-url (or set IMAGELABELS_ES_URL), keep a stack "
+            f"file at {stack_file}, use --embedded, or run inside a configured Airflow environment"
+        )
     try:
         from imagelabels import clients, settings
 
         es = clients.elasticsearch_client(settings.es_conn_id())
         s3 = clients.aws_client("s3", settings.aws_conn_id())
-    except ImportError:
-        raise SystemExit(
-            "no Elasticsearch to talk to: pass --es-url (or set IMAGELABELS_ES_URL), keep a stack "
-            f"file at {stack_file}, or use --embedded"
-        ) from None
+    except Exception as error:  # Airflow missing, connection unknown...: say which, briefly
+        raise SystemExit(f"cannot build clients from the Airflow connections: {error}") from None
     yield Clients(es, s3)
+
+
+def _airflow_configured() -> bool:
+    """Whether Airflow connections are there to be used (a deployment sets ``AIRFLOW_HOME`` or
+    the connections themselves as ``AIRFLOW_CONN_*``); never let a bare shell create ~/airflow."""
+    from imagelabels import settings
+
+    conn_env = f"AIRFLOW_CONN_{settings.es_conn_id().upper()}"
+    return bool(os.environ.get("AIRFLOW_HOME") or os.environ.get(conn_env))
 
 
 # --- output ------------------------------------------------------------------------------------

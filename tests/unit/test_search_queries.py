@@ -156,3 +156,18 @@ def test_search_after_guard_compares_scores_as_float32() -> None:
     assert search._strictly_after([95.2, "s3://b/z"], after)
     assert search._strictly_after([80.0, "s3://b/a"], after)
     assert not search._strictly_after([96.0, "s3://b/z"], after)
+
+
+def test_cli_without_any_connection_settings_says_how_to_give_them(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (
+        "IMAGELABELS_ES_URL",
+        "AWS_ENDPOINT_URL",
+        "AIRFLOW_HOME",
+        "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit, match="--es-url") as exit_info:
+        cli.main(["top-labels", "--state", str(tmp_path)])
+    assert "stack.json" in str(exit_info.value)
