@@ -27,6 +27,7 @@ or set ``IMAGELABELS_ES_API_KEY``; S3 credentials come from boto3's usual chain.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -290,6 +291,7 @@ def cmd_like(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
         clients.es,
         example,
         exclude_location=location,
+        exclude_etag=None if location else hashlib.md5(data, usedforsecurity=False).hexdigest(),
         filters=_filters(args),
         size=args.size,
         search_after=args.after,

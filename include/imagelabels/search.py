@@ -357,19 +357,26 @@ def images_like(
     example: Sequence[tuple[str, float]],
     *,
     exclude_location: str | None = None,
+    exclude_etag: str | None = None,
     filters: Filters | None = None,
     size: int = 20,
     search_after: Sequence[Any] | None = None,
     index: str = INDEX_ALIAS,
 ) -> Page:
     """Images whose labels resemble ``example`` (``(name, confidence)`` pairs, e.g. from
-    :func:`label_example`), best first; ``exclude_location`` (the example's own ``s3://``
-    location, if it is indexed) is left out."""
+    :func:`label_example`), best first. The example itself, if it is indexed, is left out: by
+    its ``s3://`` location (``exclude_location``) or, for a local file, by the MD5 of its bytes,
+    which is the S3 ETag of a single-part upload (``exclude_etag``)."""
     if not example:
         return Page([], 0, None)
     query = like_query(example)
+    must_not: list[dict[str, Any]] = []
     if exclude_location:
-        query["bool"]["must_not"] = [{"term": {"s3_location": exclude_location}}]
+        must_not.append({"term": {"s3_location": exclude_location}})
+    if exclude_etag:
+        must_not.append({"term": {"object.etag": exclude_etag.strip('"')}})
+    if must_not:
+        query["bool"]["must_not"] = must_not
     return _page(es, _filtered(query, filters), size=size, search_after=search_after, index=index)
 
 

@@ -270,6 +270,11 @@ def test_images_like_an_example_labeled_by_the_local_model(seeded, s3) -> None: 
         "s3://photos/2026/11/coffee.png",
         "s3://photos/2026/11/latte.jpg",
     ]
+    # The seeded ETags are not MD5s; a real single-part upload's ETag is the MD5 of its bytes.
+    assert [
+        h.s3_location
+        for h in search.images_like(seeded, example, exclude_etag="etag-2026/11/coffee.png").hits
+    ] == ["s3://photos/2026/11/latte.jpg"]
 
 
 def test_presigned_urls_fetch_the_image_from_moto(seeded, clean_stack, monkeypatch) -> None:  # type: ignore[no-untyped-def]
