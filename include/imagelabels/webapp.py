@@ -1,0 +1,357 @@
+"""The "Image search" web app: a FastAPI app that the Airflow plugin
+(``plugins/image_search_plugin.py``) mounts on the api-server at ``/image-search``.
+
+Pages and JSON answers are only for users the Airflow auth manager knows: the UI's JWT (the
+``_token`` cookie the login page sets, sent by the browser with every same-origin request) or an
+``Authorization: Bearer`` token from ``POST /auth/token``. A request without one gets 401 (the
+page itself redirects to the auth manager's login page), a bad token 403, and a user the auth
+manager does not allow on the custom view ``ImageSearch`` (``GET``) 403. Images are never served
+by this app: answers carry presigned S3 URLs, so only signed-in users learn where the bytes are.
+
+JSON routes (all ``GET``, relative to the mount point):
+
+* ``api/search?label=&min_confidence=&exclude_moderated=&size=&after=`` -- a page of images
+  showing a label (:func:`imagelabels.search.search_labels`) with the label facets of every
+  matching image; without a label, no hits and the most frequent labels as facets.
+* ``api/suggest?prefix=`` -- label names for the label box, from the most frequent labels.
+* ``api/images/{doc_id}`` -- one image: all labels (with bounding boxes of their instances),
+  moderation labels and a presigned URL.
+
+Elasticsearch and S3 clients come from the Airflow connections (``elasticsearch_default``,
+``aws_default``, or ``IMAGELABELS_ES_CONN_ID``/``IMAGELABELS_AWS_CONN_ID``) and are rebuilt
+every :data:`CLIENT_TTL_SECONDS`, so an edited connection is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from imagelabels import search
+from imagelabels.documents import INDEX_ALIAS
+
+RESOURCE_NAME = "ImageSearch"
+CLIENT_TTL_SECONDS = 300.0
+SUGGEST_POOL = 1000  # most frequent labels the suggestions are picked from
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+_NO_STORE = {"Cache-Control": "no-store"}
+_DETAIL_SOURCE = [
+    "title",
+    "s3_location",
+    "s3bucket",
+    "s3key",
+    "timestamp",
+    "Labels",
+    "ModerationLabels",
+    "moderated",
+    "labeler",
+    "LabelModelVersion",
+    "object.width",
+    "object.height",
+    "object.content_type",
+]
+
+Authenticate = Callable[[Request], Awaitable[Any]]
+
+
+class CachedClient:
+    """A client built by ``factory`` on first use and rebuilt once it is ``ttl`` seconds old."""
+
+    def __init__(self, factory: Callable[[], Any], ttl: float = CLIENT_TTL_SECONDS) -> None:
+        self._factory = factory
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._built = 0.0
+
+    def __call__(self) -> Any:
+        with self._lock:
+            now = time.monotonic()
+            if self._client is None or now - self._built > self._ttl:
+                self._client = self._factory()
+                self._built = now
+            return self._client
+
+
+def airflow_elasticsearch() -> Any:
+    """Elasticsearch client from the Airflow connection."""
+    from imagelabels import clients, settings
+
+    return clients.elasticsearch_client(settings.es_conn_id())
+
+
+def airflow_s3() -> Any:
+    """S3 client from the Airflow AWS connection, signing URLs with SigV4 (the hook's default
+    client presigns with SigV2, which regions opened since 2014 refuse)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from botocore.config import Config
+
+    from imagelabels import settings
+
+    hook = AwsBaseHook(
+        aws_conn_id=settings.aws_conn_id(), client_type="s3", config=Config(signature_version="s3v4")
+    )
+    return hook.get_conn()
+
+
+async def airflow_user(request: Request) -> Any:
+    """The Airflow user of ``request`` (Bearer token, else the UI's ``_token`` cookie), allowed
+    on the custom view :data:`RESOURCE_NAME`; 401 without credentials, 403 otherwise."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+
+    credentials = await bearer_scheme(request)
+    user = await get_user(request, None, credentials)
+    if not get_auth_manager().is_authorized_custom_view(method="GET", resource_name=RESOURCE_NAME, user=user):
+        raise HTTPException(status_code=403, detail="Forbidden")
+    return user
+
+
+def airflow_login_url(request: Request) -> str:
+    """The auth manager's login page, coming back to ``request``'s URL afterwards."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return str(get_auth_manager().get_url_login(next_url=str(request.url)))
+
+
+# --- JSON shapes -------------------------------------------------------------------------------
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 2)
+
+
+def hit_json(hit: search.Hit, *, top: int = 4) -> dict[str, Any]:
+    """One result card: title, location, presigned URL, matched confidence, best labels."""
+    best = sorted(hit.labels, key=lambda pair: (-pair[1], pair[0]))[:top]
+    return {
+        "id": hit.doc_id,
+        "title": hit.title,
+        "s3_location": hit.s3_location,
+        "url": hit.url,
+        "confidence": _round(hit.confidence),
+        "labels": [{"name": name, "confidence": _round(conf)} for name, conf in best],
+        "label_count": len(hit.labels),
+        "moderated": bool(hit.moderation),
+        "timestamp": hit.timestamp,
+    }
+
+
+def _box(raw: dict[str, Any]) -> dict[str, float]:
+    return {key.lower(): float(raw.get(key, 0.0)) for key in ("Left", "Top", "Width", "Height")}
+
+
+def detail_json(raw: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """One image with every label (and the boxes of its instances) and its moderation labels."""
+    source = raw.get("_source") or {}
+    labels = [
+        {
+            "name": str(label.get("Name", "")),
+            "confidence": _round(label.get("Confidence", 0.0)),
+            "parents": [str(parent.get("Name", "")) for parent in label.get("Parents") or []],
+            "instances": [
+                {
+                    "box": _box(instance.get("BoundingBox") or {}),
+                    "confidence": _round(instance.get("Confidence")),
+                }
+                for instance in label.get("Instances") or []
+                if instance.get("BoundingBox")
+            ],
+        }
+        for label in sorted(
+            source.get("Labels") or [],
+            key=lambda label: (-float(label.get("Confidence", 0.0)), str(label.get("Name", ""))),
+        )
+    ]
+    moderation = [
+        {
+            "name": str(item.get("Name", "")),
+            "confidence": _round(item.get("Confidence", 0.0)),
+            "parent": str(item.get("ParentName") or ""),
+        }
+        for item in source.get("ModerationLabels") or []
+    ]
+    obj = source.get("object") or {}
+    return {
+        "id": str(raw.get("_id", "")),
+        "title": source.get("title", ""),
+        "s3_location": source.get("s3_location", ""),
+        "url": url,
+        "timestamp": source.get("timestamp"),
+        "labeler": source.get("labeler"),
+        "model_version": source.get("LabelModelVersion"),
+        "width": obj.get("width"),
+        "height": obj.get("height"),
+        "labels": labels,
+        "moderation": moderation,
+        "moderation_checked": "ModerationLabels" in source,
+    }
+
+
+def _parse_after(after: str | None) -> list[Any] | None:
+    """The ``search_after`` token of the next page: the JSON the previous answer gave."""
+    if not after:
+        return None
+    try:
+        values = json.loads(after)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not values or len(values) > 4:
+        raise HTTPException(status_code=400, detail="after must be the next_after of a previous answer")
+    if not all(isinstance(value, str | int | float) and not isinstance(value, bool) for value in values):
+        raise HTTPException(status_code=400, detail="after must be the next_after of a previous answer")
+    return values
+
+
+def label_facets(
+    es: Any, label: str, min_confidence: float | None, filters: search.Filters, *, size: int
+) -> list[tuple[str, int]]:
+    """Label counts over every image matching the label question (not only the shown page)."""
+    filter_clauses, must_not = filters.clauses()
+    query = {
+        "bool": {
+            "must": [search.label_query(label, min_confidence)],
+            "filter": filter_clauses,
+            "must_not": must_not,
+        }
+    }
+    response = es.search(
+        index=INDEX_ALIAS,
+        size=0,
+        query=query,
+        aggs={"labels": {"terms": {"field": "label_names", "size": size}}},
+    )
+    buckets = response["aggregations"]["labels"]["buckets"]
+    return [(str(bucket["key"]), int(bucket["doc_count"])) for bucket in buckets]
+
+
+def suggestions(names: list[tuple[str, int]], prefix: str, limit: int) -> list[str]:
+    """Label names for ``prefix``: those starting with it (most frequent first), then those with
+    a word starting with it, then those containing it; case-insensitive."""
+    wanted = prefix.strip().casefold()
+    if not wanted:
+        return [name for name, _ in names[:limit]]
+    starts, words, contains = [], [], []
+    for name, _count in names:
+        folded = name.casefold()
+        if folded.startswith(wanted):
+            starts.append(name)
+        elif any(word.startswith(wanted) for word in folded.split()):
+            words.append(name)
+        elif wanted in folded:
+            contains.append(name)
+    return (starts + words + contains)[:limit]
+
+
+def _backend_error(error: Exception) -> HTTPException:
+    return HTTPException(status_code=502, detail=f"search backend error: {type(error).__name__}")
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+def create_app(
+    static_dir: Path | None = None,
+    *,
+    elasticsearch: Callable[[], Any] | None = None,
+    s3: Callable[[], Any] | None = None,
+    authenticate: Authenticate = airflow_user,
+    login_url: Callable[[Request], str] = airflow_login_url,
+) -> FastAPI:
+    """The app; ``static_dir`` holds ``index.html``, ``app.js`` and ``style.css`` (without it,
+    only the JSON routes). Clients default to the Airflow connections, cached."""
+    es_client = elasticsearch or CachedClient(airflow_elasticsearch)
+    s3_client = s3 or CachedClient(airflow_s3)
+    app = FastAPI(title="Image search", docs_url=None, redoc_url=None, openapi_url=None)
+    user_dep = Depends(authenticate)
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def page(request: Request) -> Response:
+        if static_dir is None:
+            raise HTTPException(status_code=404)
+        try:
+            await authenticate(request)
+        except HTTPException as error:
+            if error.status_code == 401:
+                return RedirectResponse(login_url(request), status_code=303)
+            raise
+        return FileResponse(static_dir / "index.html", media_type="text/html", headers=_NO_STORE)
+
+    @app.get("/static/{name}", include_in_schema=False, dependencies=[user_dep])
+    def static(name: str) -> FileResponse:
+        if static_dir is None or name not in STATIC_FILES:
+            raise HTTPException(status_code=404)
+        return FileResponse(static_dir / name, media_type=STATIC_FILES[name], headers=_NO_STORE)
+
+    @app.get("/api/search", dependencies=[user_dep])
+    def search_images(
+        label: str = Query("", max_length=200),
+        min_confidence: float = Query(0.0, ge=0.0, le=100.0),
+        exclude_moderated: bool = False,
+        size: int = Query(24, ge=1, le=100),
+        after: str | None = Query(None, max_length=1000),
+        facets: int = Query(20, ge=0, le=100),
+    ) -> JSONResponse:
+        label = label.strip()
+        filters = search.Filters(exclude_moderated=exclude_moderated)
+        threshold = min_confidence or None
+        search_after = _parse_after(after)
+        try:
+            es = es_client()
+            if not label:
+                top = search.top_labels(es, size=facets, filters=filters) if facets else []
+                body: dict[str, Any] = {"label": "", "total": 0, "hits": [], "next_after": None}
+                body["facets"] = [{"name": name, "count": count} for name, count in top]
+                return JSONResponse(body, headers=_NO_STORE)
+            page_ = search.search_labels(
+                es, label, min_confidence=threshold, filters=filters, size=size, search_after=search_after
+            )
+            found = label_facets(es, label, threshold, filters, size=facets) if facets else []
+        except HTTPException:
+            raise
+        except Exception as error:
+            raise _backend_error(error) from error
+        hits = search.presign_hits(s3_client(), page_.hits)
+        body = {
+            "label": label,
+            "min_confidence": min_confidence,
+            "total": page_.total,
+            "hits": [hit_json(hit) for hit in hits],
+            "next_after": json.dumps(page_.next_after) if page_.next_after else None,
+            "facets": [{"name": name, "count": count} for name, count in found],
+        }
+        return JSONResponse(body, headers=_NO_STORE)
+
+    @app.get("/api/suggest", dependencies=[user_dep])
+    def suggest(prefix: str = Query("", max_length=200), limit: int = Query(8, ge=1, le=50)) -> JSONResponse:
+        try:
+            names = search.top_labels(es_client(), size=SUGGEST_POOL)
+        except Exception as error:
+            raise _backend_error(error) from error
+        return JSONResponse({"suggestions": suggestions(names, prefix, limit)}, headers=_NO_STORE)
+
+    @app.get("/api/images/{doc_id}", dependencies=[user_dep])
+    def image(doc_id: str) -> JSONResponse:
+        if not 0 < len(doc_id) <= 512:
+            raise HTTPException(status_code=404, detail="no such image")
+        try:
+            response = es_client().search(
+                index=INDEX_ALIAS, query={"ids": {"values": [doc_id]}}, size=1, source=_DETAIL_SOURCE
+            )
+        except Exception as error:
+            raise _backend_error(error) from error
+        found = response["hits"]["hits"]
+        if not found:
+            raise HTTPException(status_code=404, detail="no such image")
+        location = (found[0].get("_source") or {}).get("s3_location", "")
+        url = search.presigned_url(s3_client(), location) if location else None
+        return JSONResponse(detail_json(found[0], url), headers=_NO_STORE)
+
+    return app
