@@ -494,3 +494,28 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     assert browser.eval("document.getElementById('detail-moderation').textContent") == "none found"
     browser.screenshot(SCREENSHOTS / "image-search.png")
     assert (SCREENSHOTS / "image-search.png").stat().st_size > 10_000
+
+    # the UI entry: Airflow's own UI embeds the page at /plugin/image-search
+    browser.goto(f"{server.url}/plugin/image-search")
+    frame = "document.querySelector('iframe[src*=\"/image-search/\"]')"
+    browser.wait(
+        f"!!{frame} && !!{frame}.contentDocument"
+        f" && {frame}.contentDocument.querySelectorAll('#facets button').length > 0",
+        60,
+        "the page inside Airflow's UI",
+    )
+    nav = browser.eval("document.body.innerText")
+    assert "Browse" in nav
+    inner = f"{frame}.contentDocument"
+    browser.eval(
+        f"{{ const l = {inner}.getElementById('label'); l.value = 'Person';"
+        " l.dispatchEvent(new Event('input', {bubbles: true})) }"
+    )
+    browser.wait(
+        f"[...{inner}.querySelectorAll('#results .card img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length === 2",
+        what="Person results inside Airflow's UI",
+    )
+    titles = browser.eval(f"[...{inner}.querySelectorAll('#results .card')].map(c => c.dataset.title)")
+    assert titles == ["astronaut.png", "grace_hopper.jpg"]
+    browser.screenshot(SCREENSHOTS / "image-search-in-airflow.png")
