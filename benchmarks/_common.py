@@ -49,9 +49,10 @@ def small_jpeg(index: int, side: int = 128) -> bytes:
     return buffer.getvalue()
 
 
-def upload(s3: Any, bucket: str, bodies: dict[str, bytes], threads: int = 16) -> None:
-    """Create ``bucket`` and upload ``bodies`` (key -> bytes) in parallel."""
-    s3.create_bucket(Bucket=bucket)
+def upload(s3: Any, bucket: str, bodies: dict[str, bytes], threads: int = 16, create: bool = True) -> None:
+    """Create ``bucket`` (unless ``create`` is false) and upload ``bodies`` (key -> bytes) in parallel."""
+    if create:
+        s3.create_bucket(Bucket=bucket)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1]), bodies.items()))
 
