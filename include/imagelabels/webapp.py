@@ -5,8 +5,9 @@ Pages and JSON answers are only for users the Airflow auth manager knows: the UI
 ``_token`` cookie the login page sets, sent by the browser with every same-origin request) or an
 ``Authorization: Bearer`` token from ``POST /auth/token``. A request without one gets 401 (the
 page itself redirects to the auth manager's login page), a bad token 403, and a user the auth
-manager does not allow on the custom view ``ImageSearch`` (``GET``) 403. Images are never served
-by this app: answers carry presigned S3 URLs, so only signed-in users learn where the bytes are.
+manager does not allow to read the Airflow UI (``AccessView.WEBSITE``: every simple auth manager
+role, Viewer and up with FAB) 403. Images are never served by this app: answers carry presigned S3
+URLs, so only signed-in users learn where the bytes are.
 
 JSON routes (all ``GET``, relative to the mount point):
 
@@ -37,7 +38,6 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from imagelabels import search
 from imagelabels.documents import INDEX_ALIAS
 
-RESOURCE_NAME = "ImageSearch"
 CLIENT_TTL_SECONDS = 300.0
 SUGGEST_POOL = 1000  # most frequent labels the suggestions are picked from
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -103,13 +103,17 @@ def airflow_s3() -> Any:
 
 async def airflow_user(request: Request) -> Any:
     """The Airflow user of ``request`` (Bearer token, else the UI's ``_token`` cookie), allowed
-    on the custom view :data:`RESOURCE_NAME`; 401 without credentials, 403 otherwise."""
+    to read the Airflow UI; 401 without credentials, 403 otherwise.
+
+    (A custom view resource would be finer, but the FAB auth manager grants it to nobody, not
+    even Admin, until someone creates that permission.)"""
     from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
     from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
 
     credentials = await bearer_scheme(request)
     user = await get_user(request, None, credentials)
-    if not get_auth_manager().is_authorized_custom_view(method="GET", resource_name=RESOURCE_NAME, user=user):
+    if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
         raise HTTPException(status_code=403, detail="Forbidden")
     return user
 
