@@ -284,6 +284,11 @@ def test_search_suggest_and_detail_answers(server: Server, stack: EmbeddedStack)
     assert [hit["title"] for hit in people["hits"]] == ["astronaut.png", "grace_hopper.jpg"]
     status, rockets = _request(f"{base}/search?label=Rocket&exclude_moderated=true", server.token)
     assert rockets["hits"] == []
+    status, first = _request(f"{base}/search?label=Person&size=1", server.token)
+    assert ([hit["title"] for hit in first["hits"]], first["total"]) == (["astronaut.png"], 2)
+    after = urllib.parse.quote(first["next_after"])
+    status, second = _request(f"{base}/search?label=Person&size=1&after={after}", server.token)
+    assert ([hit["title"] for hit in second["hits"]], second["next_after"]) == (["grace_hopper.jpg"], None)
 
     status, suggested = _request(f"{base}/suggest?prefix=ca", server.token)
     assert suggested["suggestions"] == ["Cat", "Tabby Cat"]
@@ -299,6 +304,12 @@ def test_search_suggest_and_detail_answers(server: Server, stack: EmbeddedStack)
     ]
     assert (detail["width"], detail["height"], detail["moderation"]) == (451, 300, [])
     assert _request(f"{base}/images/missing", server.token)[0] == 404
+    status, rocket = _request(f"{base}/search?label=Rocket", server.token)
+    assert rocket["hits"][0]["moderated"] is True
+    status, detail = _request(f"{base}/images/{rocket['hits'][0]['id']}", server.token)
+    assert detail["moderation"] == [
+        {"name": "Explosions and Blasts", "confidence": 61.0, "parent": "Violence"}
+    ]
 
 
 # --- the page in headless Chromium -----------------------------------------------------------
