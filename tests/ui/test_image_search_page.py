@@ -453,7 +453,13 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     assert "Person" in facets
     assert XSS_LABEL in facets
     assert browser.eval("document.querySelectorAll('#facets img').length") == 0
+    browser.eval(f"document.querySelector('#facets button[data-label={json.dumps(XSS_LABEL)}]').click()")
+    assert _wait_results(browser, XSS_LABEL) == ["coffee.png"]
+    chips = browser.eval("[...document.querySelectorAll('#results .chip')].map(c => c.textContent)")
+    assert f"{XSS_LABEL} 55.0%" in chips
+    assert browser.eval("document.querySelectorAll('#results img, #facets img').length") == 1  # the thumbnail
     assert browser.eval("window.pwned === undefined")
+    browser.eval("{ const l = document.getElementById('label'); l.value = ''; l.focus() }")
 
     # suggestions while typing, then the results of the label
     browser.type_into("#label", "Ca")
