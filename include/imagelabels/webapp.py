@@ -266,6 +266,14 @@ def _backend_error(error: Exception) -> HTTPException:
     return HTTPException(status_code=502, detail=f"search backend error: {type(error).__name__}")
 
 
+def _no_index(error: Exception) -> bool:
+    """Whether ``error`` is Elasticsearch saying the ``images`` alias does not exist (yet)."""
+    return type(error).__name__ == "NotFoundError" and "index_not_found" in str(error)
+
+
+NOT_INDEXED = "nothing is indexed yet: run an ingestion DAG first"
+
+
 # --- the app -----------------------------------------------------------------------------------
 
 
@@ -329,6 +337,9 @@ def create_app(
         except HTTPException:
             raise
         except Exception as error:
+            if _no_index(error):
+                body = {"label": label, "total": 0, "hits": [], "next_after": None, "facets": []}
+                return JSONResponse({**body, "note": NOT_INDEXED}, headers=_NO_STORE)
             raise _backend_error(error) from error
         hits = search.presign_hits(s3_client(), page_.hits)
         body = {
@@ -346,6 +357,8 @@ def create_app(
         try:
             names = search.top_labels(es_client(), size=SUGGEST_POOL)
         except Exception as error:
+            if _no_index(error):
+                return JSONResponse({"suggestions": []}, headers=_NO_STORE)
             raise _backend_error(error) from error
         return JSONResponse({"suggestions": suggestions(names, prefix, limit)}, headers=_NO_STORE)
 
@@ -358,6 +371,8 @@ def create_app(
                 index=INDEX_ALIAS, query={"ids": {"values": [doc_id]}}, size=1, source=_DETAIL_SOURCE
             )
         except Exception as error:
+            if _no_index(error):
+                raise HTTPException(status_code=404, detail="no such image") from error
             raise _backend_error(error) from error
         found = response["hits"]["hits"]
         if not found:

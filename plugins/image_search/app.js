@@ -205,7 +205,9 @@
     nextAfter = body.next_after;
     moreButton.hidden = !nextAfter;
     if (!after) renderFacets(body.facets, body.label);
-    if (body.label) {
+    if (body.note) {
+      statusLine.textContent = body.note;
+    } else if (body.label) {
       const noun = body.total === 1 ? "image" : "images";
       statusLine.textContent = `${body.total} ${noun} with “${body.label}” at ${slider.value}% or more`;
     }

@@ -536,3 +536,21 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     titles = browser.eval(f"[...{inner}.querySelectorAll('#results .card')].map(c => c.dataset.title)")
     assert titles == ["astronaut.png", "grace_hopper.jpg"]
     browser.screenshot(SCREENSHOTS / "image-search-in-airflow.png")
+
+
+def test_before_anything_is_indexed(server: Server, stack: EmbeddedStack) -> None:
+    """Last in this module: it deletes the index the others read."""
+    es = stack.elasticsearch()
+    for name in es.indices.get(index="images*", expand_wildcards="all"):
+        es.indices.delete(index=name)
+    base = f"{server.url}/image-search/api"
+    status, found = _request(f"{base}/search?label=Cat", server.token)
+    assert (status, found["hits"], found["note"]) == (
+        200,
+        [],
+        "nothing is indexed yet: run an ingestion DAG first",
+    )
+    status, top = _request(f"{base}/search", server.token)
+    assert (status, top["facets"]) == (200, [])
+    assert _request(f"{base}/suggest?prefix=c", server.token) == (200, {"suggestions": []})
+    assert _request(f"{base}/images/x", server.token)[0] == 404
