@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from local_env import STATE, prepare_airflow, upload_samples
+from local_env import ROOT, STATE, prepare_airflow, upload_samples
 
 LOCAL_USER, LOCAL_PASSWORD = "admin", "admin"  # loopback-only development login
 
@@ -62,6 +62,8 @@ def main() -> int:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{LOCAL_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__PARALLELISM": "4",
+            # the Image search page (plugins/image_search_plugin.py)
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             # `airflow standalone` starts its components by name: the venv's bin must be on PATH
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
