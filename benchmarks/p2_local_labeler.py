@@ -118,8 +118,9 @@ def main() -> int:
         loop_seconds = tight_loop(list(bodies.values()), features)
         pipe_seconds, labeled = pipeline(stack, features, args.batch_size)
     from imagelabels.labelers import LabelingSettings
+    from imagelabels.pipeline import batch_concurrency
 
-    threads = LocalLabeler(LabelingSettings()).preferred_concurrency
+    threads = batch_concurrency(LocalLabeler(LabelingSettings()))
     loop_rate, pipe_rate = args.images / loop_seconds, args.images / pipe_seconds
     print(
         table(
