@@ -269,7 +269,7 @@ def process_event_batch(
                 run=run,
                 refresh=refresh,
             )
-            _add(totals, report)
+            totals.add(report)
         deleted = delete_documents(s3_client, es, removals, refresh=refresh)
     complete = not totals.index_errors
     if complete:
@@ -288,15 +288,3 @@ def process_event_batch(
         )
     totals.raise_if_incomplete()  # retryable labeling failures: recorded, acknowledged, retried by Airflow
     return summary
-
-
-def _add(totals: BatchReport, report: BatchReport) -> None:
-    totals.listed += report.listed
-    totals.already_indexed += report.already_indexed
-    totals.superseded += report.superseded
-    totals.labeled += report.labeled
-    totals.indexed += report.indexed
-    totals.failed.update(report.failed)
-    totals.retryable_failures += report.retryable_failures
-    totals.index_errors += report.index_errors
-    totals.seconds += report.seconds

@@ -81,6 +81,18 @@ class BatchReport:
             "seconds": round(self.seconds, 3),
         }
 
+    def add(self, other: BatchReport) -> None:
+        """Fold another batch's counts into these (one manifest may hold several buckets)."""
+        self.listed += other.listed
+        self.already_indexed += other.already_indexed
+        self.superseded += other.superseded
+        self.labeled += other.labeled
+        self.indexed += other.indexed
+        self.failed.update(other.failed)
+        self.retryable_failures += other.retryable_failures
+        self.index_errors += other.index_errors
+        self.seconds += other.seconds
+
     def raise_if_incomplete(self) -> None:
         """Fail loudly, after everything else was written, when a retry is needed."""
         problems = []

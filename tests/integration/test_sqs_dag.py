@@ -69,7 +69,7 @@ def test_the_sensor_waits_on_the_triggerer_then_the_run_indexes_the_uploads(
     uploader.join()
     assert str(run.state) == "success"
     sensor = run.get_task_instance("wait_for_messages")
-    assert sensor.try_number >= 1
+    assert str(sensor.state) == "success"  # released by the trigger once uploads arrived
     totals = run.get_task_instance("summarize").xcom_pull(task_ids="summarize")
     assert totals["indexed"] >= 1
     es.indices.refresh(index=INDEX_ALIAS)
