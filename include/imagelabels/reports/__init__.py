@@ -1,0 +1,9 @@
+"""Scheduled label reports (in place of Skedler): aggregate, render, deliver.
+
+* :mod:`.model` - the report's data (tables with typed columns), independent of any format;
+* :mod:`.aggregations` - one interval's figures, computed with Elasticsearch aggregations that
+  both Elasticsearch 8 and noida-db answer;
+* :mod:`.render` - CSV, XLSX, PNG charts and PDF from a :class:`~.model.Report`;
+* :mod:`.config` - which reports exist and where each one is delivered;
+* :mod:`.delivery` - the channels (S3, email, Slack, webhook), independent of each other.
+"""
