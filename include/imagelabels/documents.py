@@ -56,6 +56,9 @@ IMAGE_MAPPINGS: dict[str, Any] = {
         "s3_location": _KEYWORD,
         "s3bucket": _KEYWORD,
         "s3key": _TEXT_WITH_KEYWORD,
+        # every folder the key is in ("a/", "a/b/"): per-prefix breakdowns with a plain terms
+        # aggregation (no scripts, which noida-db lacks).
+        "prefixes": _KEYWORD,
         "timestamp": {"type": "date"},
         "imported-by": _KEYWORD,
         "Labels": {
@@ -347,6 +350,12 @@ def normalize_image_properties(raw: Mapping[str, Any] | None) -> dict[str, Any] 
     }
 
 
+def key_prefixes(key: str) -> list[str]:
+    """Every folder ``key`` lies in, outermost first: ``a/b/c.jpg`` -> ``["a/", "a/b/"]``."""
+    parts = key.split("/")[:-1]
+    return ["/".join(parts[: depth + 1]) + "/" for depth in range(len(parts))]
+
+
 def build_document(
     obj: ObjectInfo,
     result: LabelResult,
@@ -371,6 +380,7 @@ def build_document(
         "s3_location": f"s3://{obj.bucket}/{obj.key}",
         "s3bucket": obj.bucket,
         "s3key": obj.key,
+        "prefixes": key_prefixes(obj.key),
         "timestamp": obj.last_modified.isoformat(),
         "imported-by": f"imagelabels/airflow:{dag_id}",
         "Labels": labels,

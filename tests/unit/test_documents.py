@@ -10,6 +10,7 @@ from imagelabels.documents import (
     ObjectInfo,
     build_document,
     document_id,
+    key_prefixes,
     failure_id,
     normalize_label,
     versioned_index_name,
@@ -108,6 +109,7 @@ def test_build_document_is_the_full_schema() -> None:
         "s3_location": "s3://photos/uploads/2026-11-22/cat.png",
         "s3bucket": "photos",
         "s3key": "uploads/2026-11-22/cat.png",
+        "prefixes": ["uploads/", "uploads/2026-11-22/"],
         "timestamp": "2026-11-22T10:15:07+00:00",
         "imported-by": "imagelabels/airflow:image_ingest_s3_hourly",
         "Labels": [
@@ -287,3 +289,16 @@ def test_labels_are_nested_with_text_names() -> None:
     assert labels["properties"]["Name"]["type"] == "text"
     assert IMAGE_MAPPINGS["properties"]["label_names"]["type"] == "keyword"
     assert versioned_index_name() == "images-v1"
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("cat.jpg", []),
+        ("a/cat.jpg", ["a/"]),
+        ("a/b c/ünï/cat.jpg", ["a/", "a/b c/", "a/b c/ünï/"]),
+        ("a//cat.jpg", ["a/", "a//"]),
+    ],
+)
+def test_key_prefixes_lists_every_enclosing_folder(key: str, expected: list[str]) -> None:
+    assert key_prefixes(key) == expected
