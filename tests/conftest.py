@@ -106,3 +106,61 @@ def standin(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
     finally:
         for server in started:
             server.stop()
+
+
+# --- Loopback sinks for delivery channels (tests/servers.py) ------------------------------------
+
+
+@pytest.fixture
+def smtp_sink(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A running :class:`tests.servers.SmtpSink`; ``AIRFLOW_CONN_SMTP_DEFAULT`` points at it
+    (plain SMTP: ``disable_tls``/``disable_ssl``, no login, ``from_email`` set, no retries)."""
+    import json
+
+    from tests.servers import SmtpSink
+
+    with SmtpSink() as sink:
+        conn = {
+            "conn_type": "smtp",
+            "host": sink.host,
+            "port": sink.port,
+            "extra": {
+                "from_email": "imagelabels@example.com",
+                "disable_tls": True,
+                "disable_ssl": True,
+                "timeout": 10,
+                "retry_limit": 0,
+            },
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))
+        yield sink
+
+
+SLACK_WEBHOOK_PATH = "/slack/services/T000/B000/XXX"
+
+
+@pytest.fixture
+def http_sink(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A running :class:`tests.servers.HttpSink` and two connections pointing at it:
+
+    * ``AIRFLOW_CONN_SLACK_WEBHOOK_DEFAULT`` (``slackwebhook``): posts go to
+      ``SLACK_WEBHOOK_PATH``; ``SlackWebhookHook`` joins a ``host`` that contains ``://`` with the
+      token in ``password`` (``<host>/<password>``);
+    * ``AIRFLOW_CONN_IMAGELABELS_WEBHOOK`` (``http``): base URL ``<sink>/hook``; ``HttpHook``
+      takes a ``host`` with ``://`` as the whole base URL, so the port is in ``host``, not ``port``.
+    """
+    import json
+
+    from tests.servers import HttpSink
+
+    with HttpSink() as sink:
+        slack = {
+            "conn_type": "slackwebhook",
+            "host": f"{sink.url}/slack/services",
+            "password": "T000/B000/XXX",
+            "extra": {"timeout": 10},
+        }
+        webhook = {"conn_type": "http", "host": f"{sink.url}/hook", "schema": "http"}
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_WEBHOOK_DEFAULT", json.dumps(slack))
+        monkeypatch.setenv("AIRFLOW_CONN_IMAGELABELS_WEBHOOK", json.dumps(webhook))
+        yield sink
