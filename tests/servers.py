@@ -71,7 +71,7 @@ class SmtpSink:
         self._lock = threading.Lock()
         self._controller: Any = None
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or envelope.content
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -165,9 +165,9 @@ class HttpSink:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer((host, port or 0), Handler)
@@ -219,4 +219,3 @@ class HttpSink:
         """Block until at least ``n`` requests arrived; return them all."""
         _wait(lambda: len(self.requests) >= n, timeout, f"{n} request(s) at {self.url}")
         return self.requests
-
