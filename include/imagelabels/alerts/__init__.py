@@ -1,0 +1,12 @@
+"""Alerts: rules in a versioned YAML file, evaluated against the images index, notified by email,
+Slack, a webhook or the task log (in place of Skedler Alerts).
+
+* :mod:`imagelabels.alerts.rules` - the rules file, its schema and :func:`load_rules`;
+* :mod:`imagelabels.alerts.evaluate` - :func:`evaluate_rules` and :func:`mark_notified`, with
+  per-image dedup and per-rule throttles kept in Elasticsearch;
+* :mod:`imagelabels.alerts.notify` - :func:`send_notification` over the project's channels.
+
+No module here imports Airflow; the channels do, inside the functions that send.
+"""
+
+from __future__ import annotations
