@@ -41,11 +41,13 @@ _SLACK_TOKEN_PATH = re.compile(r"(/services/)[^\s'\"]+")
 class DeliveryError(Exception):
     """A message could not be delivered; ``str()`` says which channel, connection and why."""
 
-    def __init__(self, channel: str, conn_id: str, reason: str) -> None:
+    def __init__(self, channel: str, conn_id: str, reason: str, *, attempts: int = 1) -> None:
         self.channel = channel
         self.conn_id = conn_id
         self.reason = reason
-        super().__init__(f"{channel} via connection {conn_id!r} failed: {reason}")
+        self.attempts = attempts  # how many tries the caller made before giving up
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"{channel} via connection {conn_id!r} failed{tries}: {reason}")
 
 
 def slack_escape(s: str) -> str:

@@ -1,0 +1,347 @@
+"""Report delivery against real servers on loopback: an SMTP server (aiosmtpd), an HTTP server
+standing in for Slack and the webhook receiver, moto S3 and the Elasticsearch stand-in."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagelabels.channels import DeliveryError, slack_escape
+from imagelabels.embedded import free_port
+from imagelabels.reports.config import parse_report_configs
+from imagelabels.reports.delivery import (
+    DELIVERIES_INDEX,
+    already_delivered,
+    deliver,
+    deliver_and_record,
+    delivery_record,
+    report_prefix,
+    store_files,
+    summary_payload,
+    summary_text,
+)
+from imagelabels.reports.model import Column, Report, Totals, table
+from tests.conftest import SLACK_WEBHOOK_PATH
+
+FAST = {"backoff_seconds": 0.01}
+LABELS = [("Cat", 50), ("<script>alert(1)</script>", 30), ("<b>bold</b> & co", 20), ("Dog", 10), ("Tree", 5)]
+
+
+def make_report(period: str = "daily", start: datetime = datetime(2026, 11, 28, tzinfo=UTC)) -> Report:
+    ends = {
+        "daily": datetime(2026, 11, 29, tzinfo=UTC),
+        "weekly": datetime(2026, 11, 30, tzinfo=UTC),
+        "hourly": start.replace(hour=start.hour + 1),
+        "monthly": datetime(2026, 12, 1, tzinfo=UTC),
+    }
+    top = table(
+        "top_labels",
+        "Top labels",
+        [Column("rank", "Rank", "int"), Column("label", "Label"), Column("images", "Images", "int")],
+        [(i + 1, label, n) for i, (label, n) in enumerate([*LABELS, ("Sixth", 1)])],
+    )
+    return Report(
+        name=period,
+        period=period,
+        start=start,
+        end=ends[period],
+        generated_at=datetime(2026, 11, 29, 0, 5, tzinfo=UTC),
+        totals=Totals(
+            indexed=100, rejected=15, failed=5, moderation_hits=3, distinct_labels=40, new_labels=7
+        ),
+        tables=(top,),
+    )
+
+
+def make_config(
+    name: str = "daily", period: str = "daily", output: str = "s3://{bucket}/reports/", **delivery: Any
+):
+    raw = {
+        "version": 1,
+        "reports": [
+            {"name": name, "period": period, "output": {"uri": output}, "delivery": delivery or None}
+        ],
+    }
+    return parse_report_configs(raw)[0]
+
+
+ALL_CHANNELS = {
+    "email": {"to": ["team@example.com"], "cc": ["boss@example.com"]},
+    "slack": {"conn_id": "slack_webhook_default"},
+    "webhook": {"conn_id": "imagelabels_webhook", "endpoint": "/reports"},
+}
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    """Small stand-ins for the rendered files (content differs per file, PNG/PDF magic numbers)."""
+    base = "label-report_daily_2026-11-28"
+    contents = {
+        f"{base}.pdf": b"%PDF-1.4\n% report\n" + bytes(range(256)),
+        f"{base}.xlsx": b"PK\x03\x04 workbook " + bytes(range(200, 256)),
+        f"{base}_top_labels.png": b"\x89PNG\r\n\x1a\n chart " + bytes(range(64)),
+        f"{base}_top_labels.csv": b"rank,label,images\n1,Cat,50\n",
+        f"{base}.json": b'{"name": "daily"}\n',
+    }
+    out = tmp_path / "rendered"
+    out.mkdir()
+    paths = []
+    for name, data in contents.items():
+        (out / name).write_bytes(data)
+        paths.append(out / name)
+    return paths
+
+
+LINKS = {
+    "label-report_daily_2026-11-28.pdf": "http://s3.example/r.pdf?X-Amz-Signature=abc&X-Amz-Expires=900",
+    "label-report_daily_2026-11-28_top_labels.png": "http://s3.example/r.png?a=1&b=2",
+}
+
+
+# --- email -------------------------------------------------------------------------------------
+
+
+def test_email_carries_the_summary_and_the_configured_attachments(smtp_sink: Any, files: list[Path]) -> None:
+    config = make_config(**ALL_CHANNELS)
+    assert deliver("email", config, make_report(), files, links=LINKS, **FAST) == 1
+
+    (mail,) = smtp_sink.wait_for(1)
+    assert mail.message["Subject"] == "Label report daily 2026-11-28"
+    assert mail.mail_from == "imagelabels@example.com"
+    assert sorted(mail.rcpt_tos) == ["boss@example.com", "team@example.com"]
+    assert mail.message["Cc"] == "boss@example.com"
+    by_name = {f.name: f.read_bytes() for f in files}
+    expected = {n: b for n, b in by_name.items() if n.endswith((".pdf", ".xlsx", ".png"))}
+    assert mail.attachments() == expected  # names and bytes; CSV and JSON are not attached by default
+    body = mail.html()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<script>" not in body
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in body
+    assert "Sixth" not in body  # top 5 only
+    assert "2026-11-28 00:00 \u2013 2026-11-29 00:00 UTC" in body
+    assert "Moderation hits: 3" in body
+    assert "X-Amz-Signature=abc&amp;X-Amz-Expires=900" in body
+    assert "120" in body
+    assert "Cat (50 images)" in body
+    assert "<script>alert(1)</script>" in mail.text()  # the text part is plain text, not markup
+
+
+def test_email_attachments_subset_from_config(smtp_sink: Any, files: list[Path]) -> None:
+    config = make_config(
+        email={"to": ["team@example.com"], "attachments": ["csv", "pdf"], "subject": "{period}/{name}"}
+    )
+    deliver("email", config, make_report(), files, links={}, **FAST)
+    (mail,) = smtp_sink.wait_for(1)
+    assert sorted(mail.attachments()) == [
+        "label-report_daily_2026-11-28.pdf",
+        "label-report_daily_2026-11-28_top_labels.csv",
+    ]
+    assert mail.message["Subject"] == "daily/daily"
+
+
+# --- Slack and webhook -------------------------------------------------------------------------
+
+
+def test_slack_post_is_escaped_and_carries_the_links(http_sink: Any, files: list[Path]) -> None:
+    deliver("slack", make_config(**ALL_CHANNELS), make_report(), files, links=LINKS, **FAST)
+
+    (request,) = http_sink.wait_for(1)
+    assert (request.method, request.path) == ("POST", SLACK_WEBHOOK_PATH)
+    text = request.json()["text"]
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; co (20)" in text
+    assert "<b>" not in text
+    assert "<script>" not in text
+    assert "120 processed: 100 indexed, 15 rejected, 5 failed" in text
+    assert "Sixth" not in text
+    for name, url in LINKS.items():
+        assert f"<{slack_escape(url)}|{name}>" in text
+    assert "&amp;X-Amz-Expires=900" in text
+
+
+def test_webhook_posts_the_json_summary(http_sink: Any, files: list[Path]) -> None:
+    report = make_report()
+    deliver("webhook", make_config(**ALL_CHANNELS), report, files, links=LINKS, **FAST)
+
+    (request,) = http_sink.wait_for(1)
+    assert (request.method, request.path) == ("POST", "/hook/reports")
+    assert request.header("Content-Type") == "application/json"
+    payload = request.json()
+    assert set(payload) == {
+        "type",
+        "name",
+        "period",
+        "start",
+        "end",
+        "generated_at",
+        "scope",
+        "totals",
+        "interval_key",
+        "top_labels",
+        "links",
+    }
+    assert payload["totals"] == {
+        "processed": 120,
+        "indexed": 100,
+        "rejected": 15,
+        "failed": 5,
+        "moderation_hits": 3,
+        "distinct_labels": 40,
+        "new_labels": 7,
+    }
+    assert payload["interval_key"] == "2026-11-28"
+    assert payload["start"] == "2026-11-28T00:00:00+00:00"
+    assert payload["top_labels"] == [{"label": label, "images": n} for label, n in LABELS]
+    assert payload["links"] == LINKS
+    assert payload == json.loads(json.dumps(summary_payload(report, LINKS)))
+
+
+def test_webhook_failing_twice_is_retried_until_it_succeeds(http_sink: Any, files: list[Path]) -> None:
+    http_sink.fail_next(2, status=500)
+    used = deliver("webhook", make_config(**ALL_CHANNELS), make_report(), files, links={}, **FAST)
+
+    assert used == 3
+    assert [r.status for r in http_sink.requests] == [500, 500, 200]
+    assert all(r.path == "/hook/reports" for r in http_sink.requests)
+
+
+def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(
+    es: Any, smtp_sink: Any, http_sink: Any, files: list[Path]
+) -> None:
+    config = make_config(**ALL_CHANNELS)
+    report = make_report()
+    http_sink.fail_always(status=500)
+
+    with pytest.raises(DeliveryError) as raised:
+        deliver_and_record(es, "webhook", config, report, files, links=LINKS, **FAST)
+    assert raised.value.attempts == 3
+    assert "webhook via connection 'imagelabels_webhook' failed after 3 attempts: HTTP 500" in str(
+        raised.value
+    )
+    assert len(http_sink.requests_to("/hook/")) == 3
+    failed = delivery_record(es, report, "webhook")
+    assert failed is not None
+    assert (failed["status"], failed["attempts"], failed["interval_key"]) == ("failed", 3, "2026-11-28")
+    assert "HTTP 500" in failed["error"]
+    assert not already_delivered(es, report, "webhook")
+
+    assert deliver_and_record(es, "email", config, report, files, links=LINKS, **FAST) == "delivered"
+    assert len(smtp_sink.wait_for(1)) == 1
+    assert already_delivered(es, report, "email")
+
+
+def test_a_second_delivery_is_skipped_unless_forced(es: Any, http_sink: Any, files: list[Path]) -> None:
+    config = make_config(**ALL_CHANNELS)
+    report = make_report()
+    assert not already_delivered(es, report, "slack")  # no index yet: nothing delivered
+
+    assert deliver_and_record(es, "slack", config, report, files, links={}, **FAST) == "delivered"
+    assert deliver_and_record(es, "slack", config, report, files, links={}, **FAST) == "skipped"
+    assert len(http_sink.requests) == 1
+    record = delivery_record(es, report, "slack")
+    assert record is not None
+    assert (record["status"], record["attempts"]) == ("delivered", 1)
+    # Another interval of the same report is a different delivery.
+    other = replace(report, start=datetime(2026, 11, 29, tzinfo=UTC), end=datetime(2026, 11, 30, tzinfo=UTC))
+    assert not already_delivered(es, other, "slack")
+
+    assert deliver_and_record(es, "slack", config, report, files, links={}, force=True, **FAST) == "delivered"
+    assert len(http_sink.requests) == 2
+    assert es.count(index=DELIVERIES_INDEX)["count"] == 1  # one record per report+interval+channel
+
+
+def test_delivery_error_names_channel_and_connection_but_not_the_token(
+    monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> None:
+    closed = free_port()  # nothing listens: the connection is refused
+    conn = {
+        "conn_type": "slackwebhook",
+        "host": f"http://127.0.0.1:{closed}/services",
+        "password": "T9/B9/S3CRETTOKEN",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_BROKEN", json.dumps(conn))
+    config = make_config(slack={"conn_id": "slack_broken"})
+
+    with pytest.raises(DeliveryError) as raised:
+        deliver("slack", config, make_report(), files, links={}, attempts=2, **FAST)
+    message = str(raised.value)
+    assert message.startswith("slack via connection 'slack_broken' failed after 2 attempts: ")
+    assert "S3CRETTOKEN" not in message
+    assert raised.value.attempts == 2
+
+
+def test_a_channel_without_configuration_is_refused(files: list[Path]) -> None:
+    with pytest.raises(ValueError, match="has no email delivery configured"):
+        deliver("email", make_config(), make_report(), files, links={})
+    with pytest.raises(ValueError, match="unknown channel 'fax'"):
+        deliver("fax", make_config(), make_report(), files, links={})
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def _objects(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def test_store_files_puts_them_under_date_partitioned_keys_and_a_rerun_overwrites(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> None:
+    monkeypatch.setenv("IMAGELABELS_BUCKET", "acme-images")
+    s3.create_bucket(Bucket="acme-images")
+    config, report = make_config(), make_report()
+    assert report_prefix(config, report) == "s3://acme-images/reports/daily/2026/11/28/"
+
+    uris = store_files(s3, config, report, files)
+    keys = {f"reports/daily/2026/11/28/{f.name}" for f in files}
+    assert uris == [f"s3://acme-images/reports/daily/2026/11/28/{f.name}" for f in files]
+    assert _objects(s3, "acme-images", "reports/") == {
+        f"reports/daily/2026/11/28/{f.name}": f.read_bytes() for f in files
+    }
+    head = s3.head_object(Bucket="acme-images", Key=f"reports/daily/2026/11/28/{files[0].name}")
+    assert head["ContentType"] == "application/pdf"
+
+    files[0].write_bytes(b"%PDF-1.4 rerun")
+    assert store_files(s3, config, report, files) == uris
+    stored = _objects(s3, "acme-images", "reports/")
+    assert set(stored) == keys
+    assert stored[f"reports/daily/2026/11/28/{files[0].name}"] == b"%PDF-1.4 rerun"
+
+
+def test_store_files_into_a_local_directory(tmp_path: Path, files: list[Path]) -> None:
+    config = make_config(name="weekly", period="weekly", output=str(tmp_path / "out"))
+    report = make_report("weekly", datetime(2026, 11, 23, tzinfo=UTC))
+    uris = store_files(None, config, report, files)
+    folder = tmp_path / "out" / "weekly" / "2026" / "11" / "W48"
+    assert uris == [str(folder / f.name) for f in files]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {f.name: f.read_bytes() for f in files}
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "partition"),
+    [
+        ("hourly", datetime(2026, 11, 28, 13, tzinfo=UTC), "2026/11/28/"),
+        ("daily", datetime(2026, 11, 28, tzinfo=UTC), "2026/11/28/"),
+        ("weekly", datetime(2026, 11, 23, tzinfo=UTC), "2026/11/W48/"),
+        ("weekly", datetime(2025, 12, 29, tzinfo=UTC), "2025/12/W01/"),  # ISO week 1 of 2026
+        ("monthly", datetime(2026, 11, 1, tzinfo=UTC), "2026/11/"),
+    ],
+)
+def test_report_prefix_per_period(period: str, start: datetime, partition: str) -> None:
+    config = make_config(name=period, period=period, output="s3://out-bucket/r")
+    assert report_prefix(config, make_report(period, start)) == f"s3://out-bucket/r/{period}/{partition}"
+
+
+def test_summary_text_is_pure_and_escaped() -> None:
+    text = summary_text(make_report())
+    assert (
+        text.splitlines()[0]
+        == "*Label report daily* \u2014 2026-11-28 (2026-11-28 00:00 \u2013 2026-11-29 00:00 UTC)"
+    )
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; (30)" in text
+    assert "<" not in text.replace("&lt;", "")
