@@ -158,7 +158,12 @@ class HttpSink:
                     state.requests.append(
                         ReceivedRequest(self.command, self.path, dict(self.headers.items()), body, status)
                     )
-                answer = b"ok" if status < 400 else f"failing on purpose: {status}".encode()
+                # Like many servers, the error page echoes the request line (which may hold a token).
+                answer = (
+                    b"ok"
+                    if status < 400
+                    else f"failing on purpose: {status} {self.command} {self.path}".encode()
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(answer)))

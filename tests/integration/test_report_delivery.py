@@ -255,23 +255,31 @@ def test_a_second_delivery_is_skipped_unless_forced(es: Any, http_sink: Any, fil
 
 
 def test_delivery_error_names_channel_and_connection_but_not_the_token(
+    http_sink: Any, files: list[Path]
+) -> None:
+    http_sink.fail_always(status=404)  # the answer echoes the request path, i.e. the webhook token
+    with pytest.raises(DeliveryError) as raised:
+        deliver("slack", make_config(**ALL_CHANNELS), make_report(), files, links={}, attempts=2, **FAST)
+    message = str(raised.value)
+    assert message.startswith("slack via connection 'slack_webhook_default' failed after 2 attempts: ")
+    assert "404" in message
+    assert "T000/B000/XXX" in str(raised.value.__cause__.__cause__)  # what the library said...
+    assert "T000/B000/XXX" not in message  # ...and what reaches logs and delivery records
+    assert raised.value.attempts == 2
+    assert len(http_sink.requests) == 2
+
+
+def test_an_unreachable_server_is_a_delivery_error(
     monkeypatch: pytest.MonkeyPatch, files: list[Path]
 ) -> None:
     closed = free_port()  # nothing listens: the connection is refused
-    conn = {
-        "conn_type": "slackwebhook",
-        "host": f"http://127.0.0.1:{closed}/services",
-        "password": "T9/B9/S3CRETTOKEN",
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_BROKEN", json.dumps(conn))
-    config = make_config(slack={"conn_id": "slack_broken"})
-
-    with pytest.raises(DeliveryError) as raised:
-        deliver("slack", config, make_report(), files, links={}, attempts=2, **FAST)
-    message = str(raised.value)
-    assert message.startswith("slack via connection 'slack_broken' failed after 2 attempts: ")
-    assert "S3CRETTOKEN" not in message
-    assert raised.value.attempts == 2
+    conn = {"conn_type": "http", "host": f"http://127.0.0.1:{closed}/hook"}
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_DOWN", json.dumps(conn))
+    config = make_config(webhook={"conn_id": "webhook_down"})
+    with pytest.raises(
+        DeliveryError, match=r"^webhook via connection 'webhook_down' failed: ConnectionError"
+    ):
+        deliver("webhook", config, make_report(), files, links={}, attempts=1)
 
 
 def test_a_channel_without_configuration_is_refused(files: list[Path]) -> None:
