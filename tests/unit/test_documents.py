@@ -10,8 +10,8 @@ from imagelabels.documents import (
     ObjectInfo,
     build_document,
     document_id,
-    key_prefixes,
     failure_id,
+    key_prefixes,
     normalize_label,
     versioned_index_name,
 )
