@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from imagelabels import search
+from imagelabels.alerts import evaluate
 from imagelabels.alerts.evaluate import (
     ALERTS_INDEX,
     STATE_INDEX,
@@ -241,6 +242,28 @@ def test_one_notification_lists_ten_images_and_how_many_more(es: Any) -> None:
     assert "and 3 more" in notification.text
     assert len(records(es, "cats")) == 13
     assert all(r["notified"] for r in records(es, "cats"))
+
+
+def test_matches_are_read_page_by_page_and_a_capped_read_continues_next_evaluation(
+    es: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(evaluate, "PAGE_SIZE", 2)
+    monkeypatch.setattr(evaluate, "MAX_MATCHES", 5)
+    rule = LabelRule(name="cats", label="Cat", min_confidence=50, throttle=NO_THROTTLE)
+    for n in range(7):
+        index_image(es, f"c/{n}.jpg", [("Cat", 90.0)], at=T0 - timedelta(minutes=30 - n))
+    [first] = evaluate_and_mark(es, [rule], T0)
+    assert keys(first) == [f"c/{n}.jpg" for n in range(6)]  # three pages of two, then the cap
+    # the next evaluation resumes after the last one read (not from the lookback, which would hit
+    # the cap on the same six again)
+    [second] = evaluate_and_mark(es, [rule], T0 + timedelta(minutes=1))
+    assert keys(second) == ["c/6.jpg"]
+    assert len(records(es, "cats")) == 7
+    state = es.get(index=evaluate.STATE_INDEX, id="cats")["_source"]
+    assert (state["cursor_at"], state["checkpoint"][:16]) == (None, "2026-12-10T12:11")
+    index_image(es, "c/7.jpg", [("Cat", 90.0)], at=T0 + timedelta(minutes=2))
+    [third] = evaluate_and_mark(es, [rule], T0 + timedelta(minutes=3))
+    assert keys(third) == ["c/7.jpg"]
 
 
 # --- window rules -------------------------------------------------------------------------------

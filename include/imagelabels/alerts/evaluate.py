@@ -33,6 +33,7 @@ reported as a single image.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,8 @@ from imagelabels.alerts.rules import (
 )
 from imagelabels.documents import INDEX_ALIAS
 
+logger = logging.getLogger("imagelabels.alerts")
+
 ALERTS_INDEX = "images-alerts"
 STATE_INDEX = "images-alert-state"
 
@@ -56,9 +59,10 @@ LOOKBACK = timedelta(minutes=10)
 # How far back a rule's first evaluation looks: a new rule alerts on what arrives from now on,
 # not on the whole archive.
 FIRST_LOOKBACK = timedelta(hours=1)
-# Per rule and evaluation: at most this many new matches are recorded (the checkpoint stops at the
-# last one, so the rest follow in the next evaluation) and this many pending records are sent.
-MAX_MATCHES = 500
+# Per rule and evaluation: at most this many matches are read, page by page (the next evaluation
+# resumes after the last one), and at most this many pending records go into one notification.
+MAX_MATCHES = 10_000
+PAGE_SIZE = 500
 MAX_PENDING = 1000
 # Images listed in one notification; the rest are "and K more".
 LIST_LIMIT = 10
@@ -98,6 +102,10 @@ STATE_MAPPINGS: dict[str, Any] = {
     "properties": {
         "rule": _KEYWORD,
         "checkpoint": _DATE,
+        # where a read stopped by MAX_MATCHES resumes: its lower bound and the last sort values
+        "cursor_since": _DATE,
+        "cursor_at": {"type": "long"},
+        "cursor_location": _KEYWORD,
         "last_notified_at": _DATE,
         "evaluated_at": _DATE,
     },
@@ -191,6 +199,8 @@ def ensure_alert_indices(es: Any) -> None:
 
     for index, mappings in ((ALERTS_INDEX, ALERT_MAPPINGS), (STATE_INDEX, STATE_MAPPINGS)):
         if es.indices.exists(index=index):
+            # fields added since the index was created (additive mapping changes are allowed)
+            es.indices.put_mapping(index=index, properties=mappings["properties"])
             continue
         try:
             es.indices.create(
@@ -229,9 +239,12 @@ def _state(es: Any, rule: Rule) -> dict[str, Any]:
     return source
 
 
-def _save_state(es: Any, rule: str, **fields: datetime | None) -> None:
-    document = {"rule": rule}
-    document.update({key: value.isoformat() for key, value in fields.items() if value is not None})
+def _save_state(es: Any, rule: str, **fields: Any) -> None:
+    """Update the rule's state document (``None`` clears a field)."""
+    document: dict[str, Any] = {"rule": rule}
+    document.update(
+        {key: value.isoformat() if isinstance(value, datetime) else value for key, value in fields.items()}
+    )
     es.update(
         index=STATE_INDEX,
         id=rule,
@@ -351,33 +364,71 @@ def _base_record(rule: Rule, now: datetime) -> dict[str, Any]:
 # --- firing -------------------------------------------------------------------------------------
 
 
+def _matching_hits(
+    es: Any, query: dict[str, Any], after: list[Any] | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The documents matching ``query`` in ingestion order after the sort values ``after``, page
+    by page (``search_after`` on ``ingested_at`` then ``s3_location``); whether it stopped at
+    :data:`MAX_MATCHES`."""
+    hits: list[dict[str, Any]] = []
+    while len(hits) < MAX_MATCHES:
+        request: dict[str, Any] = {
+            "index": INDEX_ALIAS,
+            "query": query,
+            "sort": [{"ingested_at": {"order": "asc"}}, {"s3_location": {"order": "asc"}}],
+            "source": ["s3_location", "s3bucket", "s3key", "Labels", "ModerationLabels", "ingested_at"],
+            "size": PAGE_SIZE,
+        }
+        if after is not None:
+            request["search_after"] = after
+        page = es.search(**request)["hits"]["hits"]
+        if after is not None:  # noida-db may repeat the last hit of the previous page
+            page = [hit for hit in page if _sort_key(hit["sort"]) > _sort_key(after)]
+        if not page:
+            return hits, False
+        hits.extend(page)
+        after = list(page[-1]["sort"])
+        if len(page) < PAGE_SIZE:
+            return hits, False
+    return hits, True
+
+
+def _sort_key(sort: Sequence[Any]) -> tuple[int, str]:
+    return int(sort[0]), str(sort[1])
+
+
 def _fire_per_image(
     es: Any, rule: LabelRule | ModerationRule, state: Mapping[str, Any], now: datetime
 ) -> None:
     """Record a firing for every document ingested since the checkpoint (minus the lookback)
-    that matches, and move the checkpoint."""
+    that matches, and move the checkpoint to ``now``.
+
+    When :data:`MAX_MATCHES` stops the reading, the state keeps a cursor (the read's lower bound
+    and the last sort values) and the next evaluation resumes there, without the lookback: a
+    re-read of the overlap could otherwise hit the cap again and never get further.
+    """
     checkpoint = _parse(state.get("checkpoint"))
     since = (checkpoint - LOOKBACK) if checkpoint else now - FIRST_LOOKBACK
-    clause = _label_clause(rule.label, rule.min_confidence) if isinstance(rule, LabelRule) else None
-    if isinstance(rule, ModerationRule):
-        clause = _moderation_clause(rule)
-    assert clause is not None
-    response = es.search(
-        index=INDEX_ALIAS,
-        query={
-            "bool": {
-                "filter": [
-                    clause,
-                    {"range": {"ingested_at": {"gte": since.isoformat(), "lte": now.isoformat()}}},
-                    *_scope(rule),
-                ]
-            }
-        },
-        sort=[{"ingested_at": {"order": "asc"}}],
-        source=["s3_location", "s3bucket", "s3key", "Labels", "ModerationLabels", "ingested_at"],
-        size=MAX_MATCHES,
+    after: list[Any] | None = None
+    resume_since = _parse(state.get("cursor_since"))
+    if resume_since is not None and state.get("cursor_at") is not None:
+        since = resume_since
+        after = [int(state["cursor_at"]), str(state.get("cursor_location") or "")]
+    clause = (
+        _label_clause(rule.label, rule.min_confidence)
+        if isinstance(rule, LabelRule)
+        else _moderation_clause(rule)
     )
-    hits = response["hits"]["hits"]
+    query = {
+        "bool": {
+            "filter": [
+                clause,
+                {"range": {"ingested_at": {"gte": since.isoformat(), "lte": now.isoformat()}}},
+                *_scope(rule),
+            ]
+        }
+    }
+    hits, truncated = _matching_hits(es, query, after)
     records: list[tuple[str, dict[str, Any]]] = []
     for hit in hits:
         source = hit["_source"]
@@ -394,12 +445,34 @@ def _fire_per_image(
         }
         record["matches"] = [asdict(match) for match in matches]
         records.append((firing_id(rule.name, hit["_id"]), record))
-    _create_records(es, records)
-    # a full page may have more behind it: continue from its last document next time
-    new_checkpoint = now
-    if len(hits) >= MAX_MATCHES:
-        new_checkpoint = _parse(hits[-1]["_source"].get("ingested_at")) or now
-    _save_state(es, rule.name, checkpoint=new_checkpoint, evaluated_at=now)
+    for start in range(0, len(records), PAGE_SIZE):
+        _create_records(es, records[start : start + PAGE_SIZE])
+    if truncated:
+        logger.warning(
+            "alert rule %s matched more than %d images since %s; the rest follow next evaluation",
+            rule.name,
+            MAX_MATCHES,
+            since.isoformat(),
+        )
+        last = hits[-1]["sort"]
+        _save_state(
+            es,
+            rule.name,
+            cursor_since=since,
+            cursor_at=int(last[0]),
+            cursor_location=str(last[1]),
+            evaluated_at=now,
+        )
+    else:
+        _save_state(
+            es,
+            rule.name,
+            checkpoint=now,
+            cursor_since=None,
+            cursor_at=None,
+            cursor_location=None,
+            evaluated_at=now,
+        )
 
 
 def _window_start(now: datetime, window: timedelta) -> datetime:
@@ -761,4 +834,16 @@ def mark_notified(
             es, notification.records, delivered_now=sent, complete=complete, now=notification.evaluated_at
         )
         if not notification.retry:
-            _save_state(es, notification.rule, last_notified_at=notification.evaluated_at)
+            _advance_last_notified(es, notification.rule, notification.evaluated_at)
+
+
+def _advance_last_notified(es: Any, rule: str, when: datetime) -> None:
+    """Start the throttle at ``when`` - never move it back (a rerun of an older evaluation)."""
+    from elasticsearch import NotFoundError
+
+    try:
+        previous = _parse(es.get(index=STATE_INDEX, id=rule)["_source"].get("last_notified_at"))
+    except NotFoundError:
+        previous = None
+    if previous is None or when > previous:
+        _save_state(es, rule, last_notified_at=when)
