@@ -259,6 +259,18 @@ def _one_rule(body: str) -> str:
               type: label
               label: Weapon
               min_confidence: 80
+              channels: []
+            """,
+            "alert rule #2 'weapon-detected': field 'channels' must be a non-empty list of channels out of "
+            "email, slack, webhook and log (got [])",
+            id="no-channels",
+        ),
+        pytest.param(
+            """\
+            - name: weapon-detected
+              type: label
+              label: Weapon
+              min_confidence: 80
               channels: [email]
             """,
             "alert rule #2 'weapon-detected': field 'channels' uses email, but the file's channels.email "

@@ -704,6 +704,9 @@ def _notification(
 def _notifications_for(
     es: Any, rule: Rule, state: Mapping[str, Any], now: datetime, presign: Callable[[str], str | None] | None
 ) -> list[Notification]:
+    """What ``rule`` must send now: its un-notified records that no channel got yet (unless the
+    throttle holds them, which marks them throttled) with the suppressed count, plus a retry for
+    records some channels got, to the channels that did not."""
     pending = _pending(es, rule)
     wanted = set(rule.channels)
     fresh = [record for record in pending if not record.get("delivered")]
