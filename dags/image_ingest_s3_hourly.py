@@ -22,6 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
+from imagelabels.assets import IMAGES_INDEXED
 from imagelabels.params import ingestion_params
 
 
@@ -52,7 +53,7 @@ def image_ingest_s3_hourly() -> None:
         get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
         return label_event_or_retry_batch(batch, params, dag_run.dag_id, run_id)
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
     def summarize(reports: list[dict]) -> dict:
         from imagelabels.tasks import summarize_reports
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from imagelabels.assets import IMAGES_INDEXED
 from imagelabels.params import ingestion_params, labeling_params
 
 PARAMS = {
@@ -82,7 +83,7 @@ def image_reconcile_daily() -> None:
             refresh=settings.es_refresh(),
         ).as_xcom()
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
     def report(reports: list[dict], ti=None) -> dict:  # type: ignore[no-untyped-def]
         from imagelabels import pipeline, reconcile
 

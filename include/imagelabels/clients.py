@@ -45,3 +45,24 @@ def elasticsearch_client(es_conn_id: str = "elasticsearch_default") -> Any:
     from airflow.providers.elasticsearch.hooks.elasticsearch import ElasticsearchSQLHook
 
     return ElasticsearchSQLHook(elasticsearch_conn_id=es_conn_id).get_conn().es
+
+
+def presigning_s3_client(aws_conn_id: str = "aws_default") -> Any:
+    """S3 client for presigned links (search thumbnails, report and alert links), signing with
+    SigV4 (the hook's default client presigns with SigV2, which regions opened since 2014 refuse).
+
+    ``IMAGELABELS_PRESIGN_ENDPOINT_URL`` replaces the connection's ``endpoint_url`` in presigned
+    URLs, for a stand-in that browsers reach under another name than Airflow does (docker
+    compose: ``http://localhost:5000`` for the ``aws`` service). Real S3 needs neither."""
+    import os
+
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from botocore.config import Config
+
+    config = Config(signature_version="s3v4")
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", config=config)
+    public = os.environ.get("IMAGELABELS_PRESIGN_ENDPOINT_URL", "").strip()
+    if not public:
+        return hook.get_conn()
+    session = hook.get_session(region_name=hook.conn_config.region_name)
+    return session.client("s3", endpoint_url=public, config=config)

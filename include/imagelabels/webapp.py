@@ -26,7 +26,6 @@ every :data:`CLIENT_TTL_SECONDS`, so an edited connection is picked up without a
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -89,24 +88,10 @@ def airflow_elasticsearch() -> Any:
 
 
 def airflow_s3() -> Any:
-    """S3 client (for presigning) from the Airflow AWS connection, signing with SigV4 (the hook's
-    default client presigns with SigV2, which regions opened since 2014 refuse).
+    """S3 client for presigning thumbnails (:func:`imagelabels.clients.presigning_s3_client`)."""
+    from imagelabels import clients, settings
 
-    ``IMAGELABELS_PRESIGN_ENDPOINT_URL`` replaces the connection's ``endpoint_url`` in presigned
-    URLs, for a stand-in that browsers reach under another name than Airflow does (docker
-    compose: ``http://localhost:5000`` for the ``aws`` service). Real S3 needs neither."""
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-    from botocore.config import Config
-
-    from imagelabels import settings
-
-    config = Config(signature_version="s3v4")
-    hook = AwsBaseHook(aws_conn_id=settings.aws_conn_id(), client_type="s3", config=config)
-    public = os.environ.get("IMAGELABELS_PRESIGN_ENDPOINT_URL", "").strip()
-    if not public:
-        return hook.get_conn()
-    session = hook.get_session(region_name=hook.conn_config.region_name)
-    return session.client("s3", endpoint_url=public, config=config)
+    return clients.presigning_s3_client(settings.aws_conn_id())
 
 
 async def airflow_user(request: Request) -> Any:

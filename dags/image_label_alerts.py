@@ -1,0 +1,60 @@
+"""
+### Label alerts (in place of Skedler Alerts)
+
+Evaluates the rules of `config/alert_rules.yaml` (or the `rules_file` Param /
+`IMAGELABELS_ALERT_RULES`) right after every ingestion run (the ingestion DAGs update the Asset
+`imagelabels_images_indexed`) and every 15 minutes for the window rules (`label_count`,
+`no_ingestion`):
+
+* **label**: a label detected at or above a confidence (e.g. `Weapon` >= 85 %);
+* **moderation**: a content-moderation category hit;
+* **label_count**: the count of a label in a sliding window above a threshold;
+* **no_ingestion**: no image ingested for N hours (pipeline health).
+
+Every firing is recorded in the `images-alerts` index under a deterministic id, so an image never
+triggers the same rule twice; each rule has a throttle (firings inside it are recorded and counted
+in the next notification). Notifications go to email, Slack, a webhook or the task log, with the
+image key, the matching labels with confidence and a presigned link.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from imagelabels.assets import IMAGES_INDEXED
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("*/15 * * * *", timezone="UTC"), assets=IMAGES_INDEXED
+    ),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # two evaluations at once could send the same pending firing twice
+    params={
+        "rules_file": Param(
+            "",
+            type="string",
+            description="Rules file to evaluate; empty: IMAGELABELS_ALERT_RULES, else config/alert_rules.yaml.",
+        )
+    },
+    doc_md=__doc__,
+    tags=["imagelabels", "alerts"],
+    default_args={"owner": "imagelabels", "retries": 2},
+)
+def image_label_alerts() -> None:
+    @task
+    def evaluate_and_notify(params: dict) -> dict:
+        from datetime import UTC
+        from datetime import datetime as clock
+
+        from imagelabels.alerts.task import evaluate_and_notify
+
+        return evaluate_and_notify(clock.now(UTC), params["rules_file"])
+
+    evaluate_and_notify()
+
+
+image_label_alerts()

@@ -1,0 +1,68 @@
+"""
+### Scheduled label reports (one DAG per report in `config/reports.yaml`)
+
+For the run's data interval `[data_interval_start, data_interval_end)` (a day for `daily`, a week
+for `weekly`...), in place of Skedler:
+
+1. **build_report** computes the figures with Elasticsearch aggregations (images indexed /
+   rejected by reason / failed, top labels with average confidence, labels new in the interval,
+   moderation hits, images per hour, images per bucket and prefix), renders CSV, XLSX, PNG charts
+   and a PDF, and stores them under date-partitioned keys of the report's output location (S3).
+   Files are keyed by interval: a rerun overwrites the same report.
+2. **deliver** is mapped over the report's channels (email, Slack, webhook): each channel retries
+   and records its outcome on its own, so one failing channel never stops the others. A channel
+   that already delivered this interval is skipped unless `redeliver` is set.
+
+Backfilling the DAG over past days produces the past reports.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from imagelabels.reports.config import load_report_configs
+from imagelabels.reports.schedule import data_interval_cron
+
+
+def report_dag(name: str, period: str, cron: str, channels: list[str]):  # type: ignore[no-untyped-def]
+    @dag(
+        dag_id=f"image_label_report_{name}",
+        schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=2,
+        params={
+            "redeliver": Param(
+                False, type="boolean", description="Send again on channels that already delivered."
+            )
+        },
+        doc_md=__doc__,
+        tags=["imagelabels", "reports", period],
+        default_args={"owner": "imagelabels", "retries": 2},
+    )
+    def image_label_report() -> None:
+        @task
+        def build_report(dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+            from imagelabels.reports.run import build_and_store
+
+            return build_and_store(name, dag_run.data_interval_start, dag_run.data_interval_end)
+
+        @task(map_index_template="{{ channel }}")
+        def deliver(channel: str, built: dict, params: dict) -> dict:
+            from imagelabels.reports.run import deliver_channel
+
+            return deliver_channel(name, built, channel, redeliver=params["redeliver"])
+
+        deliver.partial(built=build_report()).expand(channel=list(channels))
+
+    return image_label_report()
+
+
+for _config in load_report_configs():
+    cron = data_interval_cron(_config.period, _config.schedule)
+    # a module global per report, named like its DAG id
+    globals()[f"image_label_report_{_config.name}"] = report_dag(
+        _config.name, _config.period, cron, _config.delivery.enabled_channels()
+    )

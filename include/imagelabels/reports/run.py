@@ -1,0 +1,110 @@
+"""Task bodies of the report DAG: config and connections in, references out.
+
+``build_and_store`` computes, renders and stores one interval's report and returns the stored
+URIs (XCom carries references, never the files); ``deliver_channel`` fetches them back on
+whichever worker runs the channel and delivers once per interval.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from imagelabels import clients, settings
+from imagelabels.reports.config import ReportConfig, get_report_config
+
+# A link in a mail or a Slack message is opened hours or days later: presign for the longest
+# time SigV4 allows (7 days) instead of the search page's 15 minutes.
+LINK_SECONDS = 7 * 24 * 3600
+
+
+def _s3() -> Any:
+    return clients.aws_client("s3", settings.aws_conn_id())
+
+
+def _es() -> Any:
+    return clients.elasticsearch_client(settings.es_conn_id())
+
+
+def build_and_store(
+    name: str, start: datetime, end: datetime, *, config: ReportConfig | None = None
+) -> dict[str, Any]:
+    """Compute the report of ``[start, end)``, render every configured format and store the
+    files under the interval's keys (a rerun overwrites them); return their URIs and totals."""
+    from imagelabels.reports.aggregations import compute_report
+    from imagelabels.reports.delivery import store_files
+    from imagelabels.reports.render import render_report
+
+    config = config or get_report_config(name)
+    report = compute_report(
+        _es(),
+        name=config.name,
+        period=config.period,
+        start=start,
+        end=end,
+        top_n=config.top_n,
+        prefix_depth=config.prefix_depth,
+        bucket=config.bucket,
+        prefix=config.prefix,
+    )
+    formats = tuple(dict.fromkeys((*config.formats, "json")))  # the JSON rebuilds the report later
+    with tempfile.TemporaryDirectory(prefix="imagelabels-report-") as tmp:
+        files = render_report(report, Path(tmp), formats)
+        uris = store_files(_s3(), config, report, files)
+    return {
+        "report": config.name,
+        "interval_key": report.interval_key,
+        "uris": uris,
+        "totals": report.to_dict()["totals"],
+    }
+
+
+def _fetch(s3: Any, uris: Sequence[str], directory: Path) -> list[Path]:
+    """Download stored report files (S3 or a local directory) into ``directory``."""
+    paths = []
+    for uri in uris:
+        target = directory / uri.rstrip("/").rsplit("/", 1)[-1]
+        if uri.startswith("s3://"):
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            s3.download_file(bucket, key, str(target))
+        else:
+            target.write_bytes(Path(uri).read_bytes())
+        paths.append(target)
+    return paths
+
+
+def deliver_channel(
+    name: str,
+    built: Mapping[str, Any],
+    channel: str,
+    *,
+    redeliver: bool = False,
+    config: ReportConfig | None = None,
+) -> dict[str, Any]:
+    """Deliver the stored report on one channel, once per interval (unless ``redeliver``).
+
+    The outcome is recorded in ``images-report-deliveries``; a failure is recorded with its
+    reason and raised, so Airflow retries this channel alone.
+    """
+    from imagelabels.reports.delivery import deliver_and_record, presigned_links
+    from imagelabels.reports.model import Report
+
+    config = config or get_report_config(name)
+    s3 = _s3()
+    uris = list(built["uris"])
+    with tempfile.TemporaryDirectory(prefix="imagelabels-deliver-") as tmp:
+        files = _fetch(s3, uris, Path(tmp))
+        json_files = [f for f in files if f.suffix == ".json"]
+        if not json_files:
+            raise ValueError(f"report {name!r}: no JSON among the stored files {uris}")
+        report = Report.from_dict(json.loads(json_files[0].read_text(encoding="utf-8")))
+        links = presigned_links(
+            clients.presigning_s3_client(settings.aws_conn_id()), uris, expires_in=LINK_SECONDS
+        )
+        others = [f for f in files if f.suffix != ".json"]
+        status = deliver_and_record(_es(), channel, config, report, others, links=links, force=redeliver)
+    return {"report": name, "interval_key": report.interval_key, "channel": channel, "status": status}

@@ -1,0 +1,102 @@
+"""The alert DAG with ``dag.test()``: rules from a file, firings in noida-db, notifications to a
+real HTTP server (webhook) on loopback; and the Asset that links ingestion runs to it."""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
+from imagelabels.indexing import bulk_write, ensure_indices
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RULES = """
+version: 1
+defaults: {throttle: 0, channels: [webhook, log]}
+channels:
+  webhook: {conn_id: imagelabels_webhook, endpoint: /alerts}
+rules:
+  - name: weapon-detected
+    type: label
+    label: Weapon
+    min_confidence: 80
+"""
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "dags" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)()
+
+
+def _index(es, items: list[tuple[str, str, float]]) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    actions = []
+    for key, label, confidence in items:
+        obj = ObjectInfo(bucket="photos", key=key, size=10, etag=f"e-{key}", last_modified=now)
+        result = LabelResult(
+            labels=[{"Name": label, "Confidence": confidence, "Parents": []}],
+            labeler="local",
+            label_model_version="t",
+            min_confidence=50.0,
+            max_labels=10,
+        )
+        source = build_document(obj, result, dag_id="d", run_id="r", ingested_at=now)
+        doc_id = document_id("photos", key, None, obj.etag)
+        actions.append({"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source})
+    assert bulk_write(es, actions, refresh="wait_for").ok
+
+
+def test_the_alert_dag_runs_after_every_ingestion_run_and_on_a_clock(airflow_db) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from imagelabels.assets import IMAGES_INDEXED
+
+    alerts = _load("image_label_alerts")
+    assert isinstance(alerts.timetable, AssetOrTimeSchedule)
+    assert alerts.timetable.asset_condition.uri == IMAGES_INDEXED.uri
+    for dag_name, last in (
+        ("image_ingest_s3_hourly", "summarize"),
+        ("image_ingest_sqs", "summarize"),
+        ("image_reconcile_daily", "report"),
+    ):
+        dag = _load(dag_name)
+        assert [o.uri for o in dag.get_task(last).outlets] == [IMAGES_INDEXED.uri], dag_name
+
+
+def test_an_alert_fires_once_per_image_with_key_labels_and_link(  # type: ignore[no-untyped-def]
+    airflow_db, s3, es, http_sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    monkeypatch.setenv("IMAGELABELS_ALERT_RULES", str(rules))
+    _index(
+        es,
+        [("drop/knife.jpg", "Weapon", 91.5), ("drop/cat.jpg", "Cat", 99.0), ("drop/toy.jpg", "Weapon", 50.0)],
+    )
+
+    run = _load("image_label_alerts").test()
+    assert str(run.state) == "success"
+    posts = [r.json() for r in http_sink.requests_to("/hook/alerts")]
+    assert len(posts) == 1
+    images = posts[0]["images"]
+    assert [image["s3_location"] for image in images] == ["s3://photos/drop/knife.jpg"]
+    assert [(m["label"], m["confidence"]) for m in images[0]["matches"]] == [("Weapon", 91.5)]
+    assert images[0]["url"].startswith("http://")
+    assert "drop/knife.jpg" in images[0]["url"]
+
+    # a second evaluation (the next ingestion run) does not alert on the same image again
+    _index(es, [("drop/sword.jpg", "Weapon", 88.0)])
+    again = _load("image_label_alerts").test()
+    assert str(again.state) == "success"
+    posts = [r.json() for r in http_sink.requests_to("/hook/alerts")]
+    assert len(posts) == 2
+    assert [image["s3_location"] for image in posts[1]["images"]] == ["s3://photos/drop/sword.jpg"]

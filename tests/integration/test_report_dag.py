@@ -1,0 +1,173 @@
+"""The report DAG end to end with ``dag.test()``: moto S3, noida-db, a real SMTP server and a
+real HTTP server (Slack webhook and generic webhook) on loopback."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
+from imagelabels.indexing import bulk_write, ensure_indices
+from imagelabels.reports.delivery import DELIVERIES_INDEX
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY1 = datetime(2026, 3, 2, tzinfo=UTC)
+DAY2 = DAY1 + timedelta(days=1)
+
+CONFIG = """
+version: 1
+reports:
+  - name: daily
+    period: daily
+    top_n: 5
+    formats: [csv, xlsx, png, pdf, json]
+    output: {{uri: "s3://reports-bucket/labels/"}}
+    delivery:
+      attempts: 2
+      email: {{conn_id: smtp_default, to: [team@example.com], subject: "Labels {{interval}}"}}
+      slack: {{conn_id: slack_webhook_default}}
+      webhook: {{conn_id: imagelabels_webhook, endpoint: /reports}}
+"""
+
+
+def _index(es, day: datetime, labels: list[tuple[str, str, float]]) -> None:  # type: ignore[no-untyped-def]
+    """One document per (key, label, confidence), ingested during ``day``."""
+    ensure_indices(es)
+    actions = []
+    for minute, (key, label, confidence) in enumerate(labels):
+        at = day + timedelta(hours=9, minutes=minute)
+        obj = ObjectInfo(bucket="photos", key=key, size=10, etag=f"e-{key}", last_modified=at)
+        result = LabelResult(
+            labels=[{"Name": label, "Confidence": confidence, "Parents": []}],
+            labeler="local",
+            label_model_version="t",
+            min_confidence=50.0,
+            max_labels=10,
+        )
+        source = build_document(obj, result, dag_id="d", run_id="r", ingested_at=at)
+        doc_id = document_id("photos", key, None, obj.etag)
+        actions.append({"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source})
+    assert bulk_write(es, actions, refresh="wait_for").ok
+
+
+@pytest.fixture
+def report_dag(airflow_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The DAG file parsed with a report config that delivers on every channel."""
+    config = tmp_path / "reports.yaml"
+    config.write_text(CONFIG.format())
+    monkeypatch.setenv("IMAGELABELS_REPORTS_CONFIG", str(config))
+    spec = importlib.util.spec_from_file_location(
+        "image_label_report", ROOT / "dags" / "image_label_report.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.image_label_report_daily  # the DAG object registered for report "daily"
+    for task in dag.tasks:  # keep the production retries, but dag.test() need not wait 5 minutes
+        task.retry_delay = timedelta(seconds=1)
+    return dag
+
+
+def _run_day(dag, day: datetime):  # type: ignore[no-untyped-def]
+    run = dag.test(logical_date=day + timedelta(days=1))
+    assert (run.data_interval_start, run.data_interval_end) == (day, day + timedelta(days=1))
+    return run
+
+
+def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {
+        (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index}]"): str(ti.state)
+        for ti in run.get_task_instances()
+    }
+
+
+def test_backfilled_days_give_their_own_reports_delivered_on_every_channel(  # type: ignore[no-untyped-def]
+    report_dag, s3, es, smtp_sink, http_sink
+) -> None:
+    s3.create_bucket(Bucket="reports-bucket")
+    _index(es, DAY1, [("a/cat1.jpg", "Cat", 90.0), ("a/cat2.jpg", "Cat", 80.0), ("b/dog.jpg", "Dog", 70.0)])
+    _index(es, DAY2, [("a/car.jpg", "Car", 99.0)])
+
+    runs = [_run_day(report_dag, day) for day in (DAY1, DAY2)]
+    for run in runs:
+        assert _states(run) == {
+            "build_report": "success",
+            "deliver[email]": "success",
+            "deliver[slack]": "success",
+            "deliver[webhook]": "success",
+        }
+
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="reports-bucket")["Contents"]}
+    for day, stamp in ((DAY1, "2026-03-02"), (DAY2, "2026-03-03")):
+        folder = f"labels/daily/{day:%Y/%m/%d}/"
+        assert f"{folder}label-report_daily_{stamp}.pdf" in keys
+        assert f"{folder}label-report_daily_{stamp}.xlsx" in keys
+        assert f"{folder}label-report_daily_{stamp}_top_labels.png" in keys
+        assert f"{folder}label-report_daily_{stamp}_top_labels.csv" in keys
+
+    mails = smtp_sink.wait_for(2)
+    assert [m.message["Subject"] for m in mails] == ["Labels 2026-03-02", "Labels 2026-03-03"]
+    first = mails[0].attachments()
+    assert set(first) >= {"label-report_daily_2026-03-02.pdf", "label-report_daily_2026-03-02.xlsx"}
+
+    import openpyxl
+
+    book = openpyxl.load_workbook(io.BytesIO(first["label-report_daily_2026-03-02.xlsx"]))
+    top = book[book.sheetnames[2]]  # Summary, Outcomes, Top labels
+    rows = [tuple(c.value for c in row) for row in top.iter_rows(min_row=2, max_col=3)]
+    assert rows[:2] == [(1, "Cat", 2), (2, "Dog", 1)]
+
+    webhooks = [r.json() for r in http_sink.requests_to("/hook/reports")]
+    assert [(w["interval_key"], w["totals"]["indexed"]) for w in webhooks] == [
+        ("2026-03-02", 3),
+        ("2026-03-03", 1),
+    ]
+    assert webhooks[0]["top_labels"][0]["label"] == "Cat"
+    slack = [r.json()["text"] for r in http_sink.requests_to("/slack/")]
+    assert len(slack) == 2
+    assert "Cat" in slack[0]
+    assert "label-report_daily_2026-03-02.pdf" in slack[0]  # the presigned link to the PDF
+
+    # a rerun of a day overwrites its files and does not mail again
+    rerun = _run_day(report_dag, DAY1)
+    assert _states(rerun)["deliver[email]"] == "success"
+    assert len(smtp_sink.messages) == 2
+    assert len(http_sink.requests_to("/hook/reports")) == 2
+
+
+def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(  # type: ignore[no-untyped-def]
+    report_dag, s3, es, smtp_sink, http_sink, tmp_path: Path
+) -> None:
+    s3.create_bucket(Bucket="reports-bucket")
+    _index(es, DAY1, [("a/cat1.jpg", "Cat", 90.0)])
+    http_sink.fail_always(503)  # Slack and the webhook both answer 503
+
+    run = _run_day(report_dag, DAY1)
+    states = _states(run)
+    assert states["build_report"] == "success"
+    assert states["deliver[email]"] == "success"
+    assert states["deliver[webhook]"] == "failed"
+    assert states["deliver[slack]"] == "failed"
+    assert len(smtp_sink.wait_for(1)) == 1
+
+    record = es.get(index=DELIVERIES_INDEX, id="daily:2026-03-02:webhook")["_source"]
+    assert record["status"] == "failed"
+    assert "503" in record["error"]
+    assert es.get(index=DELIVERIES_INDEX, id="daily:2026-03-02:email")["_source"]["status"] == "delivered"
+
+    # the PDF that was mailed has pages that are not blank
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(smtp_sink.messages[0].attachments()["label-report_daily_2026-03-02.pdf"])
+    subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    pages = sorted(tmp_path.glob("page*.png"))
+    assert len(pages) >= 3
+    from PIL import Image, ImageStat
+
+    for page in pages:
+        assert max(ImageStat.Stat(Image.open(page).convert("L")).var) > 50, f"{page.name} is blank"
