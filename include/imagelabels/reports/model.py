@@ -165,6 +165,8 @@ def _parse_cell(value: Any, column_type: str) -> Any:
     return value
 
 
-def table(name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]], note: str = "") -> Table:
+def table(
+    name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]], note: str = ""
+) -> Table:
     """Build a :class:`Table` from lists (rows become tuples)."""
     return Table(name, title, tuple(columns), tuple(tuple(r) for r in rows), note)
