@@ -2,8 +2,10 @@
 
 Starts a moto server (S3) and noida-db (Elasticsearch) on free loopback ports, uploads real
 photographs, runs the hourly ingestion DAG with ``dag.test()`` for the hour(s) that contain the
-uploads, prints the run's totals and the answers to the first seed's three questions, and stops
-the servers it started.
+uploads, prints the run's totals and the answers to the first seed's three questions, runs today's daily
+label report (CSV, XLSX, PNG charts, PDF; stored in S3 and copied to ``.local/reports/``) and the
+alert DAG with a sample rule that the cat photo fires (posted to a webhook receiver on loopback),
+and stops the servers it started.
 
 Labels come from the local offline model (EfficientNet-Lite0 + open_nsfw on onnxruntime) unless
 ``--labeler rekognition`` or ``IMAGELABELS_LABELER=rekognition`` says otherwise (on the embedded
@@ -19,20 +21,70 @@ import os
 import sys
 import time
 import warnings
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from demo_services import WebhookReceiver
 from local_env import ROOT, STATE, prepare_airflow, upload_samples
 
-DAG_FILE = ROOT / "dags" / "image_ingest_s3_hourly.py"
+DEMO_RULES = ROOT / "scripts" / "demo_alert_rules.yaml"
 
 
-def load_dag():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("image_ingest_s3_hourly", DAG_FILE)
+def load_dag(file_stem: str, dag_id: str | None = None):  # type: ignore[no-untyped-def]
+    """The DAG ``dag_id`` (default: ``file_stem``) of ``dags/<file_stem>.py``."""
+    spec = importlib.util.spec_from_file_location(file_stem, ROOT / "dags" / f"{file_stem}.py")
     assert spec
     assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.image_ingest_s3_hourly()
+    found = getattr(module, dag_id or file_stem)
+    return found() if callable(found) else found
+
+
+def run_report(s3: Any) -> bool:
+    """Run today's daily label report and copy its files next to the demo's state."""
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    dag = load_dag("image_label_report", "image_label_report_daily")
+    print(f"\nRunning {dag.dag_id} for [{day:%Y-%m-%d}, {day + timedelta(days=1):%Y-%m-%d}) UTC ...")
+    run = dag.test(logical_date=day + timedelta(days=1))
+    print(f"  run {run.run_id}: {run.state}")
+    if str(run.state) != "success":
+        return False
+    built = run.get_task_instance("build_report").xcom_pull(task_ids="build_report")
+    folder = STATE / "reports" / built["interval_key"]
+    folder.mkdir(parents=True, exist_ok=True)
+    totals = built["totals"]
+    print(
+        f"  {totals['processed']} image(s) processed, {totals['indexed']} indexed, "
+        f"{totals['distinct_labels']} distinct labels, {totals['moderation_hits']} moderation hit(s)"
+    )
+    print(f"  stored under {built['uris'][0].rsplit('/', 1)[0]}/ and copied to:")
+    for uri in built["uris"]:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        local = folder / key.rsplit("/", 1)[-1]
+        s3.download_file(bucket, key, str(local))
+        print(f"    {local}")
+    return True
+
+
+def run_alerts() -> bool:
+    """Evaluate the demo's alert rules once, as after every ingestion run, and show what fired."""
+    with WebhookReceiver() as receiver:
+        os.environ.update(receiver.connection_env())
+        dag = load_dag("image_label_alerts")
+        print(f"\nRunning {dag.dag_id} with {DEMO_RULES.relative_to(ROOT)} ...")
+        run = dag.test(run_conf={"rules_file": str(DEMO_RULES)})
+        print(f"  run {run.run_id}: {run.state}")
+        if not receiver.received:
+            print("  no new alert (every matching image has already alerted once)")
+        for post in receiver.received:
+            alert = post["json"]
+            print(f"  ALERT {alert['subject']} (rule {alert['rule']}, via webhook)")
+            for image in alert["images"]:
+                matches = ", ".join(f"{m['label']} {m['confidence']:.1f}%" for m in image["matches"])
+                print(f"    {image['s3_location']}  ({matches})")
+                print(f"    link: {image['url']}")
+        return str(run.state) == "success"
 
 
 def main() -> int:
@@ -63,7 +115,7 @@ def main() -> int:
         if args.labeler == "rekognition":
             conf["features"] = ["labels"]  # moto answers DetectLabels only
         stamps = upload_samples(stack.boto3_client("s3"), prefix=f"uploads/{time.strftime('%Y-%m-%d')}/")
-        dag = load_dag()
+        dag = load_dag("image_ingest_s3_hourly")
         for hour in covering_hours(stamps):
             print(
                 f"\nRunning {dag.dag_id} for [{hour:%Y-%m-%d %H:%M}, {hour + timedelta(hours=1):%H:%M}) UTC ..."
@@ -99,6 +151,9 @@ def main() -> int:
         print(f"\n3. Images that represent '{label}' with at least 90% confidence:")
         for hit in search.images_with_label(es, label, min_confidence=90):
             print(f"   {hit.title:<20} {hit.confidence:6.2f}%")
+        if not run_report(stack.boto3_client("s3")) or not run_alerts():
+            print("  the run failed; task logs are under .local/airflow/logs", file=sys.stderr)
+            return 1
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; servers stopped. State: {STATE}")
     return 0
 
