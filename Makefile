@@ -12,6 +12,7 @@ help:
 	@echo "make airflow - the Airflow UI (admin/admin) on the embedded stack, to trigger runs and backfills"
 	@echo "make test   - set up, lint, type-check and run every test"
 	@echo "make lint   - ruff + mypy only"
+	@echo "make test-distributed - the hourly DAG on CeleryExecutor (PostgreSQL, Redis, 2 workers), checked"
 	@echo "make clean  - remove the venv and local state (.local/)"
 
 $(STAMP): requirements.txt requirements-extras.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -36,6 +37,19 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+# A real CeleryExecutor deployment on this machine (docs/distributed.md); ARGS="--images 2000 ..."
+.PHONY: install-distributed test-distributed
+DIST_STAMP := $(VENV)/.installed-distributed-stamp
+
+$(DIST_STAMP): $(STAMP) requirements-distributed.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-distributed.txt -c constraints.txt
+	@touch $(DIST_STAMP)
+
+install-distributed: $(DIST_STAMP)
+
+test-distributed: $(DIST_STAMP)
+	$(BIN)/python scripts/distributed_run.py $(ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration"

@@ -1,0 +1,1 @@
+"""Helpers of scripts/distributed_run.py (``make test-distributed``)."""
