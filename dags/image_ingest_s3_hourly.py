@@ -7,9 +7,12 @@ Every hour, label the images that arrived in the S3 bucket/prefix during the run
 
 1. **list_batches** lists the interval (paginated, streaming), writes one manifest per batch to
    S3 and returns only their URIs.
-2. **label_and_index** is mapped over the batches: label each image, index one document per
+2. **cost_guard** estimates the cost of the listed images (Rekognition: one paid call per image
+   and feature) and stops the run before any paid call when it is above `max_cost`; a rerun
+   with a higher `max_cost` processes the interval.
+3. **label_and_index** is mapped over the batches: label each image, index one document per
    object version (deterministic id), record failures with their reason.
-3. **summarize** logs and returns the run's totals.
+4. **summarize** logs and returns the run's totals.
 
 Backfills (UI "Trigger → Backfill" or `airflow backfill create`) process exactly their intervals;
 rerunning an interval skips every image already indexed and changes nothing. `retry_failed`
@@ -61,7 +64,16 @@ def image_ingest_s3_hourly() -> None:
             [reports[i] for i in range(len(reports))]
         )  # len() first: no probe past the end
 
-    summarize(label_and_index.expand(batch=list_batches()))
+    @task
+    def cost_guard(batches: list[dict], params: dict) -> dict:
+        from imagelabels.tasks import cost_guard
+
+        return cost_guard(params, batches)
+
+    batches = list_batches()
+    labeled = label_and_index.expand(batch=batches)
+    cost_guard(batches) >> labeled
+    summarize(labeled)
 
 
 image_ingest_s3_hourly()

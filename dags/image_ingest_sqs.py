@@ -9,10 +9,15 @@ EventBridge); this DAG runs back to back (`@continuous`, one run at a time):
 2. **drain_queue** receives up to `max_messages` (10 per call, long polling), keeps the latest
    event per object, acknowledges test events and superseded events, leaves malformed messages
    for the dead-letter queue, and writes batch manifests (messages with their receipt handles).
-3. **label_and_index** (mapped per batch) indexes uploads and deletes documents of removed
+   With a `max_cost` and Rekognition, the queue depth is priced *before* receiving: above the
+   limit the run stops with every message untouched (no receive, so none drifts towards the
+   dead-letter queue); otherwise it drains at most that many messages.
+3. **cost_guard** prices the drained events; a stop here leaves the messages unacknowledged:
+   they return after `visibility_timeout` and a later run takes them.
+4. **label_and_index** (mapped per batch) indexes uploads and deletes documents of removed
    objects with the same code as the hourly DAG, keeps its messages invisible meanwhile, and
    deletes them from the queue only once everything is written.
-4. **summarize** logs and returns the totals.
+5. **summarize** logs and returns the totals.
 
 `retry_failed` skips the queue and reprocesses the keys recorded in `images-failures`.
 """
@@ -68,9 +73,17 @@ def image_ingest_sqs() -> None:
             [reports[i] for i in range(len(reports))]
         )  # len() first: no probe past the end
 
+    @task
+    def cost_guard(batches: list[dict], params: dict) -> dict:
+        from imagelabels.tasks import cost_guard
+
+        return cost_guard(params, batches)
+
     batches = drain_queue()
+    labeled = label_and_index.expand(batch=batches)
     wait >> batches
-    summarize(label_and_index.expand(batch=batches))
+    cost_guard(batches) >> labeled
+    summarize(labeled)
 
 
 image_ingest_sqs()

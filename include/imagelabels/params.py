@@ -30,6 +30,64 @@ def ingestion_params() -> dict[str, Any]:
         ),
         **labeling_params(),
         **retry_params(),
+        **cost_params(),
+    }
+
+
+def cost_params() -> dict[str, Any]:
+    """The cost guard's limit, shared by every DAG that may call a paid labeler."""
+    from airflow.sdk import Param
+
+    return {
+        "max_cost": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            description=(
+                "Stop the run before any paid call when its estimated cost (images x paid calls per "
+                "image x price, config/prices.yaml) is above this many USD. Empty: the "
+                "IMAGELABELS_MAX_COST setting, else no limit. 0: nothing paid may run (the local "
+                "labeler is free and always runs)."
+            ),
+        ),
+    }
+
+
+def relabel_params() -> dict[str, Any]:
+    """Params of the re-label backfill: scope, the labeling settings to reach, dry run, limit."""
+    from airflow.sdk import Param
+
+    return {
+        "bucket": Param("", type="string", description="Bucket of the documents. Empty: IMAGELABELS_BUCKET."),
+        "prefix": Param("", type="string", description="Only keys under this prefix (empty: every key)."),
+        "since": Param(
+            "",
+            type="string",
+            description=(
+                "Only images whose `timestamp` (S3 LastModified) is at or after this ISO date or "
+                "date-time, UTC unless it says otherwise (empty: no lower bound)."
+            ),
+        ),
+        "until": Param(
+            "",
+            type="string",
+            description="Only images whose `timestamp` is before this ISO date or date-time (empty: no upper bound).",
+        ),
+        **{
+            name: p for name, p in labeling_params().items() if name != "reprocess"
+        },  # re-label is reprocessing
+        "label_model_version": Param(
+            "",
+            type="string",
+            description=(
+                "The current LabelModelVersion. Empty: the local model's own version; for Rekognition "
+                "the newest version already in the index (Rekognition reports it only in paid answers)."
+            ),
+        ),
+        "dry_run": Param(
+            False, type="boolean", description="Count only: find stale documents, label nothing."
+        ),
+        **cost_params(),
     }
 
 
@@ -81,6 +139,7 @@ def queue_params() -> dict[str, Any]:
         ),
         **labeling_params(),
         **retry_params(),
+        **cost_params(),
     }
 
 

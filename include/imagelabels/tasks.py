@@ -76,7 +76,7 @@ def drain_or_plan_retries(params: Mapping[str, Any], dag_id: str, run_id: str) -
         now = datetime.now(UTC)
         return plan_listing(params, str(params.get("prefix") or ""), dag_id, run_id, now, now)
     labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
-    config = queue_settings(params)
+    config = precheck_queue_cost(params, queue_settings(params))
     staging = settings.env("STAGING_URI") or settings.staging_uri(
         settings.source_bucket(params.get("bucket"))
     )
@@ -133,4 +133,126 @@ def summarize_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
     totals = summarize(reports)
     logging.getLogger(__name__).info("run totals: %s", totals)
+    return totals
+
+
+def _fail(error: Exception) -> Exception:
+    """An error retrying cannot fix (a cost limit, a bad price table): fail without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    failure = AirflowFailException(str(error))
+    failure.__cause__ = error
+    return failure
+
+
+def cost_guard(
+    params: Mapping[str, Any], batches: list[dict[str, Any]], what: str = "this run"
+) -> dict[str, Any]:
+    """The ``cost_guard`` task: estimate the planned batches' cost, log it, and stop the run
+    (no retries: the same plan would cost the same) when it is above ``max_cost``."""
+    from imagelabels import costs
+
+    try:
+        estimate = costs.estimate_cost(
+            costs.images_in(batches), labeler_name(params), labeling_settings(params)
+        )
+        costs.check_budget(estimate, costs.parse_max_cost(params.get("max_cost")), what=what)
+    except (costs.CostLimitExceeded, costs.PriceTableError) as error:
+        raise _fail(error) from error
+    return estimate.as_xcom()
+
+
+def precheck_queue_cost(params: Mapping[str, Any], config: Any) -> Any:
+    """Check the limit *before* receiving anything, and cap the drain to what was estimated.
+
+    Received messages stay hidden for the visibility timeout and every receive counts towards
+    the dead-letter queue's ``maxReceiveCount``; a run the guard stops after draining would push
+    its messages towards the DLQ. So, when a limit applies to a paid labeler, the estimate uses
+    the queue depth (S3 sends one record per message), capped at ``max_messages``; above the
+    limit the run stops with every message untouched, else the drain takes at most that many.
+    """
+    import dataclasses
+
+    from imagelabels import costs
+    from imagelabels.sensors import queue_depth
+
+    try:
+        limit = costs.parse_max_cost(params.get("max_cost"))
+        per_image = costs.estimate_cost(1, labeler_name(params), labeling_settings(params))
+        if limit is None or not per_image.paid:
+            return config
+        images = max(1, min(queue_depth(settings.aws_conn_id(), config.queue_url), config.max_messages))
+        estimate = costs.estimate_cost(images, per_image.labeler, labeling_settings(params))
+        costs.check_budget(estimate, limit, what=f"draining {config.queue_url}")
+    except (costs.CostLimitExceeded, costs.PriceTableError) as error:
+        raise _fail(error) from error
+    return dataclasses.replace(config, max_messages=images)
+
+
+def relabel_target(params: Mapping[str, Any], es: Any) -> Any:
+    """The settings a re-label run brings documents to (Params, deployment defaults, model version)."""
+    from imagelabels.relabel import Target, current_model_version
+
+    name = labeler_name(params)
+    version = current_model_version(es, name, str(params.get("label_model_version") or ""))
+    return Target.of(name, labeling_settings(params), version)
+
+
+def plan_relabel_run(
+    params: Mapping[str, Any], dag_id: str, run_id: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The re-label ``plan`` task: batch references for XCom, and the run's counts so far."""
+    from imagelabels import costs
+    from imagelabels.relabel import parse_bound, plan_relabel
+
+    es = _es()
+    target = relabel_target(params, es)
+    bucket = settings.source_bucket(params.get("bucket"))
+    plan = plan_relabel(
+        s3_client=_s3(),
+        es=es,
+        bucket=bucket,
+        prefix=str(params.get("prefix") or ""),
+        since=parse_bound(params.get("since")),
+        until=parse_bound(params.get("until")),
+        target=target,
+        staging_uri=settings.staging_uri(bucket),
+        run=RunContext(dag_id, run_id),
+        batch_size=int(params["batch_size"]),
+        dry_run=bool(params.get("dry_run")),
+    )
+    try:  # what re-labeling the stale documents would cost (a dry run's answer too)
+        estimate = costs.estimate_cost(plan.counts["stale_found"], target.labeler, labeling_settings(params))
+        plan.counts["estimate"] = estimate.as_xcom()
+    except costs.PriceTableError as error:
+        raise _fail(error) from error
+    target_xcom = target.as_xcom()
+    return [{**m.as_xcom(), "target": target_xcom} for m in plan.manifests], plan.counts
+
+
+def relabel_one_batch(
+    batch: Mapping[str, Any], params: Mapping[str, Any], dag_id: str, run_id: str
+) -> dict[str, Any]:
+    """The mapped ``relabel`` task: one manifest of stale documents, updated in place."""
+    from imagelabels.relabel import Target, relabel_batch
+
+    return relabel_batch(
+        s3_client=_s3(),
+        es=_es(),
+        labeler=_labeler(params),
+        manifest=batch,
+        target=Target.from_xcom(batch["target"]),
+        run=RunContext(dag_id, run_id),
+        refresh=settings.es_refresh(),
+    ).as_xcom()
+
+
+def relabel_report(counts: Mapping[str, Any], reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``report`` task: planning counts plus what the batches did, logged."""
+    import logging
+
+    from imagelabels.relabel import report_totals
+
+    totals = report_totals(counts, reports)
+    logging.getLogger(__name__).info("re-label totals: %s", totals)
     return totals
