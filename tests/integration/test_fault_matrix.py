@@ -500,7 +500,9 @@ def test_bad_settings_fail_the_first_task_before_any_paid_call(
         monkeypatch.setenv(name, value)
     errors: list[BaseException] = []
     first = hourly_dag.get_task("list_batches")
-    first.on_retry_callback = first.on_failure_callback = lambda context: errors.append(context["exception"])
+    first.on_retry_callback = first.on_failure_callback = [
+        lambda context: errors.append(context["exception"])
+    ]
     run = hourly_dag.test(
         logical_date=hour + timedelta(hours=1),
         run_conf={"bucket": BUCKET, "prefix": PREFIX, **MOTO_REKOGNITION, **conf},
