@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, document_id, failure_id
 from imagelabels.manifests import INTERNAL_PREFIX
 
-OutageMode = Literal["refused", "unavailable"]
+OutageMode = Literal["refused", "unavailable", "reply_lost"]
 RequestMatcher = Callable[[str, str], bool]  # (method, path) -> trip the outage?
 
 _ES_HEADERS = {"Content-Type": "application/json", "X-Elastic-Product": "Elasticsearch"}
@@ -36,13 +36,15 @@ class OutageProxy:
 
     * ``refused``: the listening socket is closed, so new connections are refused by the kernel
       (the request that tripped the outage gets its connection dropped without an answer);
-    * ``unavailable``: the proxy keeps listening and answers every request ``503``.
+    * ``unavailable``: the proxy keeps listening and answers every request ``503``;
+    * ``reply_lost`` (a blip, not an outage): the tripping request is forwarded - the server acts
+      on it - but its answer is dropped with the connection; later requests pass again.
 
     :meth:`trip_on` arms the outage to start on the first request matching ``(method, path)``
     (that request is already refused), so a test can take the service away at an exact point of
     a run. Counters prove the fault happened: ``dropped`` (connections cut), ``unavailable``
-    (503 answers), ``outages`` (times it went down) and ``log`` ((method, path, outcome) per
-    request that reached the proxy).
+    (503 answers), ``replies_lost``, ``outages`` (times it went down or blipped) and ``log``
+    ((method, path, outcome) per request that reached the proxy).
     """
 
     def __init__(self, upstream: str) -> None:
@@ -51,6 +53,7 @@ class OutageProxy:
         self.outages = 0
         self.dropped = 0
         self.unavailable = 0
+        self.replies_lost = 0
         self.forwarded = 0
         self.log: list[tuple[str, str, str]] = []
         self._trip: tuple[RequestMatcher, OutageMode] | None = None
@@ -117,6 +120,10 @@ class OutageProxy:
         """What happens to one request: ``None`` to forward it, else the outage it meets."""
         with self._lock:
             if self.mode is None and self._trip is not None and self._trip[0](method, path):
+                if self._trip[1] == "reply_lost":
+                    self._trip = None
+                    self.outages += 1
+                    return "reply_lost"
                 self._go_down_locked(self._trip[1])
             return self.mode
 
@@ -153,6 +160,11 @@ class OutageProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 connection.request(self.command, self.path, body=body or None, headers=headers)
                 response = connection.getresponse()
+                if outage == "reply_lost":  # the server did the work; the client never hears of it
+                    response.read()
+                    proxy._count("replies_lost", self.command, self.path)
+                    self.close_connection = True
+                    return
                 proxy._count("forwarded", self.command, self.path)
                 self._reply(response.status, response.read(), dict(response.getheaders()))
 

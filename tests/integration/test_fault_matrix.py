@@ -184,12 +184,29 @@ def test_es_unavailable_after_the_documents_before_the_failure_records(s3, es, s
         es.indices.refresh(index=INDEX_ALIAS)
         assert es.count(index=INDEX_ALIAS)["count"] == 5  # half-done: a run ending here loses a key
         assert es.count(index=FAILURES_INDEX)["count"] == 0
+        with pytest.raises(AssertionError, match=r"lost .*notes-0\.jpg"):  # the check sees it
+            assert_nothing_lost(es, s3, BUCKET, PREFIX)
         proxy.come_back()
         report = _label(s3, client, labeler, manifest)
     assert (report.already_indexed, report.labeled, dict(report.failed)) == (5, 0, {"not_an_image": 1})
     accounting = assert_nothing_lost(es, s3, BUCKET, PREFIX)
     assert sorted(accounting.indexed) == keys[:5]
     assert accounting.records[f"{PREFIX}notes-0.jpg"]["attempts"] == 1
+
+
+def test_es_acting_on_a_bulk_whose_answer_is_lost_creates_no_duplicate(s3, es, stack) -> None:  # type: ignore[no-untyped-def]
+    """ES writes the documents but the connection dies before the answer: the client sends the
+    same bulk again, and deterministic ids with ``create`` turn the repeat into 409s."""
+    keys = _upload(s3, 6)
+    [manifest] = _plan(s3, es)
+    with OutageProxy(stack.es_url) as proxy:
+        proxy.trip_on(on_path("/_bulk"), "reply_lost")
+        report = _label(s3, Elasticsearch(proxy.url, request_timeout=30), _moto_labeler(stack), manifest)
+    assert proxy.replies_lost == 1
+    assert [path for _, path, outcome in proxy.log if "_bulk" in path] == ["/_bulk?refresh=wait_for"] * 2
+    assert (report.labeled, report.indexed, report.index_errors) == (6, 6, [])  # 6 x 409 "already there"
+    accounting = assert_nothing_lost(es, s3, BUCKET, PREFIX)
+    assert sorted(accounting.indexed) == keys
 
 
 # --- 2. Elasticsearch answering 429 for a while ----------------------------------------------------
@@ -316,6 +333,8 @@ def test_a_worker_killed_mid_batch_then_rerun_indexes_everything_once(s3, es, st
     assert lines == ["batch 0", "done 0", "batch 1"]
     es.indices.refresh(index=INDEX_ALIAS)
     assert es.count(index=INDEX_ALIAS)["count"] == 4  # batch 0 written, batch 1 died before its bulk
+    with pytest.raises(AssertionError, match="lost"):  # 8 keys are nowhere until the retry
+        assert_nothing_lost(es, s3, BUCKET, PREFIX)
     paid_before = server.stats()["operations"]["DetectLabels"]["requests"]
 
     # Airflow retries the run: the same manifests, in this process
