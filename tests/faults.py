@@ -111,8 +111,13 @@ class OutageProxy:
         self._trip = None
         if mode == "refused":
             server = self._server
+
+            def stop() -> None:
+                server.shutdown()
+                server.server_close()
+
             # shutdown() waits for serve_forever to return: never from a handler thread's stack
-            stopper = threading.Thread(target=lambda: (server.shutdown(), server.server_close()))
+            stopper = threading.Thread(target=stop)
             stopper.start()
             stopper.join(timeout=10)
 
@@ -155,7 +160,7 @@ class OutageProxy:
                     proxy._count("unavailable", self.command, self.path)
                     return self._reply(503, json.dumps(_UNAVAILABLE).encode(), _ES_HEADERS)
                 connection = http.client.HTTPConnection(
-                    proxy.upstream.hostname, proxy.upstream.port, timeout=30
+                    proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30
                 )
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 connection.request(self.command, self.path, body=body or None, headers=headers)

@@ -301,7 +301,7 @@ KILLED_WORKER = textwrap.dedent(
 
 
 def test_a_worker_killed_mid_batch_then_rerun_indexes_everything_once(s3, es, stack, standin) -> None:  # type: ignore[no-untyped-def]
-    server = standin(latency_ms=300)  # slow enough to kill the worker while it labels
+    server = standin(latency_ms=600)  # slow enough to kill the worker while it labels
     keys = _upload(s3, 12)
     manifests = _plan(s3, es, batch_size=4)
     assert len(manifests) == 3
@@ -393,6 +393,7 @@ def test_poison_messages_never_crash_a_run_and_good_images_are_not_lost(
     labeler = _moto_labeler(stack)
     malformed = []
     caplog.set_level(logging.ERROR, logger="imagelabels.event_ingest")
+    caplog.set_level(logging.WARNING, logger="imagelabels.pipeline")
     for _ in range(3):  # maxReceiveCount 2: the third receive moves the poison to the DLQ
         manifests, drained = plan_event_batches(
             sqs_client=sqs,
@@ -420,6 +421,8 @@ def test_poison_messages_never_crash_a_run_and_good_images_are_not_lost(
     logged = [r.getMessage() for r in caplog.records if "malformed message" in r.getMessage()]
     assert len(logged) == 2 * len(poison)  # each receive logs its reason
     assert any("SubscriptionConfirmation" in message for message in logged)
+    acknowledged = [r.getMessage() for r in caplog.records if r.name == "imagelabels.pipeline"]
+    assert [m for m in acknowledged if missing in m and "object_gone" in m]  # logged, then acknowledged
     dead = []
     while batch := sqs.receive_message(QueueUrl=sqs_queue["dlq"], MaxNumberOfMessages=10).get("Messages"):
         dead += [m["Body"] for m in batch]
