@@ -33,7 +33,32 @@ def aws_client(service: str, aws_conn_id: str = "aws_default") -> Any:
         client_type=service,
         config=Config(retries=AWS_RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS),
     )
-    return hook.get_conn()
+    client = hook.get_conn()
+    mask_aws_credentials(hook)
+    return client
+
+
+def mask_aws_credentials(hook: Any) -> None:
+    """Register the hook's secret key and session token, raw and URL-encoded, with Airflow's
+    log masker.
+
+    Airflow masks a connection's password and sensitive extras as they are, but botocore's
+    DEBUG logs (the canonical request of every presigned URL) and presigned links carry the
+    session token URL-encoded (``/``, ``+`` and ``=`` escaped), which the masker does not match;
+    credentials from an assumed role or the default chain are not connection values at all.
+    """
+    from urllib.parse import quote
+
+    from airflow.sdk.log import mask_secret
+
+    try:
+        credentials = hook.get_credentials()
+    except Exception:  # no credentials yet: the client's first call reports it
+        return
+    for secret in (credentials.secret_key, credentials.token):
+        if secret:
+            mask_secret(secret)
+            mask_secret(quote(secret, safe=""))
 
 
 def elasticsearch_client(es_conn_id: str = "elasticsearch_default") -> Any:
@@ -61,6 +86,7 @@ def presigning_s3_client(aws_conn_id: str = "aws_default") -> Any:
 
     config = Config(signature_version="s3v4")
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", config=config)
+    mask_aws_credentials(hook)
     public = os.environ.get("IMAGELABELS_PRESIGN_ENDPOINT_URL", "").strip()
     if not public:
         return hook.get_conn()
