@@ -260,13 +260,16 @@ def _run_phase(log: Path, steps: list[dict[str, Any]], env: dict[str, str]) -> l
 
 @pytest.fixture
 def smtp_auth_sink() -> Iterator[AuthSmtpSink]:
-    with AuthSmtpSink() as sink:
+    sink = AuthSmtpSink().start()
+    try:
         yield sink
+    finally:
+        sink.stop()
 
 
 def _everything_in_elasticsearch(es: Any) -> str:
     """Every document of every index (delivery records, alert firings/state, failures) as JSON."""
-    dump = []
+    dump: list[dict[str, Any]] = []
     for index in es.indices.get(index="*", expand_wildcards="all"):
         hits = es.search(index=index, size=1000, query={"match_all": {}})["hits"]["hits"]
         dump.extend({"_index": index, "_id": h["_id"], "_source": h["_source"]} for h in hits)
