@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def rekognition(standin, stack, monkeypatch):  # type: ignore[no-untyped-def]
     connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": server.url}}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
     monkeypatch.delenv("IMAGELABELS_MAX_COST", raising=False)
-    for variable in [v for v in __import__("os").environ if v.startswith("IMAGELABELS_PRICE")]:
+    for variable in [v for v in os.environ if v.startswith("IMAGELABELS_PRICE")]:
         monkeypatch.delenv(variable)
     return server
 
@@ -61,9 +62,7 @@ def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
-def test_hourly_run_above_max_cost_stops_before_any_paid_call(
-    airflow_db, s3, es, rekognition, capfd
-) -> None:  # type: ignore[no-untyped-def]
+def test_hourly_run_above_max_cost_stops_before_any_paid_call(airflow_db, s3, es, rekognition, capfd) -> None:  # type: ignore[no-untyped-def]
     hour = _upload(s3)[0]
     run = _run_hour(_load("image_ingest_s3_hourly"), hour, max_cost=0.0059, **PAID)  # estimate $0.006
 
