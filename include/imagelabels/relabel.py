@@ -127,12 +127,18 @@ def current_model_version(es: Any, labeler: str, override: str = "") -> str | No
     return newest_model_version(es, labeler)
 
 
-def parse_bound(value: str | None) -> datetime | None:
-    """An ISO date or date-time Param (empty: unbounded); naive values are UTC."""
+def parse_bound(value: str | None, name: str = "since/until") -> datetime | None:
+    """An ISO date or date-time Param (empty: unbounded); naive values are UTC.
+
+    :raises ValueError: naming the Param, for anything else.
+    """
     text = (value or "").strip()
     if not text:
         return None
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not an ISO date or date-time (e.g. 2026-03-01)") from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 

@@ -178,8 +178,10 @@ def precheck_queue_cost(params: Mapping[str, Any], config: Any) -> Any:
 
     try:
         limit = costs.parse_max_cost(params.get("max_cost"))
+        if limit is None:
+            return config
         per_image = costs.estimate_cost(1, labeler_name(params), labeling_settings(params))
-        if limit is None or not per_image.paid:
+        if not per_image.paid:
             return config
         images = max(1, min(queue_depth(settings.aws_conn_id(), config.queue_url), config.max_messages))
         estimate = costs.estimate_cost(images, per_image.labeler, labeling_settings(params))
@@ -205,16 +207,20 @@ def plan_relabel_run(
     from imagelabels import costs
     from imagelabels.relabel import parse_bound, plan_relabel
 
+    try:  # bad Params fail the run at once: a retry would read the same Params
+        since, until = parse_bound(params.get("since"), "since"), parse_bound(params.get("until"), "until")
+        bucket = settings.source_bucket(params.get("bucket"))
+    except ValueError as error:
+        raise _fail(error) from error
     es = _es()
     target = relabel_target(params, es)
-    bucket = settings.source_bucket(params.get("bucket"))
     plan = plan_relabel(
         s3_client=_s3(),
         es=es,
         bucket=bucket,
         prefix=str(params.get("prefix") or ""),
-        since=parse_bound(params.get("since")),
-        until=parse_bound(params.get("until")),
+        since=since,
+        until=until,
         target=target,
         staging_uri=settings.staging_uri(bucket),
         run=RunContext(dag_id, run_id),

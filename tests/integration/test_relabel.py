@@ -186,3 +186,16 @@ def test_relabel_to_rekognition_is_priced_and_stopped_before_any_call(
     assert {tuple(source["features"]) for _, source in after.values()} == {("labels", "moderation")}
     # the current Rekognition version is now the one in the index: nothing is stale any more
     assert _relabel(**conf)["stale_found"] == 0
+
+
+def test_date_bounds_and_model_version_order() -> None:
+    from datetime import UTC, datetime
+
+    from imagelabels.relabel import _version_key, parse_bound
+
+    assert parse_bound("") is None
+    assert parse_bound("2026-03-01") == datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_bound("2026-03-01T10:00:00Z") == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    with pytest.raises(ValueError, match="since: 'March' is not an ISO date"):
+        parse_bound("March", "since")
+    assert max(["2.0", "10.0", "3.0"], key=_version_key) == "10.0"
