@@ -67,7 +67,7 @@ def _connection_secrets(conn_id: str) -> list[str]:
     return [secret.strip() for secret in (conn.password, conn.login) if secret and len(secret.strip()) > 3]
 
 
-def _redact(message: str, conn_id: str) -> str:
+def redact(message: str, conn_id: str) -> str:
     """``message`` without the connection's secrets, URL credentials or Slack token paths."""
     for secret in sorted(_connection_secrets(conn_id), key=len, reverse=True):
         message = message.replace(secret, "***")
@@ -77,7 +77,7 @@ def _redact(message: str, conn_id: str) -> str:
 
 def _failure(channel: str, conn_id: str, error: BaseException) -> DeliveryError:
     reason = f"{type(error).__name__}: {error}".strip().rstrip(":")
-    return DeliveryError(channel, conn_id, _redact(reason, conn_id))
+    return DeliveryError(channel, conn_id, redact(reason, conn_id))
 
 
 def build_email(
@@ -202,5 +202,5 @@ def post_webhook(*, conn_id: str, payload: Mapping[str, Any], endpoint: str = ""
     if not 200 <= response.status_code < 300:
         detail = (response.text or "")[:200].strip()
         raise DeliveryError(
-            "webhook", conn_id, _redact(f"HTTP {response.status_code} {response.reason}: {detail}", conn_id)
+            "webhook", conn_id, redact(f"HTTP {response.status_code} {response.reason}: {detail}", conn_id)
         )

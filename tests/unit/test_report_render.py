@@ -154,6 +154,20 @@ def test_xlsx_keeps_text_that_looks_like_a_formula_as_text(tmp_path: Path) -> No
     assert "bell" in labels  # the control character (not allowed in XLSX) is dropped, not fatal
 
 
+def test_csv_defuses_text_that_a_spreadsheet_would_run_as_a_formula(tmp_path: Path) -> None:
+    evil = '=HYPERLINK("http://evil.example","click")'
+    report = with_labels(sample_report(), evil, "@SUM(A1)", "-1+2", "plain")
+    paths = render_report(report, tmp_path, ["csv"])
+    top = next(p for p in paths if p.name.endswith("_top_labels.csv"))
+    with top.open(newline="", encoding="utf-8") as handle:
+        labels = [row["label"] for row in csv.DictReader(handle)]
+    assert "'" + evil in labels
+    assert "'@SUM(A1)" in labels
+    assert "'-1+2" in labels
+    assert "plain" in labels
+    assert evil not in labels
+
+
 @pytest.mark.parametrize(
     ("title", "used", "expected"),
     [

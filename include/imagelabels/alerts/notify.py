@@ -120,7 +120,7 @@ def send_notification(notification: Notification, channels: Mapping[str, Any]) -
     :func:`~imagelabels.alerts.evaluate.mark_notified`, so failed channels are retried by the next
     evaluation. ``channels`` is the rules file's ``channels:`` mapping.
     """
-    from imagelabels.channels import DeliveryError
+    from imagelabels.channels import DeliveryError, redact
 
     results: dict[str, str] = {}
     for channel in notification.channels:
@@ -131,7 +131,8 @@ def send_notification(notification: Notification, channels: Mapping[str, Any]) -
             results[channel] = f"error: {error}"
         except Exception as error:  # a bug in one channel must not keep the others from sending
             logger.exception("alert %s not delivered via %s", notification.rule, channel)
-            results[channel] = f"error: {type(error).__name__}: {error}"
+            conn_id = str((channels.get(channel) or {}).get("conn_id") or "")
+            results[channel] = "error: " + redact(f"{type(error).__name__}: {error}", conn_id)
         else:
             results[channel] = SENT
     return results

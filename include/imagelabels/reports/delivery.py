@@ -336,7 +336,7 @@ def deliver(
                 raise DeliveryError(error.channel, error.conn_id, error.reason, attempts=attempt) from error
         except Exception as error:  # a bug or an unexpected library error: same contract
             if attempt == tries:
-                reason = f"{type(error).__name__}: {error}"
+                reason = channels.redact(f"{type(error).__name__}: {error}", conn_id)
                 raise DeliveryError(channel, conn_id, reason, attempts=attempt) from error
         time.sleep(backoff_seconds * 2 ** (attempt - 1))
     raise AssertionError("unreachable")  # pragma: no cover

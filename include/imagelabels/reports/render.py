@@ -183,12 +183,20 @@ def column_header(column: Column) -> str:
     return column.title
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (CSV injection, OWASP).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def csv_cell(value: Any, column: Column) -> Any:
-    """A cell for CSV: datetimes in ISO 8601 UTC, ``None`` empty, anything else as it is."""
+    """A cell for CSV: datetimes in ISO 8601 UTC, ``None`` empty, numbers as they are; text that
+    a spreadsheet would run as a formula (an S3 key or label starting with ``=``, ``+``, ``-``,
+    ``@``...) gets a leading ``'``, OWASP's advice, so opening the CSV in Excel runs nothing."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return to_utc(value).isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
     return value
 
 
