@@ -90,6 +90,7 @@ def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hou
                 "title": name,
                 "s3_location": f"s3://photos/uploads/{name}",
                 "s3bucket": "photos",
+                "prefixes": ["uploads/"],
                 "s3key": f"uploads/{name}",
                 "timestamp": heads[name]["LastModified"].isoformat(),
                 "imported-by": "imagelabels/airflow:image_ingest_s3_hourly",
