@@ -81,6 +81,7 @@ class RunResult:
 
     images: int
     workers: int
+    slots: int  # per worker
     run_state: str
     run_seconds: float  # the DAG run's start_date -> end_date
     wall_seconds: float  # trigger -> seen finished
@@ -93,13 +94,18 @@ class RunResult:
         return self.images / self.run_seconds if self.run_seconds > 0 else 0.0
 
 
-def _raise_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so the cleanup in ``finally`` runs."""
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so the cleanup in ``finally`` runs (SIGINT
+    explicitly too: a shell starts background jobs with SIGINT ignored, and Python keeps that)."""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
+        # once: a second Ctrl-C must not abort the cleanup half way (leaking processes)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _aws_connection(stack: Any, standin_url: str) -> str:
@@ -220,6 +226,7 @@ def run_distributed(options: RunOptions) -> RunResult:
         result = RunResult(
             images=len(images),
             workers=options.workers,
+            slots=options.concurrency,
             run_state=str(run["state"]),
             run_seconds=_seconds(run),
             wall_seconds=wall,
@@ -246,7 +253,7 @@ def report(result: RunResult) -> str:
     lines = [
         f"run state         {result.run_state}",
         f"images            {result.images}",
-        f"workers           {result.workers}  ({MAPPED_TASK} per worker: {split})",
+        f"workers           {result.workers} x {result.slots} slots  ({MAPPED_TASK} per worker: {split})",
         f"DAG run duration  {result.run_seconds:.1f} s  (trigger to seen finished: {result.wall_seconds:.1f} s)",
         f"throughput        {result.images_per_second:.2f} images/s",
     ]
@@ -280,9 +287,13 @@ def parse_options(argv: list[str] | None = None) -> RunOptions:
 
 
 def main() -> int:
-    _raise_on_sigterm()
+    interrupt_on_signals()
     options = parse_options()
-    result = run_distributed(options)
+    try:
+        result = run_distributed(options)
+    except KeyboardInterrupt:
+        print("interrupted: everything this run started is stopped, its database dropped", file=sys.stderr)
+        return 130
     print(report(result))
     if result.problems:
         print(f"\nFAILED (logs kept in {result.run_dir}):", file=sys.stderr)
