@@ -43,6 +43,35 @@ def queue_settings(params: Mapping[str, Any]) -> Any:
     )
 
 
+def check_bucket_reachable(bucket: str) -> None:
+    """One quick ``HeadBucket`` through the AWS connection before a run lists or labels.
+
+    A wrong endpoint, region or credentials then fails the first task within seconds, naming
+    the connection and the bucket, instead of after a minute of adaptive retries per try.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    conn_id = settings.aws_conn_id()
+    client = clients.aws_client("s3", conn_id, probe=True)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        what = {
+            "404": "does not exist",
+            "NoSuchBucket": "does not exist",
+            "403": "is not readable (access denied)",
+        }
+        reason = what.get(code) or what.get(str(status)) or f"cannot be read ({code or status})"
+        raise ValueError(f"s3://{bucket}/ {reason} through aws connection {conn_id!r}") from error
+    except BotoCoreError as error:
+        endpoint = client.meta.endpoint_url
+        raise ConnectionError(
+            f"cannot reach S3 at {endpoint} (s3://{bucket}/) through aws connection {conn_id!r}: {error}"
+        ) from error
+
+
 def plan_listing(
     params: Mapping[str, Any], prefix: str, dag_id: str, run_id: str, start: Any, end: Any
 ) -> list[dict[str, Any]]:
@@ -51,6 +80,7 @@ def plan_listing(
 
     labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
     bucket = settings.source_bucket(params.get("bucket"))
+    check_bucket_reachable(bucket)
     plan = plan_batches(
         s3_client=_s3(),
         es=_es(),

@@ -481,6 +481,8 @@ def _bad_setting_cases(stack: Any) -> dict[str, tuple[dict[str, str], dict[str, 
     closed = _closed_port()
     bad_endpoint = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
     bad_endpoint["extra"]["endpoint_url"] = stack.es_url  # S3 requests reach a server that is not S3
+    unreachable = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    unreachable["extra"]["endpoint_url"] = f"http://127.0.0.1:{closed}"
     return {
         "unknown default labeler": (
             {"IMAGELABELS_LABELER": "clip"},
@@ -488,7 +490,7 @@ def _bad_setting_cases(stack: Any) -> dict[str, tuple[dict[str, str], dict[str, 
             ["IMAGELABELS_LABELER", "clip"],
         ),
         "no bucket": ({}, {"bucket": ""}, ["bucket", "IMAGELABELS_BUCKET"]),
-        "missing bucket": ({}, {"bucket": "no-such-bucket"}, ["s3://no-such-bucket/", "NoSuchBucket"]),
+        "missing bucket": ({}, {"bucket": "no-such-bucket"}, ["s3://no-such-bucket/", "does not exist"]),
         "elasticsearch at a closed port": (
             {"AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": _es_connection(closed)},
             {},
@@ -498,6 +500,11 @@ def _bad_setting_cases(stack: Any) -> dict[str, tuple[dict[str, str], dict[str, 
             {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(bad_endpoint)},
             {},
             [f"s3://{BUCKET}/", "aws connection"],
+        ),
+        "aws endpoint at a closed port": (
+            {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(unreachable)},
+            {},
+            [f"cannot reach S3 at http://127.0.0.1:{closed}", "aws connection 'aws_default'"],
         ),
     }
 
@@ -510,6 +517,7 @@ def _bad_setting_cases(stack: Any) -> dict[str, tuple[dict[str, str], dict[str, 
         "missing bucket",
         "elasticsearch at a closed port",
         "aws endpoint that is not S3",
+        "aws endpoint at a closed port",
     ],
 )
 def test_bad_settings_fail_the_first_task_before_any_paid_call(

@@ -29,6 +29,7 @@ NOT_AWS = {
 # Rekognition's S3Object.Version) needs GetObjectVersion; HeadObject is authorized by GetObject.
 CALLS: dict[str, set[str]] = {
     "list_objects_v2": {"s3:ListBucket"},
+    "head_bucket": {"s3:ListBucket"},
     "head_object": {"s3:GetObject"},
     "get_object": {"s3:GetObject", "s3:GetObjectVersion"},
     "download_file": {"s3:GetObject"},
