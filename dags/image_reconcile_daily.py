@@ -42,6 +42,7 @@ def image_reconcile_daily() -> None:
         from imagelabels.params import labeler_name, labeling_settings
         from imagelabels.pipeline import RunContext
         from imagelabels.reconcile import plan_reconciliation
+        from imagelabels.tasks import bound_map_length
 
         labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any change
         bucket = settings.source_bucket(params["bucket"])
@@ -58,30 +59,16 @@ def image_reconcile_daily() -> None:
             refresh=settings.es_refresh(),
         )
         ti.xcom_push("counts", result.counts.as_xcom())  # a mapped task can only expand return_value
-        return [manifest.as_xcom() for manifest in result.manifests]
+        return bound_map_length([manifest.as_xcom() for manifest in result.manifests])
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels import clients, settings
-        from imagelabels.ingest import label_batch
-        from imagelabels.labelers import make_labeler
-        from imagelabels.params import labeler_name, labeling_settings
-        from imagelabels.pipeline import RunContext
+        from imagelabels.tasks import label_event_or_retry_batch
 
         get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
-        conn_id = settings.aws_conn_id()
-        return label_batch(
-            s3_client=clients.aws_client("s3", conn_id),
-            es=clients.elasticsearch_client(settings.es_conn_id()),
-            labeler=make_labeler(
-                labeler_name(params),
-                lambda service: clients.aws_client(service, conn_id),
-                labeling_settings(params),
-            ),
-            manifest=batch,
-            run=RunContext(dag_run.dag_id, run_id),
-            refresh=settings.es_refresh(),
-        ).as_xcom()
+        return label_event_or_retry_batch(
+            {**batch, "kind": batch.get("kind", "objects")}, params, dag_run.dag_id, run_id
+        )
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
     def report(reports: list[dict], ti=None) -> dict:  # type: ignore[no-untyped-def]

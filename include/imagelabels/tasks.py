@@ -93,7 +93,7 @@ def plan_listing(
         batch_size=int(params["batch_size"]),
         retry_failed=bool(params.get("retry_failed")),
     )
-    return [{**manifest.as_xcom(), "kind": "objects"} for manifest in plan.manifests]
+    return bound_map_length([{**manifest.as_xcom(), "kind": "objects"} for manifest in plan.manifests])
 
 
 def drain_or_plan_retries(params: Mapping[str, Any], dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -119,16 +119,52 @@ def drain_or_plan_retries(params: Mapping[str, Any], dag_id: str, run_id: str) -
         run=RunContext(dag_id, run_id),
         batch_size=int(params["batch_size"]),
     )
-    return [{**m.as_xcom(), "kind": "events"} for m in manifests]
+    return bound_map_length([{**m.as_xcom(), "kind": "events"} for m in manifests])
+
+
+def max_map_length() -> int:
+    """Airflow's ``[core] max_map_length`` (1024 by default): a task that returns a longer list
+    to map over is failed by Airflow."""
+    from airflow.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
+
+
+def bound_map_length(batches: list[dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
+    """``batches``, or, when there are more than Airflow can map over, at most ``limit`` groups
+    of consecutive batches (``kind: group``) that one mapped task works through in order.
+
+    An hour of 200,000 uploads in batches of 100 is 2,000 manifests: without this the listing
+    task would fail; with it every mapped task takes two manifests.
+    """
+    limit = max_map_length() if limit is None else limit
+    if len(batches) <= limit:
+        return batches
+    size = -(-len(batches) // limit)  # ceil: groups of equal size, at most `limit` of them
+    groups = [batches[i : i + size] for i in range(0, len(batches), size)]
+    return [
+        {
+            "kind": "group",
+            "uri": group[0]["uri"],
+            "count": sum(int(b["count"]) for b in group),
+            "parts": group,
+        }
+        for group in groups
+    ]
 
 
 def label_event_or_retry_batch(
     batch: Mapping[str, Any], params: Mapping[str, Any], dag_id: str, run_id: str
 ) -> dict[str, Any]:
-    """Process one manifest of either kind; return its counts."""
+    """Process one manifest of either kind (or a group of them, in order); return its counts."""
     from imagelabels.event_ingest import process_event_batch
     from imagelabels.ingest import label_batch
+    from imagelabels.pipeline import summarize
 
+    if batch.get("kind") == "group":
+        return summarize(
+            [label_event_or_retry_batch(part, params, dag_id, run_id) for part in batch["parts"]]
+        )
     run = RunContext(dag_id, run_id)
     if batch.get("kind", "objects") == "objects":
         report = label_batch(

@@ -230,3 +230,25 @@ def test_invalid_params_are_refused_before_the_run_starts(hourly_dag, s3, es) ->
                 logical_date=datetime(2026, 11, 1, 1, tzinfo=UTC), run_conf={"bucket": "photos", **bad}
             )
     assert not es.indices.exists(index=INDEX_ALIAS)  # nothing ran
+
+
+def test_more_batches_than_airflow_maps_over_are_grouped_and_all_indexed(  # type: ignore[no-untyped-def]
+    hourly_dag, s3, es, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``max_map_length`` 3, seven one-image batches become three mapped tasks (3+3+1)."""
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "3")
+    s3.create_bucket(Bucket="photos")
+    body = (SAMPLES / "coffee.png").read_bytes()
+    keys = [f"uploads/many/{i}.png" for i in range(7)]
+    for key in keys:
+        s3.put_object(Bucket="photos", Key=key, Body=body)
+    stamps = [s3.head_object(Bucket="photos", Key=key)["LastModified"] for key in keys]
+    hours = covering_hours(stamps)
+    runs = [_run_interval(hourly_dag, hour, batch_size=1, **MOTO_REKOGNITION) for hour in hours]
+    assert [str(run.state) for run in runs] == ["success"] * len(hours)
+    mapped = [ti for run in runs for ti in run.get_task_instances() if ti.task_id == "label_and_index"]
+    assert all(ti.map_index <= 2 for ti in mapped)  # never more than 3 mapped tasks per run
+    totals = [run.get_task_instance("summarize").xcom_pull(task_ids="summarize") for run in runs]
+    assert sum(t["indexed"] for t in totals) == 7
+    hits = es.search(index=INDEX_ALIAS, size=20)["hits"]["hits"]
+    assert sorted(hit["_source"]["s3key"] for hit in hits) == sorted(keys)
