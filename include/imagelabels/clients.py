@@ -19,9 +19,10 @@ AWS_RETRIES = {"mode": "adaptive", "max_attempts": 10}
 MAX_POOL_CONNECTIONS = 64
 
 
-# One try, short timeouts: for the first call of a run, so a wrong endpoint or region fails in
-# seconds with a clear message instead of after a minute of adaptive retries (per task try).
-PROBE_CONFIG = {"retries": {"mode": "standard", "max_attempts": 1}, "connect_timeout": 5, "read_timeout": 15}
+# Two tries, no backoff ladder: for the first call of a run, so a wrong endpoint or region fails
+# in seconds with a clear message instead of after a minute of adaptive retries (per task try);
+# timeouts stay generous, so a slow but working S3 is not mistaken for a wrong one.
+PROBE_CONFIG = {"retries": {"mode": "standard", "max_attempts": 2}, "connect_timeout": 10, "read_timeout": 60}
 
 
 def aws_client(service: str, aws_conn_id: str = "aws_default", *, probe: bool = False) -> Any:
@@ -29,7 +30,7 @@ def aws_client(service: str, aws_conn_id: str = "aws_default", *, probe: bool = 
 
     There is no Rekognition hook in the Amazon provider, so every service goes through
     ``AwsBaseHook(client_type=...)``; adaptive retries absorb throttling. ``probe`` gives a
-    client that tries once with short timeouts, to check a connection before a run's work.
+    client that tries twice without backoff, to check a connection before a run's work.
     """
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from botocore.config import Config
