@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets as random_secrets
 import shutil
 import signal
 import sys
@@ -108,12 +109,46 @@ def interrupt_on_signals() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _aws_connection(stack: Any, standin_url: str) -> str:
+def secrets_token() -> str:
+    """A random, URL-unsafe-free token for this run's fake secrets."""
+    return random_secrets.token_hex(8)
+
+
+def _aws_connection(stack: Any, standin_url: str, secret: str) -> str:
     """``aws_default`` for moto's S3, with Rekognition sent to the stand-in
-    (``service_config.rekognition.endpoint_url``, as a real deployment would point at AWS)."""
+    (``service_config.rekognition.endpoint_url``, as a real deployment would point at AWS), and
+    a secret key nobody else uses (moto and the stand-in accept any), to look for in the logs."""
     connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
     connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": standin_url}}
+    connection["password"] = secret
     return json.dumps(connection)
+
+
+def _es_connection(stack: Any, secret: str) -> str:
+    """``elasticsearch_default`` with basic auth (noida-db ignores it): a password to look for."""
+    connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_ELASTICSEARCH_DEFAULT"])
+    connection.update({"login": "imagelabels", "password": secret})
+    return json.dumps(connection)
+
+
+def check_no_secrets_in_logs(verdict: Verdict, folders: list[Path], secrets: list[str]) -> None:
+    """Every log the run wrote (each Celery worker's task logs, every process's output) must be
+    free of the connections' secrets, as written and URL-encoded; and the task logs must exist
+    and hold the tasks' output, or the search proves nothing."""
+    from urllib.parse import quote, quote_plus
+
+    forms = {form for secret in secrets for form in (secret, quote(secret, safe=""), quote_plus(secret))}
+    files = [path for folder in folders if folder.exists() for path in folder.rglob("*") if path.is_file()]
+    task_logs = [path for path in files if f"task_id={MAPPED_TASK}" in path.as_posix()]
+    verdict.expect(bool(task_logs), f"no task log of {MAPPED_TASK} found under {folders}")
+    verdict.expect(
+        any("label" in path.read_text(errors="replace") for path in task_logs),
+        f"the {MAPPED_TASK} task logs hold none of the tasks' output",
+    )
+    for path in files:
+        text = path.read_text(errors="replace")
+        leaked = sorted(form for form in forms if form in text)
+        verdict.expect(not leaked, f"a connection secret appears in {path}")
 
 
 def _wait_for_workers(
@@ -182,11 +217,13 @@ def run_distributed(options: RunOptions) -> RunResult:
         hour = upload_within_one_hour(stack.boto3_client("s3"), BUCKET, images)
         print(f"uploaded {len(images)} images in the hour {hour:%Y-%m-%d %H:00} UTC", flush=True)
 
+        secrets = [f"aws-secret-{secrets_token()}", f"es-pass/{secrets_token()}+="]
         config = ClusterConfig(workers=options.workers, concurrency=options.concurrency)
         queue = f"imagelabels-{stamp}"
         extra = {
             **stack.airflow_env(),
-            "AIRFLOW_CONN_AWS_DEFAULT": _aws_connection(stack, standin_url),
+            "AIRFLOW_CONN_AWS_DEFAULT": _aws_connection(stack, standin_url, secrets[0]),
+            "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": _es_connection(stack, secrets[1]),
             "IMAGELABELS_REKOGNITION_TPS": str(options.limiter_tps),
             "IMAGELABELS_RATE_LIMIT_URL": redis_db.url,  # shared by every worker, as across hosts
         }
@@ -223,6 +260,7 @@ def run_distributed(options: RunOptions) -> RunResult:
         if len(documents) != len(images):
             verdict.problems.append(f"failure records by reason: {dict(failure_reasons(es, BUCKET))}")
         check_workers(verdict, api.task_instances(DAG_ID, run_id), MAPPED_TASK, cluster.worker_names)
+        check_no_secrets_in_logs(verdict, [run_dir / "airflow" / "logs", log_dir], secrets)
         result = RunResult(
             images=len(images),
             workers=options.workers,
