@@ -67,7 +67,7 @@ def test_the_default_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     for config in configs:
         # A fresh install only stores files: it never tries to send mail.
         assert config.delivery.enabled_channels() == []
-        assert config.output.uri == "s3://{bucket}/reports/"
+        assert config.output.uri == "s3://{bucket}/_imagelabels/reports/"  # never listed by ingestion
         assert config.formats == ("csv", "xlsx", "png", "pdf", "json")
 
 
