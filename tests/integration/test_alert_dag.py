@@ -3,14 +3,13 @@ real HTTP server (webhook) on loopback; and the Asset that links ingestion runs 
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.indexing import bulk_write, ensure_indices
+from tests.airflow_dags import load_dag as _load
+from tests.indexed import index_labelled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,32 +26,9 @@ rules:
 """
 
 
-def _load(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "dags" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)()
-
-
 def _index(es, items: list[tuple[str, str, float]]) -> None:  # type: ignore[no-untyped-def]
-    ensure_indices(es)
     now = datetime.now(UTC) - timedelta(minutes=5)
-    actions = []
-    for key, label, confidence in items:
-        obj = ObjectInfo(bucket="photos", key=key, size=10, etag=f"e-{key}", last_modified=now)
-        result = LabelResult(
-            labels=[{"Name": label, "Confidence": confidence, "Parents": []}],
-            labeler="local",
-            label_model_version="t",
-            min_confidence=50.0,
-            max_labels=10,
-        )
-        source = build_document(obj, result, dag_id="d", run_id="r", ingested_at=now)
-        doc_id = document_id("photos", key, None, obj.etag)
-        actions.append({"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source})
-    assert bulk_write(es, actions, refresh="wait_for").ok
+    index_labelled(es, items, lambda _: now)
 
 
 def test_the_alert_dag_runs_after_every_ingestion_run_and_on_a_clock(airflow_db) -> None:  # type: ignore[no-untyped-def]

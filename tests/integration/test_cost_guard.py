@@ -4,7 +4,6 @@ at or above it the run labels; the SQS DAG prices the queue before receiving any
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from datetime import timedelta
@@ -14,21 +13,12 @@ import pytest
 
 from imagelabels.documents import INDEX_ALIAS
 from imagelabels.embedded import covering_hours
+from tests.airflow_dags import load_dag as _load
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
 PHOTOS = ("chelsea.png", "coffee.png", "grace_hopper.jpg")
 PAID = {"labeler": "rekognition", "features": ["labels", "moderation"]}  # 2 calls/image: $0.002
-
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    """A fresh DAG object: dag.test() leaves a run's conf in ``dag.params``."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "dags" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ version, objects deleted or overwritten since, and the cost guard before any pai
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from imagelabels.documents import INDEX_ALIAS, document_id
 from imagelabels.embedded import covering_hours
+from tests.airflow_dags import load_dag as _load
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
@@ -25,16 +25,6 @@ PHOTOS = {
 OTHER = "other/coffee.png"
 OLD = {"labeler": "local", "min_confidence": 90, "features": ["labels"]}
 NEW = {"labeler": "local", "min_confidence": 50, "features": ["labels"]}
-
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    """A fresh DAG object: dag.test() leaves a run's conf in ``dag.params``."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "dags" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)()
 
 
 def _snapshot(es) -> dict[str, tuple[int, dict]]:  # type: ignore[no-untyped-def]

@@ -3,7 +3,6 @@ real HTTP server (Slack webhook and generic webhook) on loopback."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -11,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.indexing import bulk_write, ensure_indices
 from imagelabels.reports.delivery import DELIVERIES_INDEX
+from tests.airflow_dags import load_dag
+from tests.indexed import index_labelled
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY1 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -36,23 +35,8 @@ reports:
 
 
 def _index(es, day: datetime, labels: list[tuple[str, str, float]]) -> None:  # type: ignore[no-untyped-def]
-    """One document per (key, label, confidence), ingested during ``day``."""
-    ensure_indices(es)
-    actions = []
-    for minute, (key, label, confidence) in enumerate(labels):
-        at = day + timedelta(hours=9, minutes=minute)
-        obj = ObjectInfo(bucket="photos", key=key, size=10, etag=f"e-{key}", last_modified=at)
-        result = LabelResult(
-            labels=[{"Name": label, "Confidence": confidence, "Parents": []}],
-            labeler="local",
-            label_model_version="t",
-            min_confidence=50.0,
-            max_labels=10,
-        )
-        source = build_document(obj, result, dag_id="d", run_id="r", ingested_at=at)
-        doc_id = document_id("photos", key, None, obj.etag)
-        actions.append({"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source})
-    assert bulk_write(es, actions, refresh="wait_for").ok
+    """One document per (key, label, confidence), ingested during ``day`` from 09:00."""
+    index_labelled(es, labels, lambda i: day + timedelta(hours=9, minutes=i))
 
 
 @pytest.fixture
@@ -61,14 +45,7 @@ def report_dag(airflow_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # 
     config = tmp_path / "reports.yaml"
     config.write_text(CONFIG.format())
     monkeypatch.setenv("IMAGELABELS_REPORTS_CONFIG", str(config))
-    spec = importlib.util.spec_from_file_location(
-        "image_label_report", ROOT / "dags" / "image_label_report.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag = module.image_label_report_daily  # the DAG object registered for report "daily"
+    dag = load_dag("image_label_report", "image_label_report_daily")  # the report "daily"
     for task in dag.tasks:  # keep the production retries, but dag.test() need not wait 5 minutes
         task.retry_delay = timedelta(seconds=1)
     return dag

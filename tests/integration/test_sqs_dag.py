@@ -4,7 +4,6 @@ and "retry failed only" reprocesses exactly the recorded failures."""
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -12,18 +11,10 @@ from pathlib import Path
 import pytest
 
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, failure_id
+from tests.airflow_dags import load_dag as _load
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
-
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "dags" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)()
 
 
 @pytest.fixture  # fresh per test: dag.test() leaves a run's conf in dag.params
