@@ -161,8 +161,10 @@ def labeling_params() -> dict[str, Any]:
         "max_labels": Param(
             50, type="integer", minimum=1, maximum=1000, description="At most this many labels per image."
         ),
+        # 250: Airflow costs ~1 s per mapped task, i.e. 4.5 ms per image at 250 (8.6 ms at 100;
+        # benchmarks/p4_hourly_overhead.py); a batch labels on its own thread pool anyway.
         "batch_size": Param(
-            100, type="integer", minimum=1, maximum=1000, description="Images per mapped labeling task."
+            250, type="integer", minimum=1, maximum=1000, description="Images per mapped labeling task."
         ),
         "labeler": Param(
             "",
