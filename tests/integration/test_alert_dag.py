@@ -76,3 +76,29 @@ def test_an_alert_fires_once_per_image_with_key_labels_and_link(  # type: ignore
     posts = [r.json() for r in http_sink.requests_to("/hook/alerts")]
     assert len(posts) == 2
     assert [image["s3_location"] for image in posts[1]["images"]] == ["s3://photos/drop/sword.jpg"]
+
+
+def test_an_ingestion_run_records_the_asset_event_that_schedules_the_alert_dag(airflow_db, s3, es) -> None:  # type: ignore[no-untyped-def]
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from imagelabels.assets import IMAGES_INDEXED
+
+    def events() -> int:
+        with create_session() as session:
+            query = (
+                select(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .where(AssetModel.uri == IMAGES_INDEXED.uri)
+            )
+            return len(session.scalars(query).all())
+
+    s3.create_bucket(Bucket="photos")
+    before = events()
+    hour = datetime(2026, 1, 5, 10, tzinfo=UTC)  # nothing uploaded then: a fast, empty run
+    run = _load("image_ingest_s3_hourly").test(
+        logical_date=hour + timedelta(hours=1), run_conf={"bucket": "photos"}
+    )
+    assert str(run.state) == "success"
+    assert events() == before + 1
