@@ -47,16 +47,30 @@ def ensure_indices(es: Any) -> None:
                 es.indices.put_alias(index=concrete, name=INDEX_ALIAS, is_write_index=True)
             else:
                 es.indices.create(index=concrete, aliases={INDEX_ALIAS: {"is_write_index": True}})
-        if not es.indices.exists(index=FAILURES_INDEX):
-            es.indices.create(
-                index=FAILURES_INDEX,
-                settings={"number_of_shards": 1, "number_of_replicas": 0},
-                mappings=FAILURE_MAPPINGS,
-            )
     except BadRequestError as error:
         if error.error != "resource_already_exists_exception":
             raise
+    ensure_index(es, FAILURES_INDEX, FAILURE_MAPPINGS, upgrade=False)  # upgraded just below
     _upgrade_mappings(es)
+
+
+def ensure_index(es: Any, index: str, mappings: dict[str, Any], *, upgrade: bool = True) -> None:
+    """Create a single-shard bookkeeping index (failures, alert state, delivery records) with its
+    strict mapping if it is missing; concurrent creators are tolerated. With ``upgrade`` an
+    existing index gets the fields added since it was created (additive mapping change)."""
+    from elasticsearch import BadRequestError
+
+    if es.indices.exists(index=index):
+        if upgrade:
+            es.indices.put_mapping(index=index, properties=mappings["properties"])
+        return
+    try:
+        es.indices.create(
+            index=index, settings={"number_of_shards": 1, "number_of_replicas": 0}, mappings=mappings
+        )
+    except BadRequestError as error:
+        if error.error != "resource_already_exists_exception":
+            raise
 
 
 def _upgrade_mappings(es: Any) -> None:

@@ -195,22 +195,10 @@ class Notification:
 def ensure_alert_indices(es: Any) -> None:
     """Create the firing and state indices (strict mappings) when missing; concurrent callers
     are tolerated."""
-    from elasticsearch import BadRequestError
+    from imagelabels.indexing import ensure_index
 
     for index, mappings in ((ALERTS_INDEX, ALERT_MAPPINGS), (STATE_INDEX, STATE_MAPPINGS)):
-        if es.indices.exists(index=index):
-            # fields added since the index was created (additive mapping changes are allowed)
-            es.indices.put_mapping(index=index, properties=mappings["properties"])
-            continue
-        try:
-            es.indices.create(
-                index=index,
-                settings={"number_of_shards": 1, "number_of_replicas": 0},
-                mappings=mappings,
-            )
-        except BadRequestError as error:
-            if error.error != "resource_already_exists_exception":
-                raise
+        ensure_index(es, index, mappings)  # fields added since creation are added in place
 
 
 def _utc(value: datetime) -> datetime:

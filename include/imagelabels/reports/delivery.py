@@ -28,6 +28,7 @@ from imagelabels import channels, settings
 from imagelabels.channels import DeliveryError, slack_escape
 from imagelabels.reports.config import CHANNELS, ReportConfig
 from imagelabels.reports.model import Report
+from imagelabels.reports.render import totals_items
 
 DELIVERIES_INDEX = "images-report-deliveries"
 DELIVERY_MAPPINGS: dict[str, Any] = {
@@ -212,16 +213,7 @@ def email_html(report: Report, links: Mapping[str, str], attachments: Sequence[s
     """The mail body: interval, totals, top labels, moderation hits, links; every report string
     goes through :func:`html.escape` (labels and keys come from images, not from us)."""
     e = html.escape
-    t = report.totals
-    totals = [
-        ("Processed", t.processed),
-        ("Indexed", t.indexed),
-        ("Rejected", t.rejected),
-        ("Failed", t.failed),
-        ("Moderation hits", t.moderation_hits),
-        ("Distinct labels", t.distinct_labels),
-        ("New labels", t.new_labels),
-    ]
+    totals = totals_items(report)
     parts = [
         "<html><body>",
         f"<h2>Label report {e(report.name)} \u2014 {e(report.interval_key)}</h2>",
@@ -239,7 +231,7 @@ def email_html(report: Report, links: Mapping[str, str], attachments: Sequence[s
         parts.append(f"<h3>Top {len(labels)} labels</h3><ol>")
         parts.extend(f"<li>{e(label)} ({n:,} images)</li>" for label, n in labels)
         parts.append("</ol>")
-    parts.append(f"<p>Moderation hits: {t.moderation_hits:,}</p>")
+    parts.append(f"<p>Moderation hits: {report.totals.moderation_hits:,}</p>")
     if links:
         parts.append("<p>Links:</p><ul>")
         parts.extend(f'<li><a href="{e(url)}">{e(name)}</a></li>' for name, url in links.items())
@@ -352,19 +344,9 @@ def delivery_id(report: Report, channel: str) -> str:
 
 def ensure_deliveries_index(es: Any) -> None:
     """Create the records index (strict mapping) if it is missing; concurrent creators are fine."""
-    from elasticsearch import BadRequestError
+    from imagelabels.indexing import ensure_index
 
-    if es.indices.exists(index=DELIVERIES_INDEX):
-        return
-    try:
-        es.indices.create(
-            index=DELIVERIES_INDEX,
-            settings={"number_of_shards": 1, "number_of_replicas": 0},
-            mappings=DELIVERY_MAPPINGS,
-        )
-    except BadRequestError as error:
-        if error.error != "resource_already_exists_exception":
-            raise
+    ensure_index(es, DELIVERIES_INDEX, DELIVERY_MAPPINGS)
 
 
 def record_delivery(
