@@ -153,18 +153,34 @@ def bound_map_length(batches: list[dict[str, Any]], limit: int | None = None) ->
     ]
 
 
+def _label_group(
+    parts: list[dict[str, Any]], params: Mapping[str, Any], dag_id: str, run_id: str
+) -> dict[str, Any]:
+    """Every manifest of a group, in order; a part that fails does not keep the later parts from
+    being labeled in this try. The first failure is raised after all of them, so Airflow retries
+    the group (indexed images are skipped then) as it would a single batch."""
+    from imagelabels.pipeline import summarize
+
+    reports, errors = [], []
+    for part in parts:
+        try:
+            reports.append(label_event_or_retry_batch(part, params, dag_id, run_id))
+        except Exception as error:  # re-raised below, once every part had its turn
+            errors.append(error)
+    if errors:
+        raise errors[0]
+    return summarize(reports)
+
+
 def label_event_or_retry_batch(
     batch: Mapping[str, Any], params: Mapping[str, Any], dag_id: str, run_id: str
 ) -> dict[str, Any]:
     """Process one manifest of either kind (or a group of them, in order); return its counts."""
     from imagelabels.event_ingest import process_event_batch
     from imagelabels.ingest import label_batch
-    from imagelabels.pipeline import summarize
 
     if batch.get("kind") == "group":
-        return summarize(
-            [label_event_or_retry_batch(part, params, dag_id, run_id) for part in batch["parts"]]
-        )
+        return _label_group(batch["parts"], params, dag_id, run_id)
     run = RunContext(dag_id, run_id)
     if batch.get("kind", "objects") == "objects":
         report = label_batch(

@@ -252,3 +252,24 @@ def test_more_batches_than_airflow_maps_over_are_grouped_and_all_indexed(  # typ
     assert sum(t["indexed"] for t in totals) == 7
     hits = es.search(index=INDEX_ALIAS, size=20)["hits"]["hits"]
     assert sorted(hit["_source"]["s3key"] for hit in hits) == sorted(keys)
+
+
+def test_a_failing_part_of_a_group_does_not_keep_the_later_parts_from_being_labeled(s3, es) -> None:  # type: ignore[no-untyped-def]
+    from imagelabels.tasks import label_event_or_retry_batch, plan_listing
+
+    s3.create_bucket(Bucket="photos")
+    body = (SAMPLES / "coffee.png").read_bytes()
+    for key in ("group/a.png", "group/b.png"):
+        s3.put_object(Bucket="photos", Key=key, Body=body)
+    stamps = [s3.head_object(Bucket="photos", Key=k)["LastModified"] for k in ("group/a.png", "group/b.png")]
+    start, end = min(stamps) - timedelta(minutes=1), max(stamps) + timedelta(minutes=1)
+    params = {"bucket": "photos", "batch_size": 1, **MOTO_REKOGNITION}
+    parts = plan_listing(params, "group/", "d", "r", start, end)
+    assert len(parts) == 2
+    broken = {**parts[0], "uri": parts[0]["uri"] + ".missing"}  # its manifest cannot be read
+    group = {"kind": "group", "uri": broken["uri"], "count": 2, "parts": [broken, parts[1]]}
+
+    with pytest.raises(Exception, match="NoSuchKey"):
+        label_event_or_retry_batch(group, params, "d", "r")
+    hits = es.search(index=INDEX_ALIAS)["hits"]["hits"]
+    assert [hit["_source"]["s3key"] for hit in hits] == ["group/b.png"]  # the later part was labeled
