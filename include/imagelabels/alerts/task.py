@@ -31,11 +31,11 @@ def evaluate_and_notify(now: datetime, rules_file: str = "") -> dict[str, Any]:
         now=now,
         presign=lambda location: presigned_url(signer, location),
     )
-    failed = {
-        notification: {channel: outcome for channel, outcome in outcomes.items() if outcome != "sent"}
-        for notification, outcomes in results.items()
-    }
-    failed = {notification: channels for notification, channels in failed.items() if channels}
+    failed: dict[str, dict[str, str]] = {}
+    for notification, outcomes in results.items():
+        for channel, outcome in outcomes.items():
+            if outcome != "sent":
+                failed.setdefault(notification, {})[channel] = outcome
     summary = {
         "rules": len([rule for rule in config.rules if rule.enabled]),
         "notifications": len(results),
