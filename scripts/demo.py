@@ -16,7 +16,6 @@ the real service).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -31,14 +30,9 @@ DEMO_RULES = ROOT / "scripts" / "demo_alert_rules.yaml"
 
 
 def load_dag(file_stem: str, dag_id: str | None = None):  # type: ignore[no-untyped-def]
-    """The DAG ``dag_id`` (default: ``file_stem``) of ``dags/<file_stem>.py``."""
-    spec = importlib.util.spec_from_file_location(file_stem, ROOT / "dags" / f"{file_stem}.py")
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    found = getattr(module, dag_id or file_stem)
-    return found() if callable(found) else found
+    from imagelabels.embedded import load_dag as load
+
+    return load(ROOT / "dags", file_stem, dag_id)
 
 
 def run_report(s3: Any) -> bool:

@@ -108,6 +108,19 @@ def standin(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
             server.stop()
 
 
+@pytest.fixture
+def rekognition_at_standin(standin, stack: EmbeddedStack, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A fresh stand-in (it counts every request) that ``aws_default`` sends Rekognition calls to,
+    through ``extra.service_config.rekognition.endpoint_url``; S3 stays on moto."""
+    import json
+
+    server = standin()
+    connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": server.url}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    return server
+
+
 # --- Loopback sinks for delivery channels (tests/servers.py) ------------------------------------
 
 

@@ -209,3 +209,20 @@ def airflow_home_env(home: Path, dags_folder: Path) -> dict[str, str]:
 def covering_hours(timestamps: list[Any]) -> list[Any]:
     """The distinct UTC hour starts that contain ``timestamps`` (uploads can straddle an hour)."""
     return sorted({ts.replace(minute=0, second=0, microsecond=0) for ts in timestamps})
+
+
+def load_dag(dags_folder: Path, file_stem: str, dag_id: str | None = None) -> Any:
+    """A fresh DAG object from ``<dags_folder>/<file_stem>.py`` for ``dag.test()`` (the demo and
+    the tests; ``dag.test()`` leaves a run's conf in ``dag.params``, so each run gets its own).
+
+    ``dag_id`` defaults to ``file_stem``; a module attribute that is a ``@dag`` function is
+    called, one that is a DAG object (the report DAGs, one per config entry) is returned."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(file_stem, dags_folder / f"{file_stem}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {dags_folder / f'{file_stem}.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found = getattr(module, dag_id or file_stem)
+    return found() if callable(found) else found

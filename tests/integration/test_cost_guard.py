@@ -4,7 +4,6 @@ at or above it the run labels; the SQS DAG prices the queue before receiving any
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -22,12 +21,9 @@ PAID = {"labeler": "rekognition", "features": ["labels", "moderation"]}  # 2 cal
 
 
 @pytest.fixture
-def rekognition(standin, stack, monkeypatch):  # type: ignore[no-untyped-def]
-    """A stand-in that `aws_default` sends Rekognition calls to (S3 stays on moto)."""
-    server = standin()
-    connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
-    connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": server.url}}
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+def rekognition(rekognition_at_standin, monkeypatch):  # type: ignore[no-untyped-def]
+    """The counting stand-in behind `aws_default`, with no deployment cost settings in the way."""
+    server = rekognition_at_standin
     monkeypatch.delenv("IMAGELABELS_MAX_COST", raising=False)
     for variable in [v for v in os.environ if v.startswith("IMAGELABELS_PRICE")]:
         monkeypatch.delenv(variable)

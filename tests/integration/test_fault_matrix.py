@@ -9,7 +9,6 @@ objects deleted, a worker killed, poison messages received, a stand-in that saw 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -37,6 +36,7 @@ from imagelabels.labelers.rekognition import RekognitionLabeler
 from imagelabels.pipeline import BatchReport, RunContext
 from imagelabels.sqs import QueueSettings
 from imagelabels.standin import rekognition_client
+from tests.airflow_dags import load_dag
 from tests.faults import DeletingLabeler, OutageProxy, assert_nothing_lost, on_path
 from tests.helpers import ThrottlingProxy
 
@@ -113,14 +113,7 @@ def _closed_port() -> int:
 def hourly_dag(airflow_db):  # type: ignore[no-untyped-def]
     """A fresh hourly DAG per test (dag.test() keeps a run's conf in ``dag.params``); production
     retries kept, but dag.test() need not wait five minutes between tries."""
-    spec = importlib.util.spec_from_file_location(
-        "image_ingest_s3_hourly", ROOT / "dags" / "image_ingest_s3_hourly.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag = module.image_ingest_s3_hourly()
+    dag = load_dag("image_ingest_s3_hourly")
     for task in dag.tasks:
         task.retry_delay = timedelta(seconds=1)
     return dag
@@ -434,16 +427,6 @@ def test_poison_messages_never_crash_a_run_and_good_images_are_not_lost(
 
 
 # --- 7. Invalid Params and connections fail fast, before any paid call --------------------------------
-
-
-@pytest.fixture
-def rekognition_at_standin(standin, stack, monkeypatch):  # type: ignore[no-untyped-def]
-    """``aws_default`` sends Rekognition to a fresh stand-in, which counts every request."""
-    server = standin()
-    connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
-    connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": server.url}}
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
-    return server
 
 
 def _no_paid_call(server: Any) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 
 from imagelabels.documents import INDEX_ALIAS, document_id
 from imagelabels.embedded import covering_hours
+from tests.airflow_dags import load_dag
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
@@ -22,14 +21,7 @@ MOTO_REKOGNITION = {"labeler": "rekognition", "features": ["labels"]}
 @pytest.fixture
 def hourly_dag(airflow_db):  # type: ignore[no-untyped-def]
     """A fresh DAG object per test: dag.test() leaves a run's conf in ``dag.params``."""
-    spec = importlib.util.spec_from_file_location(
-        "image_ingest_s3_hourly", ROOT / "dags" / "image_ingest_s3_hourly.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.image_ingest_s3_hourly()
+    return load_dag("image_ingest_s3_hourly")
 
 
 def _run_interval(dag, hour: datetime, **conf):  # type: ignore[no-untyped-def]
@@ -174,15 +166,9 @@ def test_prefix_param_is_templated_with_the_interval(hourly_dag, s3, es) -> None
     assert [hit["_source"]["s3key"] for hit in hits] == [f"uploads/{day}/coffee.png"]
 
 
-def test_rekognition_features_through_the_aws_connection(
-    hourly_dag, s3, es, standin, stack, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+def test_rekognition_features_through_the_aws_connection(hourly_dag, s3, es, rekognition_at_standin) -> None:  # type: ignore[no-untyped-def]
     """The DAG reaches Rekognition through the `aws_default` connection; its
     `service_config.rekognition.endpoint_url` sends Rekognition to the stand-in, S3 to moto."""
-    server = standin()
-    connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
-    connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": server.url}}
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
     s3.create_bucket(Bucket="photos")
     s3.put_object(Bucket="photos", Key="uploads/chelsea.png", Body=(SAMPLES / "chelsea.png").read_bytes())
     hour = covering_hours([s3.head_object(Bucket="photos", Key="uploads/chelsea.png")["LastModified"]])[0]
@@ -195,7 +181,7 @@ def test_rekognition_features_through_the_aws_connection(
     assert source["labeler"] == "rekognition"
     assert source["text"]
     assert source["face_count"] >= 1
-    served = {op: s["served"] for op, s in server.stats()["operations"].items()}
+    served = {op: s["served"] for op, s in rekognition_at_standin.stats()["operations"].items()}
     assert served == {"DetectLabels": 1, "DetectModerationLabels": 1, "DetectText": 1, "DetectFaces": 1}
 
 

@@ -5,7 +5,6 @@ version, objects deleted or overwritten since, and the cost guard before any pai
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,12 +146,9 @@ def test_stale_documents_are_relabeled_in_place_and_a_second_run_finds_none(inde
 
 
 def test_relabel_to_rekognition_is_priced_and_stopped_before_any_call(
-    indexed, es, standin, stack, monkeypatch
+    indexed, es, rekognition_at_standin
 ) -> None:  # type: ignore[no-untyped-def]
-    server = standin()
-    connection = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
-    connection["extra"]["service_config"] = {"rekognition": {"endpoint_url": server.url}}
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    server = rekognition_at_standin
     before = _snapshot(es)
     conf = {"bucket": "photos", "labeler": "rekognition", "features": ["labels", "moderation"]}
 
