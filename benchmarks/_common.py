@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import os
 import platform
+import resource
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -73,3 +75,29 @@ def table(rows: list[tuple[str, str]]) -> str:
     """Two aligned columns."""
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+def current_rss_kb() -> int:
+    """This process's resident set now (``ru_maxrss`` only knows the lifetime peak, which the
+    imports may already have set)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() // 1024
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident set every 10 ms while the measured work runs; ``stop()`` returns the
+    largest seen."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_kb = current_rss_kb()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak_kb = max(self.peak_kb, current_rss_kb())
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return max(self.peak_kb, current_rss_kb())

@@ -33,7 +33,6 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
@@ -42,7 +41,7 @@ from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import embedded_stack, machine, table  # noqa: E402
+from _common import RssSampler, current_rss_kb, embedded_stack, machine, table  # noqa: E402
 
 BUCKET = "p5-photos"
 PREFIX = "uploads/"
@@ -91,30 +90,6 @@ class ListingStub:
         self.manifests += 1
         self.manifest_bytes += len(kwargs["Body"])
         return self.sink.put_object(**kwargs) if self.sink is not None else {}
-
-
-def current_rss_kb() -> int:
-    """This process's resident set now (``ru_maxrss`` is only the lifetime peak)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() // 1024
-
-
-class RssSampler(threading.Thread):
-    """Samples the resident set every 10 ms; ``stop()`` returns the largest seen."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak_kb = current_rss_kb()
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(0.01):
-            self.peak_kb = max(self.peak_kb, current_rss_kb())
-
-    def stop(self) -> int:
-        self._done.set()
-        self.join()
-        return max(self.peak_kb, current_rss_kb())
 
 
 def child(size: int, batch_size: int, es_url: str, moto_url: str | None) -> None:

@@ -41,7 +41,6 @@ import json
 import resource
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -50,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Stopwatch, embedded_stack, machine, table
+from _common import RssSampler, Stopwatch, current_rss_kb, embedded_stack, machine, table
 
 from imagelabels.reconcile import DELETE_CHUNK, INDEX_PAGE_SIZE
 
@@ -210,31 +209,6 @@ def expected_counts(size: int) -> dict[str, int]:
 
 
 _ALL = {"Bucket": BUCKET, "Prefix": PREFIX, "PaginationConfig": {"PageSize": 1000}}
-
-
-def current_rss_kb() -> int:
-    """This process's resident set now (``ru_maxrss`` only knows the lifetime peak, which the
-    imports may already have set)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() // 1024
-
-
-class RssSampler(threading.Thread):
-    """Samples the resident set every 10 ms while the walk runs; ``peak_kb`` is the largest seen."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak_kb = current_rss_kb()
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(0.01):
-            self.peak_kb = max(self.peak_kb, current_rss_kb())
-
-    def stop(self) -> int:
-        self._done.set()
-        self.join()
-        return max(self.peak_kb, current_rss_kb())
 
 
 def child(size: int, es_url: str, batch_size: int) -> None:
