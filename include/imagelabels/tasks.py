@@ -6,7 +6,7 @@ clients from Airflow connections (:mod:`imagelabels.clients`) and calls the plai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from imagelabels import clients, settings
@@ -153,23 +153,21 @@ def bound_map_length(batches: list[dict[str, Any]], limit: int | None = None) ->
     ]
 
 
-def _label_group(
-    parts: list[dict[str, Any]], params: Mapping[str, Any], dag_id: str, run_id: str
-) -> dict[str, Any]:
-    """Every manifest of a group, in order; a part that fails does not keep the later parts from
-    being labeled in this try. The first failure is raised after all of them, so Airflow retries
-    the group (indexed images are skipped then) as it would a single batch."""
-    from imagelabels.pipeline import summarize
-
+def _each_part(
+    parts: list[dict[str, Any]], process: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``process`` every manifest of a group, in order; a part that fails does not keep the later
+    parts from being processed in this try. The first failure is raised after all of them, so
+    Airflow retries the group (finished images are skipped then) as it would a single batch."""
     reports, errors = [], []
     for part in parts:
         try:
-            reports.append(label_event_or_retry_batch(part, params, dag_id, run_id))
+            reports.append(process(part))
         except Exception as error:  # re-raised below, once every part had its turn
             errors.append(error)
     if errors:
         raise errors[0]
-    return summarize(reports)
+    return reports
 
 
 def label_event_or_retry_batch(
@@ -180,7 +178,11 @@ def label_event_or_retry_batch(
     from imagelabels.ingest import label_batch
 
     if batch.get("kind") == "group":
-        return _label_group(batch["parts"], params, dag_id, run_id)
+        from imagelabels.pipeline import summarize
+
+        return summarize(
+            _each_part(batch["parts"], lambda part: label_event_or_retry_batch(part, params, dag_id, run_id))
+        )
     run = RunContext(dag_id, run_id)
     if batch.get("kind", "objects") == "objects":
         report = label_batch(
@@ -315,15 +317,23 @@ def plan_relabel_run(
     except costs.PriceTableError as error:
         raise _fail(error) from error
     target_xcom = target.as_xcom()
-    return [{**m.as_xcom(), "target": target_xcom} for m in plan.manifests], plan.counts
+    batches = [{**m.as_xcom(), "target": target_xcom} for m in plan.manifests]
+    return bound_map_length(batches), plan.counts
 
 
 def relabel_one_batch(
     batch: Mapping[str, Any], params: Mapping[str, Any], dag_id: str, run_id: str
 ) -> dict[str, Any]:
-    """The mapped ``relabel`` task: one manifest of stale documents, updated in place."""
+    """The mapped ``relabel`` task: one manifest of stale documents (or a group of them, in
+    order), updated in place."""
     from imagelabels.relabel import Target, relabel_batch
 
+    if batch.get("kind") == "group":
+        from imagelabels.relabel import report_totals
+
+        return report_totals(  # the same keys as one batch's counts, added up
+            {}, _each_part(batch["parts"], lambda part: relabel_one_batch(part, params, dag_id, run_id))
+        )
     return relabel_batch(
         s3_client=_s3(),
         es=_es(),

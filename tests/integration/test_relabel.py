@@ -185,3 +185,15 @@ def test_date_bounds_and_model_version_order() -> None:
     with pytest.raises(ValueError, match="since: 'March' is not an ISO date"):
         parse_bound("March", "since")
     assert max(["2.0", "10.0", "3.0"], key=_version_key) == "10.0"
+
+
+def test_more_stale_batches_than_airflow_maps_over_are_grouped(indexed, es, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With ``max_map_length`` 2, four one-document batches are relabeled by two mapped tasks."""
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "2")
+    run = _load("image_relabel").test(run_conf={"bucket": "photos", "batch_size": 1, **NEW})
+    assert str(run.state) == "success"
+    mapped = [ti for ti in run.get_task_instances() if ti.task_id == "relabel"]
+    assert sorted(ti.map_index for ti in mapped) == [0, 1]
+    totals = run.get_task_instance("report").xcom_pull(task_ids="report")
+    assert (totals["stale_found"], totals["relabeled"], totals["failed"]) == (4, 4, {})
+    assert all(source["labeling"]["min_confidence"] == 50 for _, source in _snapshot(es).values())
