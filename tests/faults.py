@@ -9,17 +9,17 @@ answered ``503``, switched by the test or armed to trip on a chosen request, and
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, document_id, failure_id
 from imagelabels.manifests import INTERNAL_PREFIX
+from tests.helpers import ProxyHandler
 
 OutageMode = Literal["refused", "unavailable", "reply_lost"]
 RequestMatcher = Callable[[str, str], bool]  # (method, path) -> trip the outage?
@@ -135,22 +135,9 @@ class OutageProxy:
     def _listen(self, port: int) -> ThreadingHTTPServer:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in {"transfer-encoding", "connection", "content-length"}:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(ProxyHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._body()
                 outage = proxy._decide(self.command, self.path)
                 if outage == "refused":  # cut without an answer; the listener is gone already
                     proxy._count("dropped", self.command, self.path)
@@ -159,12 +146,7 @@ class OutageProxy:
                 if outage == "unavailable":
                     proxy._count("unavailable", self.command, self.path)
                     return self._reply(503, json.dumps(_UNAVAILABLE).encode(), _ES_HEADERS)
-                connection = http.client.HTTPConnection(
-                    proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30
-                )
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                connection.request(self.command, self.path, body=body or None, headers=headers)
-                response = connection.getresponse()
+                response = self._forward(proxy.upstream, body)
                 if outage == "reply_lost":  # the server did the work; the client never hears of it
                     response.read()
                     proxy._count("replies_lost", self.command, self.path)

@@ -6,7 +6,34 @@ import http.client
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """What the test proxies share: quiet logs, the request body, replies with a correct length,
+    and forwarding a request to an upstream server (the response is returned, not yet sent)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _forward(self, upstream: SplitResult, body: bytes) -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection(upstream.hostname or "127.0.0.1", upstream.port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        connection.request(self.command, self.path, body=body or None, headers=headers)
+        return connection.getresponse()
 
 
 class ThrottlingProxy:
@@ -24,22 +51,9 @@ class ThrottlingProxy:
         self.bulk_requests = 0
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in {"transfer-encoding", "connection", "content-length"}:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(ProxyHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._body()
                 if "_bulk" in self.path:
                     proxy.bulk_requests += 1
                     if proxy.reject_requests > 0:
@@ -52,12 +66,7 @@ class ThrottlingProxy:
                     if proxy.reject_items > 0:
                         proxy.reject_items -= 1
                         return self._reply(200, json.dumps(_rejected_items(body)).encode(), _ES_HEADERS)
-                connection = http.client.HTTPConnection(
-                    proxy.upstream.hostname, proxy.upstream.port, timeout=30
-                )
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                connection.request(self.command, self.path, body=body or None, headers=headers)
-                response = connection.getresponse()
+                response = self._forward(proxy.upstream, body)
                 self._reply(response.status, response.read(), dict(response.getheaders()))
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
