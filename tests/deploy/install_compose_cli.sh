@@ -6,7 +6,7 @@
 #
 # Docker Compose is a Go module; `go install` refuses it (its go.mod has exclude directives), so
 # its source is fetched with `go mod download` and built as the main module. Needs Go >= 1.26.8
-# (compose v5.6.0's go.mod) and about 2 minutes and 1 GB of module cache on 2 cores.
+# (compose v5.6.0's go.mod), about 2 minutes on 2 cores, and up to 0.8 GB of Go module and build cache.
 #
 #   bash tests/deploy/install_compose_cli.sh            # as root
 #
