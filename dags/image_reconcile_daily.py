@@ -48,7 +48,7 @@ def image_reconcile_daily() -> None:
         bucket = settings.source_bucket(params["bucket"])
         result = plan_reconciliation(
             s3_client=clients.aws_client("s3", settings.aws_conn_id()),
-            es=clients.elasticsearch_client(settings.es_conn_id()),
+            es=clients.search_engine(settings.es_conn_id()),
             bucket=bucket,
             prefix=task.render_template(params["prefix"] or settings.env("PREFIX"), get_current_context()),
             staging_uri=settings.staging_uri(bucket),

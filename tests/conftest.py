@@ -36,10 +36,39 @@ def airflow_db() -> Path:
     return _AIRFLOW_HOME
 
 
+ENGINES = ("elasticsearch", "opensearch")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_engines: run on noida-db (the Elasticsearch client path) and on a real OpenSearch node",
+    )
+    config.addinivalue_line(
+        "markers", "opensearch_only: what noida-db cannot do (include_in_root, red shards): a real node only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the embedded stack runs on noida-db; tests marked ``both_engines``
+    run on a real OpenSearch node too (the ``stack`` fixture is parametrized per engine, so
+    pytest groups the tests by engine and starts each stack once)."""
+    if "stack" in metafunc.fixturenames:
+        marked = metafunc.definition.get_closest_marker("both_engines") is not None
+        engines = list(ENGINES) if marked else ["elasticsearch"]
+        if metafunc.definition.get_closest_marker("opensearch_only") is not None:
+            engines = ["opensearch"]
+        metafunc.parametrize("stack", engines, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    """One moto server and one noida-db for the session, on free loopback ports."""
-    running = start_stack(tmp_path_factory.mktemp("stack"))
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedStack]:
+    """One moto server and one search engine for the session, on free loopback ports: noida-db,
+    or a real OpenSearch node for ``both_engines`` tests (a node that fails to start fails them)."""
+    engine = getattr(request, "param", "elasticsearch")
+    running = start_stack(tmp_path_factory.mktemp(f"stack-{engine}"), engine=engine)
     saved = {name: os.environ.get(name) for name in running.airflow_env()}
     os.environ.update(running.airflow_env())
     try:
@@ -58,8 +87,9 @@ def clean_stack(stack: EmbeddedStack) -> EmbeddedStack:
     """The session's servers, emptied: moto reset, every index deleted."""
     stack.reset_moto()
     es = stack.elasticsearch()
-    for name in es.indices.get(index="*", expand_wildcards="all"):
-        es.indices.delete(index=name)
+    for name in es.indices.get(index="*", expand_wildcards="open,closed"):
+        if not name.startswith("."):  # the engine's own system indices
+            es.indices.delete(index=name)
     for template in ("imagelabels-images",):
         if es.indices.exists_index_template(name=template):
             es.indices.delete_index_template(name=template)

@@ -21,7 +21,9 @@ Where the servers are, first match wins:
    (:mod:`imagelabels.clients`), when Airflow is installed and configured.
 
 Real Elasticsearch with authentication: put the user in the URL (``https://user:pass@host:9200``)
-or set ``IMAGELABELS_ES_API_KEY``; S3 credentials come from boto3's usual chain.
+or set ``IMAGELABELS_ES_API_KEY``; S3 credentials come from boto3's usual chain. OpenSearch:
+``--engine opensearch`` (or ``IMAGELABELS_ENGINE=opensearch``); Amazon OpenSearch Service or
+Serverless: add ``--sigv4-service es`` or ``aoss`` (boto3's credentials, ``AWS_DEFAULT_REGION``).
 """
 
 from __future__ import annotations
@@ -58,11 +60,18 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state or os.environ.get("IMAGELABELS_DEMO_STATE") or ".local")
 
 
-def _es_client(url: str) -> Any:
-    from elasticsearch import Elasticsearch
+def _engine(url: str, args: argparse.Namespace, recorded_flavor: str | None = None) -> Any:
+    """The search engine at ``url``: Elasticsearch (noida-db) or OpenSearch, optionally SigV4-signed."""
+    from imagelabels.engine import from_url
 
+    flavor = args.engine or os.environ.get("IMAGELABELS_ENGINE") or recorded_flavor or "elasticsearch"
+    service = args.sigv4_service or os.environ.get("IMAGELABELS_SIGV4_SERVICE") or None
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
     api_key = os.environ.get("IMAGELABELS_ES_API_KEY") or None
-    return Elasticsearch(url, api_key=api_key, request_timeout=30)
+    try:
+        return from_url(url, flavor=flavor, api_key=api_key, aws_region=region, sigv4_service=service)
+    except ValueError as error:
+        raise SystemExit(f"cannot connect to {url}: {error}") from None
 
 
 def _s3_client(endpoint: str | None, *, embedded: bool) -> Any:
@@ -86,14 +95,16 @@ def connect(args: argparse.Namespace) -> Iterator[Clients]:
     s3_endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
     if es_url:
         embedded = bool(s3_endpoint) and "amazonaws.com" not in (s3_endpoint or "")
-        yield Clients(_es_client(es_url), _s3_client(s3_endpoint, embedded=embedded))
+        yield Clients(_engine(es_url, args), _s3_client(s3_endpoint, embedded=embedded))
         return
     state = _state_dir(args)
     stack_file = state / STACK_FILE
     if stack_file.is_file() and not args.embedded:
         recorded = json.loads(stack_file.read_text())
         moto = s3_endpoint or recorded.get("moto_url")
-        yield Clients(_es_client(recorded["es_url"]), _s3_client(moto, embedded=True))
+        yield Clients(
+            _engine(recorded["es_url"], args, recorded.get("engine")), _s3_client(moto, embedded=True)
+        )
         return
     if args.embedded:
         from imagelabels.embedded import running_stack
@@ -113,7 +124,7 @@ def connect(args: argparse.Namespace) -> Iterator[Clients]:
     try:
         from imagelabels import clients, settings
 
-        es = clients.elasticsearch_client(settings.es_conn_id())
+        es = clients.search_engine(settings.es_conn_id())
         s3 = clients.aws_client("s3", settings.aws_conn_id())
     except Exception as error:  # Airflow missing, connection unknown...: say which, briefly
         raise SystemExit(f"cannot build clients from the Airflow connections: {error}") from None
@@ -357,7 +368,18 @@ def _positive(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
-    group.add_argument("--es-url", help="Elasticsearch URL (default: IMAGELABELS_ES_URL)")
+    group.add_argument("--es-url", help="search engine URL (default: IMAGELABELS_ES_URL)")
+    group.add_argument(
+        "--engine",
+        choices=("elasticsearch", "opensearch"),
+        help="which engine --es-url is (default: IMAGELABELS_ENGINE, else elasticsearch)",
+    )
+    group.add_argument(
+        "--sigv4-service",
+        choices=("es", "aoss"),
+        help="sign requests with SigV4 for Amazon OpenSearch Service (es) or Serverless (aoss), "
+        "with boto3's credentials and AWS_DEFAULT_REGION (default: IMAGELABELS_SIGV4_SERVICE)",
+    )
     group.add_argument("--s3-endpoint", help="S3 endpoint, e.g. the moto server (default: AWS_ENDPOINT_URL)")
     group.add_argument(
         "--state", help="embedded stack state folder (default: IMAGELABELS_DEMO_STATE or .local)"
@@ -415,7 +437,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     """Run one command; returns the exit status (1 when ``describe`` finds nothing)."""
     args = build_parser().parse_args(argv)
     stream = out or sys.stdout
+    from imagelabels.engine import EngineError
+
     with ExitStack() as stack:
-        clients = stack.enter_context(connect(args))
-        status: int = args.handler(clients, args, stream)
+        try:
+            clients = stack.enter_context(connect(args))
+            status: int = args.handler(clients, args, stream)
+        except EngineError as error:  # one line naming the engine, not a client traceback
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         return status

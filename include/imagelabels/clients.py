@@ -4,14 +4,17 @@ Credentials live in Airflow connections or the secrets backend, never in code:
 
 * ``aws_default`` (type ``aws``): S3 and Rekognition; ``extra.endpoint_url`` points at a local
   stand-in (the embedded moto server) and ``extra.region_name`` picks the region.
-* ``elasticsearch_default`` (type ``elasticsearch``): host, port, schema ``http``/``https``,
-  login/password for basic auth; extras (``api_key``, ``verify_certs``, ``ca_certs``...) are
-  passed to the official client.
+* ``elasticsearch_default`` (type ``elasticsearch`` or ``opensearch``): the search engine; the
+  type picks the client (:mod:`imagelabels.engine.connect` reads host, port, TLS, basic auth,
+  API key or SigV4 extras).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagelabels.engine import SearchEngine
 
 AWS_RETRIES = {"mode": "adaptive", "max_attempts": 10}
 # Batches read and label on a thread pool; botocore's default pool of 10 connections would make
@@ -69,15 +72,13 @@ def mask_aws_credentials(hook: Any) -> None:
             mask_secret(quote(secret, safe=""))
 
 
-def elasticsearch_client(es_conn_id: str = "elasticsearch_default") -> Any:
-    """An ``elasticsearch.Elasticsearch`` client from an Airflow Elasticsearch connection.
+def search_engine(conn_id: str = "elasticsearch_default") -> SearchEngine:
+    """The search engine an Airflow connection describes: type ``elasticsearch`` (Elasticsearch
+    8/9, noida-db) or ``opensearch`` (OpenSearch, Amazon OpenSearch Service with SigV4,
+    Serverless); see :mod:`imagelabels.engine.connect`."""
+    from imagelabels.engine import from_connection
 
-    ``ElasticsearchPythonHook`` ignores connection ids, so we go through the SQL hook's
-    connection wrapper, which reads the connection and builds the official client.
-    """
-    from airflow.providers.elasticsearch.hooks.elasticsearch import ElasticsearchSQLHook
-
-    return ElasticsearchSQLHook(elasticsearch_conn_id=es_conn_id).get_conn().es
+    return from_connection(conn_id)
 
 
 def presigning_s3_client(aws_conn_id: str = "aws_default") -> Any:

@@ -27,7 +27,9 @@ from datetime import datetime
 from typing import Any
 
 INDEX_ALIAS = "images"
-INDEX_VERSION = 1
+# v2: Labels is nested with include_in_root, so the second seed's plain `match` on Labels.Name
+# (not nested) finds images on a real engine too, as it did in the seed's own index.
+INDEX_VERSION = 2
 INDEX_TEMPLATE_NAME = "imagelabels-images"
 FAILURES_INDEX = "images-failures"
 
@@ -63,6 +65,9 @@ IMAGE_MAPPINGS: dict[str, Any] = {
         "imported-by": _KEYWORD,
         "Labels": {
             "type": "nested",
+            # also indexed as plain root fields: nested queries keep per-label pairing
+            # (Pizza >= 90 on the same label), plain ones (seed 2, dashboards) still match
+            "include_in_root": True,
             "properties": {
                 # text so `match`/`fuzzy` behave as in the seed; .keyword for exact terms.
                 "Name": _TEXT_WITH_KEYWORD,

@@ -1,4 +1,6 @@
-"""The embedded stack: a moto server (S3, Rekognition) and noida-db (Elasticsearch) on loopback.
+"""The embedded stack: a moto server (S3, Rekognition) and a search engine on loopback: noida-db
+(pip-only, through the Elasticsearch client; the default) or a real OpenSearch node
+(``engine="opensearch"``: :mod:`imagelabels.opensearch_node`, Java and Maven).
 
 It lets the whole pipeline run on a laptop with no AWS account and no Docker, and it is what the
 integration tests run against. Servers listen on free loopback ports; each is started in its own
@@ -22,7 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagelabels.engine import SearchEngine
 
 AWS_REGION = "us-east-1"
 AWS_TEST_KEY = "testing"  # moto accepts any credentials; these are not secrets
@@ -101,6 +106,8 @@ class EmbeddedStack:
     moto_url: str
     es_url: str
     processes: list[subprocess.Popen[bytes]]
+    engine_flavor: str = "elasticsearch"
+    opensearch: Any = None  # the OpenSearchNode when engine_flavor is "opensearch"
 
     def airflow_env(self) -> dict[str, str]:
         """Environment for Airflow and boto3: connections as ``AIRFLOW_CONN_*`` JSON."""
@@ -111,7 +118,14 @@ class EmbeddedStack:
             "extra": {"endpoint_url": self.moto_url, "region_name": AWS_REGION},
         }
         host, port = self.es_url.removeprefix("http://").split(":")
-        es = {"conn_type": "elasticsearch", "host": host, "port": int(port), "schema": "http"}
+        es: dict[str, Any] = {
+            "conn_type": self.engine_flavor,
+            "host": host,
+            "port": int(port),
+            "schema": "http",
+        }
+        if self.engine_flavor == "opensearch":
+            es["extra"] = {"use_ssl": False}
         return {
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
             "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": json.dumps(es),
@@ -132,10 +146,11 @@ class EmbeddedStack:
             aws_secret_access_key=AWS_TEST_KEY,
         )
 
-    def elasticsearch(self) -> Any:
-        from elasticsearch import Elasticsearch
+    def elasticsearch(self) -> SearchEngine:
+        """The search engine of the stack (noida-db through the Elasticsearch client)."""
+        from imagelabels.engine import from_url
 
-        return Elasticsearch(self.es_url, request_timeout=30)
+        return from_url(self.es_url, flavor=self.engine_flavor)
 
     def reset_moto(self) -> None:
         """Forget every bucket and object (moto's reset API), between tests."""
@@ -146,10 +161,20 @@ class EmbeddedStack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             stop_process_group(process)
+        if self.opensearch is not None:
+            self.opensearch.stop()
 
 
-def start_stack(state_dir: Path, *, timeout: float = 60.0) -> EmbeddedStack:
-    """Start moto and noida-db on free ports; data and logs go under ``state_dir``."""
+ENGINES = ("elasticsearch", "opensearch")
+
+
+def start_stack(state_dir: Path, *, timeout: float = 60.0, engine: str = "elasticsearch") -> EmbeddedStack:
+    """Start moto and the search engine on free ports; data and logs go under ``state_dir``.
+
+    ``engine="elasticsearch"`` is noida-db (pip-only); ``"opensearch"`` a real OpenSearch node
+    (built with Maven once, cached under ``.local/opensearch-node``)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     state_dir.mkdir(parents=True, exist_ok=True)
     moto_port, es_port = free_port(), free_port()
     processes: list[subprocess.Popen[bytes]] = []
@@ -159,6 +184,19 @@ def start_stack(state_dir: Path, *, timeout: float = 60.0) -> EmbeddedStack:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_log
         )
         processes.append(moto)
+        if engine == "opensearch":
+            from imagelabels import opensearch_node
+
+            node = opensearch_node.start(home=state_dir / "opensearch")
+            stack = EmbeddedStack(
+                f"http://127.0.0.1:{moto_port}", node.url, processes, "opensearch", opensearch=node
+            )
+            try:
+                _wait_http(f"{stack.moto_url}/moto-api/", timeout, moto, moto_log)
+            except BaseException:
+                node.stop()
+                raise
+            return stack
         es_log = state_dir / "noida-db.log"
         noida = _spawn(
             [
@@ -185,9 +223,9 @@ def start_stack(state_dir: Path, *, timeout: float = 60.0) -> EmbeddedStack:
 
 
 @contextmanager
-def running_stack(state_dir: Path) -> Iterator[EmbeddedStack]:
+def running_stack(state_dir: Path, *, engine: str = "elasticsearch") -> Iterator[EmbeddedStack]:
     """``start_stack`` as a context manager that always stops what it started."""
-    stack = start_stack(state_dir)
+    stack = start_stack(state_dir, engine=engine)
     try:
         yield stack
     finally:

@@ -1,6 +1,6 @@
-"""Writing to Elasticsearch: index setup, bulk writes with every item checked, failure records.
+"""Writing to the search engine: index setup, bulk writes with every item checked, failure records.
 
-Bulk writes go through ``elasticsearch.helpers.streaming_bulk`` with per-item results: 429 and
+Bulk writes go through :meth:`SearchEngine.streaming_bulk` with per-item results: 429 and
 5xx answers are retried with exponential backoff, a ``409`` on ``create`` means the document is
 already there (a rerun), and any other per-item error is returned with its reason so the caller
 can fail the task *after* the rest of the batch is indexed. Nothing is dropped silently.
@@ -23,16 +23,13 @@ from imagelabels.documents import (
     failure_id,
     versioned_index_name,
 )
+from imagelabels.engine import BadRequestError, EngineUnavailableError, SearchEngine
 
-RETRY_ON_STATUS = (429, 502, 503, 504)
 
-
-def ensure_indices(es: Any) -> None:
+def ensure_indices(es: SearchEngine) -> None:
     """Create (idempotently) the index template, the versioned index with its alias, and the
     failures index. Safe to call from every run; concurrent callers are tolerated.
     """
-    from elasticsearch import BadRequestError
-
     es.indices.put_index_template(
         name=INDEX_TEMPLATE_NAME,
         index_patterns=INDEX_TEMPLATE["index_patterns"],
@@ -47,19 +44,37 @@ def ensure_indices(es: Any) -> None:
                 es.indices.put_alias(index=concrete, name=INDEX_ALIAS, is_write_index=True)
             else:
                 es.indices.create(index=concrete, aliases={INDEX_ALIAS: {"is_write_index": True}})
+        else:
+            _migrate_older_index(es, concrete)
     except BadRequestError as error:
-        if error.error != "resource_already_exists_exception":
+        if error.error_type != "resource_already_exists_exception":
             raise
     ensure_index(es, FAILURES_INDEX, FAILURE_MAPPINGS, upgrade=False)  # upgraded just below
+    es.require_custom_ids(FAILURES_INDEX, {"stage": "probe", "reason": "id probe"})
     _upgrade_mappings(es)
 
 
-def ensure_index(es: Any, index: str, mappings: dict[str, Any], *, upgrade: bool = True) -> None:
+def _migrate_older_index(es: SearchEngine, concrete: str) -> None:
+    """Move the alias from an older ``images-vN`` to this version's index: create it (the
+    template gives the new mapping), copy every document with ``_reindex`` (same ids, so
+    nothing is duplicated), then swap the alias in one atomic ``_aliases`` call."""
+    current = sorted(es.indices.get_alias(name=INDEX_ALIAS))
+    if current == [concrete] or concrete in current:
+        return
+    if not es.indices.exists(index=concrete):
+        es.indices.create(index=concrete)
+    for old in current:
+        es.reindex(source_index=old, dest_index=concrete)
+    es.indices.update_aliases(
+        actions=[{"remove": {"index": old, "alias": INDEX_ALIAS}} for old in current]
+        + [{"add": {"index": concrete, "alias": INDEX_ALIAS, "is_write_index": True}}]
+    )
+
+
+def ensure_index(es: SearchEngine, index: str, mappings: dict[str, Any], *, upgrade: bool = True) -> None:
     """Create a single-shard bookkeeping index (failures, alert state, delivery records) with its
     strict mapping if it is missing; concurrent creators are tolerated. With ``upgrade`` an
     existing index gets the fields added since it was created (additive mapping change)."""
-    from elasticsearch import BadRequestError
-
     if es.indices.exists(index=index):
         if upgrade:
             es.indices.put_mapping(index=index, properties=mappings["properties"])
@@ -69,15 +84,13 @@ def ensure_index(es: Any, index: str, mappings: dict[str, Any], *, upgrade: bool
             index=index, settings={"number_of_shards": 1, "number_of_replicas": 0}, mappings=mappings
         )
     except BadRequestError as error:
-        if error.error != "resource_already_exists_exception":
+        if error.error_type != "resource_already_exists_exception":
             raise
 
 
-def _upgrade_mappings(es: Any) -> None:
+def _upgrade_mappings(es: SearchEngine) -> None:
     """Add fields introduced since an index was created (additive mapping changes are allowed on
     a live index); a conflicting change needs a reindex into the next ``images-vN``."""
-    from elasticsearch import BadRequestError
-
     for index, mappings in (
         (INDEX_ALIAS, INDEX_TEMPLATE["template"]["mappings"]),
         (FAILURES_INDEX, FAILURE_MAPPINGS),
@@ -91,7 +104,26 @@ def _upgrade_mappings(es: Any) -> None:
             ) from error
 
 
-def existing_ids(es: Any, ids: Sequence[str], index: str = INDEX_ALIAS) -> set[str]:
+def require_writable(es: SearchEngine, index: str = INDEX_ALIAS) -> None:
+    """Fail at once, before any paid labeling call, when ``index`` has a primary shard that no
+    node holds (cluster health red): its writes could only time out item by item. Yellow (a
+    replica missing, e.g. one node of three down) still takes every write. Engines without a
+    health API (OpenSearch Serverless, managed by AWS) are not asked."""
+    health = es.cluster_health(index=index, timeout="10s")
+    if health is None or health.get("status") != "red":
+        return
+    raise EngineUnavailableError(
+        f"{es.description}: cluster health is red for {index!r} "
+        f"({health.get('unassigned_shards', '?')} unassigned shard(s), "
+        f"{health.get('active_primary_shards', '?')} active primary shard(s), "
+        f"{health.get('number_of_nodes', '?')} node(s)): a primary shard has no node, so writes would "
+        "fail. Nothing was labeled; bring the node back (or restore the shard) and rerun this task.",
+        status=503,
+        error_type="cluster_red",
+    )
+
+
+def existing_ids(es: SearchEngine, ids: Sequence[str], index: str = INDEX_ALIAS) -> set[str]:
     """Which of ``ids`` are already indexed (an ``ids`` query works across an alias that spans
     two indices during a reindex, unlike ``mget``)."""
     if not ids:
@@ -142,7 +174,7 @@ def _reason(info: dict[str, Any]) -> str:
 
 
 def bulk_write(
-    es: Any,
+    es: SearchEngine,
     actions: Iterable[dict[str, Any]],
     *,
     max_retries: int = 5,
@@ -156,19 +188,13 @@ def bulk_write(
     :param actions: bulk actions (``_op_type``, ``_index``, ``_id``, ``_source``).
     :param refresh: passed to the bulk API (``"wait_for"`` in tests and the demo).
     """
-    from elasticsearch import helpers
-
     outcome = BulkOutcome()
-    results = helpers.streaming_bulk(
-        es,
+    results = es.streaming_bulk(
         actions,
         chunk_size=chunk_size,
         max_retries=max_retries,
         initial_backoff=initial_backoff,
         max_backoff=max_backoff,
-        retry_on_status=RETRY_ON_STATUS,
-        raise_on_error=False,
-        raise_on_exception=False,
         refresh=refresh,
     )
     for ok, item in results:
@@ -206,7 +232,7 @@ class FailureRecord:
 
 
 def record_failures(
-    es: Any,
+    es: SearchEngine,
     failures: Sequence[FailureRecord],
     *,
     dag_id: str,
@@ -247,7 +273,9 @@ def record_failures(
     return bulk_write(es, actions, refresh=refresh)
 
 
-def clear_failures(es: Any, bucket: str, keys: Sequence[str], *, refresh: bool | str = False) -> BulkOutcome:
+def clear_failures(
+    es: SearchEngine, bucket: str, keys: Sequence[str], *, refresh: bool | str = False
+) -> BulkOutcome:
     """Delete the failure records of keys that have now been indexed.
 
     One ``ids`` search finds which keys have a record at all, so a clean batch costs one query

@@ -39,6 +39,7 @@ from imagelabels.indexing import (
     clear_failures,
     existing_ids,
     record_failures,
+    require_writable,
 )
 from imagelabels.labelers.base import Labeler, LabelingError
 from imagelabels.listing import ListedObject
@@ -254,6 +255,7 @@ def process_batch(
         interval: the interval comes from the listing).
     """
     started = time.monotonic()
+    require_writable(es)
     threads = concurrency or batch_concurrency(labeler)
     report = BatchReport(listed=len(objects))
     failures: list[FailureRecord] = []

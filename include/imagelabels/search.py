@@ -147,14 +147,12 @@ def _name_match(label: str, *, fuzzy: bool) -> dict[str, Any]:
 
 def _confidence_scored(inner: dict[str, Any], weight: float | None = None) -> dict[str, Any]:
     """``inner`` (a query on one nested label) scored by that label's confidence (x ``weight``)."""
-    scored: dict[str, Any] = {
-        "query": inner,
-        "field_value_factor": {"field": "Labels.Confidence", "missing": 0},
-        "boost_mode": "replace",
-    }
+    # ``factor`` rather than the query's ``boost``: with boost_mode "replace" a real engine drops
+    # the boost of the replaced query score (found on OpenSearch; noida-db applied it)
+    factor: dict[str, Any] = {"field": "Labels.Confidence", "missing": 0}
     if weight is not None:
-        scored["boost"] = weight
-    return {"function_score": scored}
+        factor["factor"] = weight
+    return {"function_score": {"query": inner, "field_value_factor": factor, "boost_mode": "replace"}}
 
 
 def label_query(label: str, min_confidence: float | None = None, *, fuzzy: bool = False) -> dict[str, Any]:

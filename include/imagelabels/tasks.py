@@ -19,7 +19,7 @@ def _s3() -> Any:
 
 
 def _es() -> Any:
-    return clients.elasticsearch_client(settings.es_conn_id())
+    return clients.search_engine(settings.es_conn_id())
 
 
 def _labeler(params: Mapping[str, Any]) -> Any:

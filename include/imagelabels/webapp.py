@@ -84,7 +84,7 @@ def airflow_elasticsearch() -> Any:
     """Elasticsearch client from the Airflow connection."""
     from imagelabels import clients, settings
 
-    return clients.elasticsearch_client(settings.es_conn_id())
+    return clients.search_engine(settings.es_conn_id())
 
 
 def airflow_s3() -> Any:

@@ -18,9 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import boto3
-from elasticsearch import Elasticsearch
 
 from imagelabels.embedded import covering_hours, free_port
+from imagelabels.engine.elastic import connect as elasticsearch_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,7 +105,7 @@ def test_ui_triggered_run_is_executed_by_the_scheduler(tmp_path: Path) -> None:
         tasks = _api(f"{dag}/dagRuns/from_the_ui/taskInstances", token)["task_instances"]
         mapped = [t for t in tasks if t["task_id"] == "label_and_index"]
         assert [t["rendered_map_index"] for t in mapped] == ["batch-00001.jsonl (5 keys)"]
-        es = Elasticsearch(es_url)
+        es = elasticsearch_engine(es_url)
         assert es.count(index="images")["count"] == 5
         run_ids = {hit["_source"]["airflow"]["run_id"] for hit in es.search(index="images")["hits"]["hits"]}
         assert run_ids == {"from_the_ui"}

@@ -1,17 +1,19 @@
-"""Index setup, bulk writes and the seed's queries against noida-db."""
+"""Index setup, bulk writes and the seed's queries, on noida-db and on a real OpenSearch node
+(``both_engines``: the same expected results on both)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
-from elasticsearch import Elasticsearch
 
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
+from imagelabels.engine.elastic import connect as elasticsearch_engine
 from imagelabels.indexing import bulk_write, ensure_indices, existing_ids
 from tests.helpers import ThrottlingProxy
 
 WHEN = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+both_engines = pytest.mark.both_engines
 
 
 def _doc(key: str, labels: list[tuple[str, float]], bucket: str = "mys3bucket") -> dict:
@@ -25,17 +27,19 @@ def _doc(key: str, labels: list[tuple[str, float]], bucket: str = "mys3bucket") 
     }
 
 
+@both_engines
 def test_ensure_indices_is_idempotent_and_creates_alias_over_versioned_index(es) -> None:  # type: ignore[no-untyped-def]
     ensure_indices(es)
     ensure_indices(es)
-    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v1"]
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v2"]
     assert (
-        es.indices.get_mapping(index="images-v1")["images-v1"]["mappings"]["properties"]["Labels"]["type"]
+        es.indices.get_mapping(index="images-v2")["images-v2"]["mappings"]["properties"]["Labels"]["type"]
         == "nested"
     )
     assert es.indices.exists(index="images-failures")
 
 
+@both_engines
 def test_bulk_create_counts_created_already_present_and_refused(es) -> None:  # type: ignore[no-untyped-def]
     ensure_indices(es)
     good = [_doc("a.jpg", [("Cat", 95.0)]), _doc("b.jpg", [("Dog", 80.0)])]
@@ -61,7 +65,7 @@ def test_bulk_retries_throttled_items_and_requests(
     with ThrottlingProxy(
         clean_stack.es_url, reject_items=reject_items, reject_requests=reject_requests
     ) as proxy:
-        client = Elasticsearch(proxy.url, max_retries=0)  # only the bulk helper retries here
+        client = elasticsearch_engine(proxy.url, max_retries=0)  # only the bulk helper retries here
         outcome = bulk_write(client, docs, initial_backoff=0.01, refresh="wait_for")
     assert (outcome.created, outcome.failures) == (5, [])
     assert proxy.bulk_requests == 3
@@ -73,7 +77,7 @@ def test_bulk_gives_up_after_max_retries_and_reports_every_item(clean_stack) -> 
     docs = [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(3)]
     with ThrottlingProxy(clean_stack.es_url, reject_items=10) as proxy:
         outcome = bulk_write(
-            Elasticsearch(proxy.url, max_retries=0), docs, max_retries=2, initial_backoff=0.01
+            elasticsearch_engine(proxy.url, max_retries=0), docs, max_retries=2, initial_backoff=0.01
         )
     assert proxy.bulk_requests == 3
     assert outcome.created == 0
@@ -107,6 +111,7 @@ def _nested(inner: dict) -> dict:
     }
 
 
+@both_engines
 def test_second_seed_queries_run_unchanged(es) -> None:  # type: ignore[no-untyped-def]
     """The second seed's saved queries (es_label_query-1/-2, es_fuzzy_search-1), verbatim in shape."""
     ids = _seed_fixture(es)
@@ -136,3 +141,45 @@ def test_second_seed_queries_run_unchanged(es) -> None:  # type: ignore[no-untyp
     }
     assert run(fuzzy) == [ids["poster"]]
     assert run({"fuzzy": {"Labels.Name": {"value": "Postre", "fuzziness": 2}}}) == [ids["poster"]]
+
+
+@pytest.mark.opensearch_only  # noida-db ignores include_in_root
+def test_second_seed_plain_match_on_labels_finds_images_too(es) -> None:  # type: ignore[no-untyped-def]
+    """The seed's index let a plain (not nested) ``match`` on ``Labels.Name`` find images; with
+    ``include_in_root`` a real engine does too, while nested queries keep per-label pairing."""
+    ids = _seed_fixture(es)
+    hits = es.search(
+        index="images",
+        query={
+            "bool": {"must": [{"match": {"s3bucket": "mys3bucket"}}, {"match": {"Labels.Name": "Couch"}}]}
+        },
+    )["hits"]["hits"]
+    assert [hit["_id"] for hit in hits] == [ids["couch"]]
+    either = es.search(index="images", query={"match": {"Labels.Name": "Waterfall"}})["hits"]["hits"]
+    assert [hit["_id"] for hit in either] == [ids["nature"]]
+
+
+@both_engines
+def test_delete_by_query_and_existing_ids(es) -> None:  # type: ignore[no-untyped-def]
+    ids = _seed_fixture(es)
+    assert existing_ids(es, [ids["people"], "missing"]) == {ids["people"]}
+    reply = es.delete_by_query(index=INDEX_ALIAS, query={"term": {"s3bucket": "other-bucket"}}, refresh=True)
+    assert reply["deleted"] == 1
+    assert es.count(index=INDEX_ALIAS)["count"] == 4
+    assert existing_ids(es, list(ids.values())) == set(ids.values()) - {ids["other"]}
+
+
+@both_engines
+def test_an_older_index_version_is_migrated_under_the_alias(es) -> None:  # type: ignore[no-untyped-def]
+    """An ``images-v1`` from before ``include_in_root`` is copied into ``images-v2`` (same ids)
+    and the alias moves in one step; a second call changes nothing."""
+    es.indices.create(index="images-v1", aliases={INDEX_ALIAS: {"is_write_index": True}})
+    doc = _doc("old.jpg", [("Cat", 91.0)])
+    es.index(index="images-v1", id=doc["_id"], document=doc["_source"], refresh=True)
+    ensure_indices(es)
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v2"]
+    assert es.count(index=INDEX_ALIAS)["count"] == 1
+    assert es.get(index="images-v2", id=doc["_id"])["_source"]["s3key"] == "old.jpg"
+    ensure_indices(es)
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v2"]
+    assert es.count(index=INDEX_ALIAS)["count"] == 1

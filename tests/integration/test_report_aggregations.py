@@ -26,6 +26,8 @@ START = datetime(2026, 3, 2, tzinfo=UTC)
 END = datetime(2026, 3, 3, tzinfo=UTC)
 NOW = datetime(2026, 3, 3, 0, 5, tzinfo=UTC)
 
+pytestmark = pytest.mark.both_engines
+
 
 def _at(day: int, hour: int, minute: int = 0, second: int = 0, micro: int = 0) -> datetime:
     return datetime(2026, 3, day, hour, minute, second, micro, tzinfo=UTC)

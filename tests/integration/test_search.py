@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COFFEE = ROOT / "sample_images" / "coffee.png"
 INGESTED = datetime(2026, 12, 10, tzinfo=UTC)
 
+pytestmark = pytest.mark.both_engines
+
 
 @dataclass(frozen=True)
 class Image:

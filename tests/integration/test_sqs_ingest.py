@@ -194,9 +194,9 @@ def test_failed_indexing_leaves_messages_on_the_queue_and_a_rerun_indexes_them_o
         sqs_client=sqs, s3_client=s3, es=es, settings=settings, staging_uri=STAGING, run=RUN, batch_size=10
     )
     # the index starts refusing every document (a drifted mapping behind the alias)
-    es.indices.delete(index="images-v1")
+    es.indices.delete(index="images-v2")
     es.indices.create(
-        index="images-v1",
+        index="images-v2",
         mappings={"properties": {"labeler": {"type": "long"}}},
         aliases={INDEX_ALIAS: {"is_write_index": True}},
     )
@@ -213,7 +213,7 @@ def test_failed_indexing_leaves_messages_on_the_queue_and_a_rerun_indexes_them_o
             refresh="wait_for",
         )
     assert _queue_counts(sqs, queue["url"])[1] == 1  # in flight, not deleted
-    es.indices.delete(index="images-v1")  # the operator fixes the index
+    es.indices.delete(index="images-v2")  # the operator fixes the index
     time.sleep(2.5)  # the visibility timeout expires: the message is back
     _, reports = _drain_and_process(sqs, s3, es, queue["url"])
     assert sum(r["indexed"] for r in reports) == 1

@@ -9,7 +9,7 @@ import pytest
 from imagelabels import clients
 
 
-def test_elasticsearch_client_honours_tls_and_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_engine_honours_tls_and_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     conn = {
         "conn_type": "elasticsearch",
         "host": "es.example.com",
@@ -18,13 +18,13 @@ def test_elasticsearch_client_honours_tls_and_api_key(monkeypatch: pytest.Monkey
         "extra": {"api_key": "c2VjcmV0", "verify_certs": True},
     }
     monkeypatch.setenv("AIRFLOW_CONN_ES_TLS", json.dumps(conn))
-    es = clients.elasticsearch_client("es_tls")
+    es = clients.search_engine("es_tls").client
     node = es.transport.node_pool.get().config
     assert (node.scheme, node.host, node.port) == ("https", "es.example.com", 9243)
     assert es._headers["authorization"] == "ApiKey c2VjcmV0"
 
 
-def test_elasticsearch_client_basic_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_engine_basic_auth(monkeypatch: pytest.MonkeyPatch) -> None:
     conn = {
         "conn_type": "elasticsearch",
         "host": "localhost",
@@ -34,7 +34,7 @@ def test_elasticsearch_client_basic_auth(monkeypatch: pytest.MonkeyPatch) -> Non
         "password": "s3cret",
     }
     monkeypatch.setenv("AIRFLOW_CONN_ES_BASIC", json.dumps(conn))
-    es = clients.elasticsearch_client("es_basic")
+    es = clients.search_engine("es_basic").client
     assert es._headers["authorization"].startswith("Basic ")
 
 

@@ -288,7 +288,7 @@ def test_labels_are_nested_with_text_names() -> None:
     assert labels["type"] == "nested"
     assert labels["properties"]["Name"]["type"] == "text"
     assert IMAGE_MAPPINGS["properties"]["label_names"]["type"] == "keyword"
-    assert versioned_index_name() == "images-v1"
+    assert versioned_index_name() == "images-v2"
 
 
 @pytest.mark.parametrize(

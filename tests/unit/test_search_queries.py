@@ -74,7 +74,9 @@ def test_filters_become_filter_and_must_not_clauses() -> None:
 
 def test_like_query_weights_each_label_by_the_examples_confidence() -> None:
     should = search.like_query([("Coffee", 90.0), ("Cup", 50.0)])["bool"]["should"]
-    assert [clause["nested"]["query"]["function_score"]["boost"] for clause in should] == [0.9, 0.5]
+    scored = [clause["nested"]["query"]["function_score"] for clause in should]
+    assert [s["field_value_factor"]["factor"] for s in scored] == [0.9, 0.5]
+    assert {s["boost_mode"] for s in scored} == {"replace"}
     assert [
         clause["nested"]["query"]["function_score"]["query"]["match"]["Labels.Name"]["query"]
         for clause in should

@@ -218,7 +218,7 @@ def _parse(value: Any) -> datetime | None:
 
 
 def _state(es: Any, rule: Rule) -> dict[str, Any]:
-    from elasticsearch import NotFoundError
+    from imagelabels.engine import NotFoundError
 
     try:
         source: dict[str, Any] = es.get(index=STATE_INDEX, id=rule.name)["_source"]
@@ -830,7 +830,7 @@ def mark_notified(
 
 def _advance_last_notified(es: Any, rule: str, when: datetime) -> None:
     """Start the throttle at ``when`` - never move it back (a rerun of an older evaluation)."""
-    from elasticsearch import NotFoundError
+    from imagelabels.engine import NotFoundError
 
     try:
         previous = _parse(es.get(index=STATE_INDEX, id=rule)["_source"].get("last_notified_at"))

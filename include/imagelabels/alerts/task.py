@@ -26,7 +26,7 @@ def evaluate_and_notify(now: datetime, rules_file: str = "") -> dict[str, Any]:
     config = load_config(Path(rules_file) if rules_file.strip() else None)
     signer = clients.presigning_s3_client(settings.aws_conn_id())
     results = run_alerts(
-        clients.elasticsearch_client(settings.es_conn_id()),
+        clients.search_engine(settings.es_conn_id()),
         config,
         now=now,
         presign=lambda location: presigned_url(signer, location),

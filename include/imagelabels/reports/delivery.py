@@ -384,7 +384,7 @@ def record_delivery(
 
 def delivery_record(es: Any, report: Report, channel: str) -> dict[str, Any] | None:
     """The recorded outcome of ``channel`` for this report interval, or ``None``."""
-    from elasticsearch import NotFoundError
+    from imagelabels.engine import NotFoundError
 
     try:
         found = es.get(index=DELIVERIES_INDEX, id=delivery_id(report, channel))

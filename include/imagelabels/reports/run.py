@@ -27,7 +27,7 @@ def _s3() -> Any:
 
 
 def _es() -> Any:
-    return clients.elasticsearch_client(settings.es_conn_id())
+    return clients.search_engine(settings.es_conn_id())
 
 
 def build_and_store(

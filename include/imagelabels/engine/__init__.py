@@ -1,0 +1,46 @@
+"""The search engine layer: the only package that knows which client talks to the index.
+
+Everything that reads or writes the index -- indexing, search, reports, alerts, failure and
+delivery records, reconciliation, re-labeling, the web app and the CLI -- receives a
+:class:`SearchEngine` and calls it in one keyword style; the connection decides what is behind it:
+
+* :class:`~.elastic.ElasticsearchEngine` -- Elasticsearch 8/9 and noida-db (elasticsearch-py);
+* :class:`~.opensearch.OpenSearchEngine` -- OpenSearch 2.x/3.x, Amazon OpenSearch Service (SigV4,
+  service ``es``) and OpenSearch Serverless (service ``aoss``, with the capabilities it lacks
+  replaced as :class:`~.base.Capabilities` says), through opensearch-py.
+
+May import: :mod:`imagelabels.clients` (AWS credentials for SigV4) and the clients themselves,
+lazily. Nothing here knows the documents' schema.
+"""
+
+from __future__ import annotations
+
+from imagelabels.engine.base import FULL, SERVERLESS, Capabilities, SearchEngine
+from imagelabels.engine.connect import from_connection, from_url, opensearch, redact_url
+from imagelabels.engine.errors import (
+    AuthorizationError,
+    BadRequestError,
+    ConflictError,
+    EngineError,
+    EngineUnavailableError,
+    NotFoundError,
+    UnsupportedOperationError,
+)
+
+__all__ = [
+    "FULL",
+    "SERVERLESS",
+    "AuthorizationError",
+    "BadRequestError",
+    "Capabilities",
+    "ConflictError",
+    "EngineError",
+    "EngineUnavailableError",
+    "NotFoundError",
+    "SearchEngine",
+    "UnsupportedOperationError",
+    "from_connection",
+    "from_url",
+    "opensearch",
+    "redact_url",
+]

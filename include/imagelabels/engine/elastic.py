@@ -1,0 +1,68 @@
+"""Elasticsearch 8/9 (and noida-db, which answers like it) through the official client.
+
+elasticsearch-py refuses servers that are not Elasticsearch (``UnsupportedProductError`` on a
+reply without ``X-Elastic-Product``) and sends ``compatible-with`` media types that OpenSearch
+answers with 406: OpenSearch therefore has its own implementation (:mod:`.opensearch`).
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import Any
+
+from imagelabels.engine.base import FULL, Capabilities, SearchEngine
+from imagelabels.engine.errors import EngineError, EngineUnavailableError, describe_body, error_for_status
+
+
+class ElasticsearchEngine(SearchEngine):
+    """The keyword style of :class:`SearchEngine` is elasticsearch-py 8's own: calls pass through."""
+
+    flavor = "elasticsearch"
+
+    def __init__(self, client: Any, *, description: str, capabilities: Capabilities = FULL) -> None:
+        super().__init__(client, description=description, capabilities=capabilities)
+
+    def _invoke(self, api: str, kwargs: dict[str, Any]) -> Any:
+        method = reduce(getattr, api.split("."), self.client)
+        return method(**kwargs)
+
+    def _translate(self, error: Exception) -> EngineError | None:
+        import elastic_transport
+        from elasticsearch import ApiError
+
+        if isinstance(error, ApiError):
+            status = error.meta.status
+            error_type, reason = describe_body(error.body)
+            error_type = error_type or str(error.message)
+            text = f"{self.description}: {status} {error_type}: {reason}".rstrip(": ")
+            return error_for_status(status)(
+                text, status=status, error_type=error_type, reason=reason, body=error.body
+            )
+        if isinstance(error, elastic_transport.TransportError):
+            causes = "; ".join(str(cause) for cause in getattr(error, "errors", ()) if str(cause))
+            reason = f"{error.message} ({causes})" if causes else str(error.message)
+            return EngineUnavailableError(f"{self.description} is unreachable: {reason}", reason=reason)
+        return None
+
+
+def connect(
+    url: str, *, api_key: str | None = None, timeout: float = 30, **options: Any
+) -> ElasticsearchEngine:
+    """An engine for an Elasticsearch (or noida-db) URL; credentials may be in the URL."""
+    from elasticsearch import Elasticsearch
+
+    options.setdefault("request_timeout", timeout)
+    client = Elasticsearch(url, api_key=api_key, **options)
+    return ElasticsearchEngine(client, description=f"Elasticsearch at {redact_url(url)}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,124 @@
+"""OpenSearch 2.x/3.x, Amazon OpenSearch Service and OpenSearch Serverless, through opensearch-py.
+
+opensearch-py takes request bodies as ``body=``; :class:`SearchEngine` callers use the
+Elasticsearch 8 keyword style, so this module moves the body keywords of each API into ``body``
+and leaves the URL parameters where they are.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import Any
+
+from imagelabels.engine.base import FULL, Capabilities, SearchEngine
+from imagelabels.engine.errors import EngineError, EngineUnavailableError, describe_body, error_for_status
+
+# Which keywords of each API belong in the request body (the rest are URL parameters).
+_SEARCH_BODY = {
+    "query",
+    "aggs",
+    "aggregations",
+    "size",
+    "from_",
+    "sort",
+    "search_after",
+    "track_total_hits",
+    "collapse",
+    "highlight",
+    "post_filter",
+    "source",
+    "fields",
+    "min_score",
+    "suggest",
+    "pit",
+    "timeout",
+    "terminate_after",
+    "stored_fields",
+    "docvalue_fields",
+    "knn",
+}
+BODY_KEYS: dict[str, set[str]] = {
+    "search": _SEARCH_BODY,
+    "count": {"query"},
+    "delete_by_query": {"query", "max_docs"},
+    "update": {"doc", "doc_as_upsert", "upsert", "script", "detect_noop", "scripted_upsert"},
+    "indices.create": {"mappings", "settings", "aliases"},
+    "indices.put_mapping": {"properties", "dynamic", "meta", "dynamic_templates", "_source"},
+    "indices.put_settings": {"settings"},
+    "indices.put_index_template": {
+        "index_patterns",
+        "template",
+        "priority",
+        "composed_of",
+        "meta",
+        "version",
+    },
+    "indices.update_aliases": {"actions"},
+    "reindex": {"source", "dest", "conflicts", "max_docs", "script"},
+    "indices.put_alias": {"is_write_index", "filter", "routing", "search_routing", "index_routing"},
+}
+# Keywords whose body name differs from the Elasticsearch 8 client's, per API.
+_RENAMED: dict[str, dict[str, str]] = {
+    "search": {"source": "_source", "from_": "from"},
+    "indices.put_index_template": {"meta": "_meta"},
+    "indices.put_mapping": {"meta": "_meta"},
+}
+
+
+def split_body(api: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """opensearch-py arguments for an Elasticsearch-8-style call of ``api``."""
+    args = dict(kwargs)
+    if api in ("index", "create"):
+        args["body"] = args.pop("document")
+        return args
+    if api == "bulk":
+        args["body"] = args.pop("operations")
+        return args
+    if api == "indices.put_settings":
+        args["body"] = args.pop("settings")
+        return args
+    keys = BODY_KEYS.get(api, set())
+    renamed = _RENAMED.get(api, {})
+    body = {renamed.get(key, key): args.pop(key) for key in list(args) if key in keys}
+    if body:
+        args["body"] = body
+    return args
+
+
+class OpenSearchEngine(SearchEngine):
+    """An OpenSearch cluster, an Amazon OpenSearch Service domain or a Serverless collection."""
+
+    flavor = "opensearch"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        description: str,
+        capabilities: Capabilities = FULL,
+        refresh_wait_s: float = 10.0,
+    ) -> None:
+        super().__init__(
+            client, description=description, capabilities=capabilities, refresh_wait_s=refresh_wait_s
+        )
+
+    def _invoke(self, api: str, kwargs: dict[str, Any]) -> Any:
+        method = reduce(getattr, api.split("."), self.client)
+        return method(**split_body(api, kwargs))
+
+    def _translate(self, error: Exception) -> EngineError | None:
+        from opensearchpy.exceptions import ConnectionError as NoAnswer
+        from opensearchpy.exceptions import TransportError
+
+        if isinstance(error, NoAnswer):
+            return EngineUnavailableError(f"{self.description} is unreachable: {error.info or error}")
+        if isinstance(error, TransportError):
+            status = error.status_code if isinstance(error.status_code, int) else None
+            body = error.info
+            error_type, reason = describe_body(body)
+            error_type = error_type or str(error.error)
+            text = f"{self.description}: {status} {error_type}: {reason}".rstrip(": ")
+            return error_for_status(status)(
+                text, status=status, error_type=error_type, reason=reason, body=body
+            )
+        return None
