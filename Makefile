@@ -14,6 +14,8 @@ help:
 	@echo "make lint   - ruff + mypy only"
 	@echo "make test-distributed - the hourly DAG on CeleryExecutor (PostgreSQL, Redis, 2 workers), checked"
 	@echo "make clean  - remove the venv and local state (.local/)"
+	@echo "make opensearch - start a real OpenSearch 2.19 node (Java 17 + Maven), detached; prints its URL"
+	@echo "make opensearch-stop - stop the node that make opensearch started"
 
 $(STAMP): requirements.txt requirements-extras.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -50,6 +52,15 @@ install-distributed: $(DIST_STAMP)
 
 test-distributed: $(DIST_STAMP)
 	$(BIN)/python scripts/distributed_run.py $(ARGS)
+
+# A real OpenSearch 2.19 node in one JVM (opensearch-node/); ARGS="--nodes 3 --heap 2g --port 9200"
+.PHONY: opensearch opensearch-stop
+
+opensearch: install
+	$(BIN)/python -m imagelabels.opensearch_node start $(ARGS)
+
+opensearch-stop: install
+	$(BIN)/python -m imagelabels.opensearch_node stop
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration"
