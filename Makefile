@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo airflow test test-unit test-integration lint format clean
+.PHONY: help install demo airflow system test test-unit test-integration lint format clean
 
 help:
-	@echo "make demo   - set up and run the hourly ingestion end to end on the embedded stack"
+	@echo "make demo   - set up and run the hourly ingestion end to end on the embedded stack (ENGINE=opensearch: a real OpenSearch node)"
 	@echo "make airflow - the Airflow UI (admin/admin) on the embedded stack, to trigger runs and backfills"
 	@echo "make test   - set up, lint, type-check and run every test"
 	@echo "make lint   - ruff + mypy only"
@@ -27,17 +27,26 @@ $(STAMP): requirements.txt requirements-extras.txt requirements-dev.txt constrai
 
 install: $(STAMP)
 
+# ENGINE=opensearch runs the demo / local Airflow on a real OpenSearch node (Java 17 + Maven)
+# instead of the pip-only embedded default (noida-db).
+ENGINE ?= elasticsearch
+
 demo: install
-	$(BIN)/python scripts/demo.py $(ARGS)
+	$(BIN)/python scripts/demo.py --engine $(ENGINE) $(ARGS)
 
 airflow: install
-	$(BIN)/python scripts/airflow_local.py
+	$(BIN)/python scripts/airflow_local.py --engine $(ENGINE)
+
+# Debian packages and services the whole suite needs (chromium, pdftoppm, Redis, PostgreSQL,
+# Maven, a Compose CLI): installed when absent, so CI on a fresh machine skips nothing.
+system:
+	bash scripts/setup_system.sh
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+test: lint system
 	$(BIN)/python -m pytest
 
 # A real CeleryExecutor deployment on this machine (docs/distributed.md); ARGS="--images 2000 ..."
@@ -50,7 +59,7 @@ $(DIST_STAMP): $(STAMP) requirements-distributed.txt
 
 install-distributed: $(DIST_STAMP)
 
-test-distributed: $(DIST_STAMP)
+test-distributed: $(DIST_STAMP) system
 	$(BIN)/python scripts/distributed_run.py $(ARGS)
 
 # A real OpenSearch 2.19 node in one JVM (opensearch-node/); ARGS="--nodes 3 --heap 2g --port 9200"

@@ -46,6 +46,12 @@ def main() -> int:
     )
     parser.add_argument("--port", type=int, default=int(os.environ.get("IMAGELABELS_UI_PORT", "8080")))
     parser.add_argument("--no-upload", action="store_true", help="do not upload the sample photographs")
+    parser.add_argument(
+        "--engine",
+        choices=["elasticsearch", "opensearch"],
+        default=os.environ.get("IMAGELABELS_DEMO_ENGINE") or "elasticsearch",
+        help="noida-db (pip-only, default) or a real OpenSearch 2.19 node (Java 17 + Maven)",
+    )
     args = parser.parse_args()
     prepare_airflow()
     from imagelabels.embedded import running_stack, stop_process_group
@@ -68,11 +74,9 @@ def main() -> int:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
     )
-    with running_stack(STATE / "stack") as stack:
+    with running_stack(STATE / "stack", engine=args.engine) as stack:
         os.environ.update(stack.airflow_env())
-        print(
-            f"moto server (S3, Rekognition): {stack.moto_url}\nnoida-db (Elasticsearch):      {stack.es_url}"
-        )
+        print(f"moto server (S3, Rekognition): {stack.moto_url}\n{stack.engine_label():<31}{stack.es_url}")
         if not args.no_upload:
             upload_samples(stack.boto3_client("s3"), prefix=f"uploads/{time.strftime('%Y-%m-%d')}/")
         log_path = STATE / "airflow-standalone.log"

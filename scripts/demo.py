@@ -92,6 +92,13 @@ def main() -> int:
         default=os.environ.get("IMAGELABELS_LABELER") or "local",
         help="who labels the images (default: IMAGELABELS_LABELER, else local)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["elasticsearch", "opensearch"],
+        default=os.environ.get("IMAGELABELS_DEMO_ENGINE") or "elasticsearch",
+        help="search engine: noida-db through the Elasticsearch client (pip-only, the default) or a "
+        "real OpenSearch 2.19 node (Java 17 + Maven; built once, cached in .local/)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -99,10 +106,10 @@ def main() -> int:
     from imagelabels import search
     from imagelabels.embedded import covering_hours, running_stack
 
-    with running_stack(STATE / "stack") as stack:
+    with running_stack(STATE / "stack", engine=args.engine) as stack:
         os.environ.update(stack.airflow_env())
         print(
-            f"moto server (S3, Rekognition): {stack.moto_url}\nnoida-db (Elasticsearch):      {stack.es_url}"
+            f"moto server (S3, Rekognition): {stack.moto_url}\n{stack.engine_label():<31}{stack.es_url}"
             f"\nlabeler:                       {args.labeler}"
         )
         conf = {"labeler": args.labeler}

@@ -8,7 +8,7 @@ every test, ``tests/conftest.py`` imports it::
 
 The node speaks plain HTTP on a free loopback port (``opensearch_node.url``). Tests share it, so each
 should use its own index names (or delete what it creates). Without ``java`` on PATH (or in
-``JAVA_HOME``) the tests that need it are skipped rather than failed, with the reason given.
+``JAVA_HOME``) the tests that need it fail with the install step to take (CI runs every test).
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ HEAP = os.environ.get("IMAGELABELS_OPENSEARCH_HEAP", "512m")
 """One node idles well within 512 MiB of heap; benchmarks that need more start their own."""
 
 
-def skip_without_java() -> None:
-    """Skip the calling test when no JDK is there to run the node (or Maven to build it once)."""
+def require_java() -> None:
+    """Fail the calling test (never skip: CI must run it) when no JDK is there to run the node (or Maven to build it once)."""
     java_home = os.environ.get("JAVA_HOME")
     if not (shutil.which("java") or (java_home and (Path(java_home) / "bin" / "java").is_file())):
-        pytest.skip("OpenSearch node needs java (17+) on PATH or in JAVA_HOME")
+        pytest.fail("OpenSearch node needs java (17+) on PATH or in JAVA_HOME: run scripts/setup_system.sh")
     if not shutil.which("mvn") and not (opensearch.DEFAULT_CACHE / "java.args").is_file():
-        pytest.skip("OpenSearch node needs Maven (mvn) once to resolve and compile it")
+        pytest.fail("OpenSearch node needs Maven (mvn) once to resolve and compile it: run scripts/setup_system.sh")
 
 
 @pytest.fixture(scope="session")
 def opensearch_node() -> Iterator[opensearch.OpenSearchNode]:
     """One single-node OpenSearch cluster for the session (started on first use, stopped at the end)."""
-    skip_without_java()
+    require_java()
     node = opensearch.start(nodes=1, heap=HEAP)
     try:
         yield node

@@ -134,6 +134,10 @@ class EmbeddedStack:
             "AWS_DEFAULT_REGION": AWS_REGION,
         }
 
+    def engine_label(self) -> str:
+        """What serves the index, for banners (``noida-db (Elasticsearch):`` is parsed by tests)."""
+        return "OpenSearch 2.19 node:" if self.engine_flavor == "opensearch" else "noida-db (Elasticsearch):"
+
     def boto3_client(self, service: str) -> Any:
         """A boto3 client talking to the moto server (for setup and assertions)."""
         import boto3

@@ -109,7 +109,7 @@ def require_writable(es: SearchEngine, index: str = INDEX_ALIAS) -> None:
     node holds (cluster health red): its writes could only time out item by item. Yellow (a
     replica missing, e.g. one node of three down) still takes every write. Engines without a
     health API (OpenSearch Serverless, managed by AWS) are not asked."""
-    health = es.cluster_health(index=index, timeout="10s")
+    health = es.cluster_health(index=index)
     if health is None or health.get("status") != "red":
         return
     raise EngineUnavailableError(

@@ -24,6 +24,7 @@ from tests.integration.test_search import COFFEE, ROOT, images, seed
 GOLDEN = ROOT / "tests" / "golden" / "cli"
 UPDATE = os.environ.get("IMAGELABELS_UPDATE_GOLDEN") == "1"
 _SIGNED = re.compile(r"\?(X-Amz-|AWSAccessKeyId=)[^\s\"]*")
+pytestmark = pytest.mark.both_engines
 
 
 @pytest.fixture
@@ -47,7 +48,8 @@ def _compare(name: str, text: str) -> None:
 
 def _run(stack, *argv: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
     out = io.StringIO()
-    code = cli.main([*argv, "--es-url", stack.es_url, "--s3-endpoint", stack.moto_url], out=out)
+    engine = ["--engine", stack.engine_flavor]
+    code = cli.main([*argv, "--es-url", stack.es_url, *engine, "--s3-endpoint", stack.moto_url], out=out)
     return code, out.getvalue()
 
 
@@ -126,7 +128,12 @@ def test_json_urls_fetch_the_images(seeded_stack) -> None:  # type: ignore[no-un
 
 
 def test_python_dash_m_with_connection_settings_from_the_environment(seeded_stack) -> None:  # type: ignore[no-untyped-def]
-    env = {**os.environ, "IMAGELABELS_ES_URL": seeded_stack.es_url, "AWS_ENDPOINT_URL": seeded_stack.moto_url}
+    env = {
+        **os.environ,
+        "IMAGELABELS_ES_URL": seeded_stack.es_url,
+        "IMAGELABELS_ENGINE": seeded_stack.engine_flavor,
+        "AWS_ENDPOINT_URL": seeded_stack.moto_url,
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "include"), env.get("PYTHONPATH", "")])
     done = subprocess.run(
         [
@@ -160,7 +167,9 @@ def test_stack_file_in_the_state_folder_points_at_the_embedded_stack(  # type: i
     monkeypatch.delenv("IMAGELABELS_ES_URL", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     (tmp_path / "stack.json").write_text(
-        json.dumps({"es_url": seeded_stack.es_url, "moto_url": seeded_stack.moto_url})
+        json.dumps(
+            {"es_url": seeded_stack.es_url, "moto_url": seeded_stack.moto_url, "engine": seeded_stack.engine_flavor}
+        )
     )
     out = io.StringIO()
     assert cli.main(["top-labels", "--size", "2", "--json", "--state", str(tmp_path)], out=out) == 0

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from imagelabels import opensearch_node as opensearch
-from tests.opensearch_fixtures import skip_without_java
+from tests.opensearch_fixtures import require_java
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def call(method: str, url: str, body: Any = None, *, ndjson: bool = False) -> di
 
 
 def test_single_node_indexes_searches_deletes_by_query_and_runs_painless() -> None:
-    skip_without_java()
+    require_java()
     node = opensearch.start(nodes=1, heap=HEAP)
     home, pid = node.home, node.pid
     try:
@@ -93,7 +93,7 @@ def test_single_node_indexes_searches_deletes_by_query_and_runs_painless() -> No
 
 
 def test_three_nodes_survive_losing_one_and_take_it_back() -> None:
-    skip_without_java()
+    require_java()
     node = opensearch.start(nodes=3, heap=HEAP)
     try:
         assert len(node.urls) == 3

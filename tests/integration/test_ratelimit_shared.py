@@ -27,7 +27,7 @@ def redis_client() -> Any:
     try:
         client.ping()
     except redis.RedisError as error:
-        pytest.skip(f"no Redis at {REDIS_URL} ({error}): start one to run the shared rate limit tests")
+        pytest.fail(f"no Redis at {REDIS_URL} ({error}): scripts/setup_system.sh installs and starts one")
     return client
 
 

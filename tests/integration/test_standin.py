@@ -496,9 +496,6 @@ def test_local_mode_passes_decoded_images_and_parameters_to_the_local_labeler(
 
 
 def test_local_mode_labels_a_real_photo(standin: StartStandIn) -> None:
-    pytest.importorskip(
-        LOCAL_MODULE, reason="imagelabels.labelers.local (the local labeler) is not there yet"
-    )
     client = rekognition_client(standin(labels="local").url)
     photo = (SAMPLES / "grace_hopper.jpg").read_bytes()
     labels = client.detect_labels(Image={"Bytes": photo}, MinConfidence=1, MaxLabels=5)

@@ -411,7 +411,7 @@ class Browser:
 def browser(tmp_path: Path) -> Iterator[Browser]:
     binary = _chromium()
     if binary is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+        pytest.fail("no chromium on PATH: run scripts/setup_system.sh (Debian: apt-get install chromium)")
     running = Browser(binary, tmp_path / "profile")
     try:
         yield running

@@ -261,8 +261,8 @@ def test_pdf_has_title_totals_charts_and_tables(rendered: tuple[Report, list[Pat
         assert "First 50 of" not in text
 
 
-@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="needs poppler-utils (pdftoppm)")
 def test_every_pdf_page_renders_with_content(rendered: tuple[Report, list[Path]], tmp_path: Path) -> None:
+    assert shutil.which("pdftoppm"), "needs poppler-utils (pdftoppm): run scripts/setup_system.sh"
     _, paths = rendered
     pdf = next(p for p in paths if p.suffix == ".pdf")
     subprocess.run(["pdftoppm", "-r", "50", "-png", str(pdf), str(tmp_path / "page")], check=True)

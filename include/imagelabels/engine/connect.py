@@ -6,7 +6,8 @@ The connection type decides the client:
 * ``opensearch`` -- OpenSearch 2.x/3.x through opensearch-py: host, port, ``extra.use_ssl``,
   ``extra.verify_certs``, ``extra.ca_certs``, login/password for basic auth; for Amazon
   OpenSearch Service ``extra.aws_conn_id`` (SigV4 from that AWS connection), ``extra.region_name``
-  and ``extra.service`` (``es`` for a managed domain, ``aoss`` for a Serverless collection).
+  and ``extra.service`` (``es`` for a managed domain, ``aoss`` for a Serverless collection;
+  ``extra.refresh_wait_seconds`` is how long a refresh waits there, default 10).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def from_connection(conn_id: str) -> SearchEngine:
             region=extra.get("region_name"),
             service=extra.get("service", "es"),
             timeout=float(extra.get("timeout", 30)),
+            refresh_wait_s=float(extra.get("refresh_wait_seconds", 10)),
             description=f"OpenSearch ({conn_id}) at {url}",
         )
     if conn_type in ("elasticsearch", "elasticsearch_sql", ""):
@@ -99,6 +101,7 @@ def opensearch(
     service: str | None = None,
     sigv4_default_chain: bool = False,
     timeout: float = 30,
+    refresh_wait_s: float = 10.0,
     description: str | None = None,
 ) -> OpenSearchEngine:
     """An opensearch-py client for ``url`` with basic auth or SigV4 signing.
@@ -106,7 +109,8 @@ def opensearch(
     SigV4 credentials come from the Airflow AWS connection ``aws_conn_id`` (or boto3's default
     chain): the signer asks for frozen credentials on every request, so credentials of an
     assumed role are refreshed before they expire. ``service='aoss'`` (Serverless) switches to
-    :data:`~.base.SERVERLESS` capabilities.
+    :data:`~.base.SERVERLESS` capabilities; there ``refresh_wait_s`` is how long a "refresh"
+    waits instead (Serverless makes writes searchable within its own interval, 10 s or more).
     """
     from opensearchpy import OpenSearch, RequestsHttpConnection
 
@@ -139,6 +143,7 @@ def opensearch(
         OpenSearch(**options),
         description=description or f"{name} at {scheme}://{netloc}",
         capabilities=SERVERLESS if serverless else FULL,
+        refresh_wait_s=refresh_wait_s,
     )
 
 
