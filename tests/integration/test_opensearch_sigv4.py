@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -173,14 +172,14 @@ def test_cli_searches_through_sigv4(stack, es, monkeypatch) -> None:  # type: ig
 
 
 @pytest.fixture
-def role_connection(stack: EmbeddedStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def role_connection(stack: EmbeddedStack, monkeypatch: pytest.MonkeyPatch) -> str:
     """An AWS connection that assumes a role through moto's STS: temporary, refreshable keys."""
     base = json.loads(stack.airflow_env()["AIRFLOW_CONN_AWS_DEFAULT"])
     base["extra"]["role_arn"] = "arn:aws:iam::123456789012:role/search-writer"
     # the provider never sends AssumeRole to the global endpoint_url: name STS's own
     base["extra"]["service_config"] = {"sts": {"endpoint_url": stack.moto_url}}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_ROLE", json.dumps(base))
-    yield "aws_role"
+    return "aws_role"
 
 
 def test_sigv4_uses_refreshable_credentials_of_an_assumed_role(role_connection: str) -> None:
