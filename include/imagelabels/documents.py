@@ -167,7 +167,9 @@ INDEX_TEMPLATE: dict[str, Any] = {
     "index_patterns": [f"{INDEX_ALIAS}-v*"],
     "priority": 100,
     "template": {
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+        # one replica as soon as a second node exists (a node lost loses no document), none on a
+        # single node (which would stay yellow forever); Serverless manages both itself
+        "settings": {"number_of_shards": 1, "auto_expand_replicas": "0-1"},
         "mappings": IMAGE_MAPPINGS,
     },
     "_meta": {"description": "Image labels indexed by the imagelabels Airflow DAGs"},

@@ -250,7 +250,7 @@ def test_malformed_labeler_answer_is_recorded_not_fatal(s3, es, labeler) -> None
 
 def test_a_drifted_index_mapping_fails_setup_with_a_clear_message(es) -> None:  # type: ignore[no-untyped-def]
     es.indices.create(index="images-v2", mappings={"properties": {"labeler": {"type": "long"}}})
-    with pytest.raises(RuntimeError, match=r"mapping of 'images' conflicts .* reindex into 'images-v2'"):
+    with pytest.raises(RuntimeError, match=r"mapping of 'images' conflicts .* reindex into 'images-v3'"):
         ensure_indices(es)
 
 

@@ -104,6 +104,9 @@ class _Indices:
     def get_mapping(self, *, index: str) -> dict[str, Any]:
         return self._engine._call("indices.get_mapping", index=index)
 
+    def get_settings(self, *, index: str) -> dict[str, Any]:
+        return self._engine._call("indices.get_settings", index=index)
+
     def put_settings(self, *, index: str, settings: dict[str, Any]) -> dict[str, Any]:
         return self._engine._call("indices.put_settings", index=index, settings=settings)
 

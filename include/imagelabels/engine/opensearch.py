@@ -85,6 +85,15 @@ def split_body(api: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def server_seconds(value: Any) -> float:
+    """Seconds of an engine time value (``"60s"``, ``"2m"``, ``"500ms"``, or a number)."""
+    text = str(value).strip()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
 class OpenSearchEngine(SearchEngine):
     """An OpenSearch cluster, an Amazon OpenSearch Service domain or a Serverless collection."""
 
@@ -104,7 +113,12 @@ class OpenSearchEngine(SearchEngine):
 
     def _invoke(self, api: str, kwargs: dict[str, Any]) -> Any:
         method = reduce(getattr, api.split("."), self.client)
-        return method(**split_body(api, kwargs))
+        args = split_body(api, kwargs)
+        if "timeout" in args and "request_timeout" not in args:
+            # opensearch-py takes a bare ``timeout`` parameter as the HTTP timeout (and "60s" then
+            # fails); with ``request_timeout`` set it stays the server-side wait it means
+            args["request_timeout"] = server_seconds(args["timeout"]) + 30
+        return method(**args)
 
     def _translate(self, error: Exception) -> EngineError | None:
         from opensearchpy.exceptions import ConnectionError as NoAnswer
