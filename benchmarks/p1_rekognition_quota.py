@@ -46,9 +46,9 @@ def _init_worker(moto_url: str, es_url: str, standin_url: str, env: dict[str, st
     """Per-process clients, built once (as a Celery/Local worker process would)."""
     import boto3
     from botocore.config import Config
-    from elasticsearch import Elasticsearch
 
     from imagelabels.clients import AWS_RETRIES, MAX_POOL_CONNECTIONS
+    from imagelabels.engine import from_url
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.rekognition import RekognitionLabeler
     from imagelabels.ratelimit import limiter_from_settings
@@ -58,7 +58,7 @@ def _init_worker(moto_url: str, es_url: str, standin_url: str, env: dict[str, st
     creds = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     rekognition = boto3.client("rekognition", endpoint_url=standin_url, config=config, **creds)
     _WORKER["s3"] = boto3.client("s3", endpoint_url=moto_url, config=config, **creds)
-    _WORKER["es"] = Elasticsearch(es_url, request_timeout=60)
+    _WORKER["es"] = from_url(es_url, timeout=60)
     _WORKER["labeler"] = RekognitionLabeler(
         rekognition, LabelingSettings(features=("labels",)), limiter_from_settings("us-east-1")
     )

@@ -95,12 +95,12 @@ class ListingStub:
 def child(size: int, batch_size: int, es_url: str, moto_url: str | None) -> None:
     """One planning step in this fresh process; print JSON with its RSS figures."""
     import boto3
-    from elasticsearch import Elasticsearch
 
+    from imagelabels.engine import from_url
     from imagelabels.ingest import plan_batches
     from imagelabels.pipeline import RunContext
 
-    es = Elasticsearch(es_url, request_timeout=120)
+    es = from_url(es_url, timeout=120)
     es.info()
     sink = None
     if moto_url:

@@ -214,12 +214,12 @@ _ALL = {"Bucket": BUCKET, "Prefix": PREFIX, "PaginationConfig": {"PageSize": 100
 def child(size: int, es_url: str, batch_size: int) -> None:
     """One planning step in this (fresh) process; print JSON with its RSS before and during it."""
     import botocore.exceptions  # noqa: F401 - loaded by any worker; not part of the walk's growth
-    from elasticsearch import Elasticsearch
 
+    from imagelabels.engine import from_url
     from imagelabels.pipeline import RunContext
     from imagelabels.reconcile import plan_reconciliation
 
-    es = Elasticsearch(es_url, request_timeout=120)
+    es = from_url(es_url, timeout=120)
     es.info()
     stub = ListingStub(size)
     gc.collect()

@@ -81,7 +81,7 @@ class CachedClient:
 
 
 def airflow_elasticsearch() -> Any:
-    """Elasticsearch client from the Airflow connection."""
+    """The search engine from the Airflow connection (Elasticsearch or OpenSearch, any auth)."""
     from imagelabels import clients, settings
 
     return clients.search_engine(settings.es_conn_id())
@@ -252,8 +252,10 @@ def _backend_error(error: Exception) -> HTTPException:
 
 
 def _no_index(error: Exception) -> bool:
-    """Whether ``error`` is Elasticsearch saying the ``images`` alias does not exist (yet)."""
-    return type(error).__name__ == "NotFoundError" and "index_not_found" in str(error)
+    """Whether ``error`` is the engine saying the ``images`` alias does not exist (yet)."""
+    from imagelabels.engine import NotFoundError
+
+    return isinstance(error, NotFoundError) and error.error_type == "index_not_found_exception"
 
 
 NOT_INDEXED = "nothing is indexed yet: run an ingestion DAG first"
