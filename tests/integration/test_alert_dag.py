@@ -11,6 +11,8 @@ import pytest
 from tests.airflow_dags import load_dag as _load
 from tests.indexed import index_labelled
 
+pytestmark = pytest.mark.both_engines
+
 ROOT = Path(__file__).resolve().parents[2]
 
 RULES = """

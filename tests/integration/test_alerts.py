@@ -36,6 +36,8 @@ from imagelabels.channels import slack_escape
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
 from imagelabels.indexing import ensure_indices
 
+pytestmark = pytest.mark.both_engines
+
 T0 = datetime(2026, 12, 10, 12, 10, tzinfo=UTC)
 NO_THROTTLE = timedelta(0)
 

@@ -11,6 +11,8 @@ from imagelabels.documents import INDEX_ALIAS, document_id
 from imagelabels.embedded import covering_hours
 from tests.airflow_dags import load_dag
 
+pytestmark = pytest.mark.both_engines
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
 PHOTOS = ["chelsea.png", "coffee.png", "grace_hopper.jpg"]

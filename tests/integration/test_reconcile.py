@@ -27,6 +27,8 @@ from imagelabels.indexing import FailureRecord, ensure_indices, record_failures
 from imagelabels.pipeline import RunContext
 from imagelabels.reconcile import iter_documents, list_all_objects, plan_reconciliation
 
+pytestmark = pytest.mark.both_engines
+
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "photos"
 MOTO_REKOGNITION = {"labeler": "rekognition", "features": ["labels"]}

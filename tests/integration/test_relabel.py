@@ -14,6 +14,8 @@ from imagelabels.documents import INDEX_ALIAS, document_id
 from imagelabels.embedded import covering_hours
 from tests.airflow_dags import load_dag as _load
 
+pytestmark = pytest.mark.both_engines
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
 PHOTOS = {

@@ -14,6 +14,8 @@ from imagelabels.reports.delivery import DELIVERIES_INDEX
 from tests.airflow_dags import load_dag
 from tests.indexed import index_labelled
 
+pytestmark = pytest.mark.both_engines
+
 ROOT = Path(__file__).resolve().parents[2]
 DAY1 = datetime(2026, 3, 2, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)

@@ -10,6 +10,7 @@ Debian's ``chromium`` package (``apt-get install chromium``); without it the bro
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import mimetypes
 import os
@@ -33,7 +34,9 @@ from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_do
 from imagelabels.embedded import EmbeddedStack, free_port, stop_process_group
 from imagelabels.indexing import bulk_write, ensure_indices
 
-pytestmark = pytest.mark.integration
+# On OpenSearch the page's api-server reaches the node through a SigV4-verifying proxy, signing
+# with the AWS connection, as it would reach an Amazon OpenSearch Service domain.
+pytestmark = [pytest.mark.integration, pytest.mark.both_engines]
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
@@ -82,8 +85,9 @@ def _seed(stack: EmbeddedStack) -> None:
     """Empty the servers, upload the samples to moto and index one document per sample."""
     stack.reset_moto()
     es = stack.elasticsearch()
-    for name in es.indices.get(index="*", expand_wildcards="all"):
-        es.indices.delete(index=name)
+    for name in es.indices.get(index="*", expand_wildcards="open,closed"):
+        if not name.startswith("."):  # the engine's own system indices
+            es.indices.delete(index=name)
     if es.indices.exists_index_template(name="imagelabels-images"):
         es.indices.delete_index_template(name="imagelabels-images")
     ensure_indices(es)
@@ -154,6 +158,7 @@ class Server:
     url: str
     password: str
     token: str
+    sigv4: Any = None  # the SigV4Proxy in front of OpenSearch, when the stack's engine is one
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -186,6 +191,27 @@ def server(
     stack: EmbeddedStack, airflow_db: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     _seed(stack)
+    exits = contextlib.ExitStack()
+    engine_connection = {}
+    sigv4 = None
+    if stack.engine_flavor == "opensearch":
+        from imagelabels.embedded import AWS_REGION, AWS_TEST_KEY
+        from tests.sigv4_proxy import SigV4Proxy
+
+        sigv4 = exits.enter_context(
+            SigV4Proxy(
+                stack.es_url,
+                access_key=AWS_TEST_KEY,
+                secret_key=AWS_TEST_KEY,
+                region=AWS_REGION,
+                service="es",
+            )
+        )
+        extra = {"use_ssl": False, "aws_conn_id": "aws_default", "region_name": AWS_REGION, "service": "es"}
+        port = int(sigv4.url.rsplit(":", 1)[1])
+        engine_connection["AIRFLOW_CONN_ELASTICSEARCH_DEFAULT"] = json.dumps(
+            {"conn_type": "opensearch", "host": "127.0.0.1", "port": port, "extra": extra}
+        )
     state = tmp_path_factory.mktemp("api-server")
     password = secrets.token_urlsafe(12)
     passwords = state / "passwords.json"
@@ -205,6 +231,7 @@ def server(
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
         "AIRFLOW__API__SECRET_KEY": secrets.token_hex(32),
         **stack.airflow_env(),
+        **engine_connection,
     }
     log_path = state / "api-server.log"
     with open(log_path, "ab") as log:
@@ -238,9 +265,10 @@ def server(
             f"{url}/auth/token", method="POST", body={"username": USER, "password": password}
         )
         assert status == 201, answer
-        yield Server(url, password, answer["access_token"])
+        yield Server(url, password, answer["access_token"], sigv4)
     finally:
         stop_process_group(process, timeout=30)
+        exits.close()
 
 
 def test_the_plugin_is_registered_with_a_ui_entry(server: Server) -> None:
@@ -254,6 +282,15 @@ def test_the_plugin_is_registered_with_a_ui_entry(server: Server) -> None:
         "/image-search/",
         "image-search",
     )
+
+
+def test_on_opensearch_every_engine_request_is_sigv4_signed(server: Server) -> None:
+    status, answer = _request(f"{server.url}/image-search/api/search?label=Person", server.token)
+    assert status == 200, answer
+    assert [hit["title"] for hit in answer["hits"]] == ["astronaut.png", "grace_hopper.jpg"]
+    if server.sigv4 is not None:  # the OpenSearch run: the page went through the AWS front end
+        assert server.sigv4.accepted > 0
+        assert server.sigv4.refused == []
 
 
 def test_no_anonymous_access(server: Server) -> None:
