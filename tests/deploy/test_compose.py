@@ -20,6 +20,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
 INSTALL = "bash tests/deploy/install_compose_cli.sh"
+JWT_SECRET = "0" * 64
+AIRFLOW_SERVICES = (
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker",
+    "airflow-triggerer",
+)
 OPENSEARCH_SERVICES = {"opensearch", "opensearch-dashboards", "opensearch-dashboards-setup"}
 # The default stack (no profile), exactly as before the `opensearch` profile existed.
 DEFAULT_SERVICES = {
@@ -75,7 +83,11 @@ def _config(
     """Compose on our file with only ``env`` (and PATH, HOME) as the environment, reading
     ``env_file`` instead of a .env (a developer's .env must not decide)."""
     cli = _compose_cli()
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "AIRFLOW_JWT_SECRET": JWT_SECRET,  # required by the file; tests that check that unset it
+    }
     return subprocess.run(
         [*cli, "--env-file", env_file, "-f", str(COMPOSE), *args],
         capture_output=True,
@@ -250,3 +262,67 @@ def test_env_example_switch_to_opensearch_resolves(tmp_path: Path) -> None:
     assert services["airflow-worker"]["environment"]["AIRFLOW_CONN_ELASTICSEARCH_DEFAULT"] == OPENSEARCH_CONN
     assert [str(p["published"]) for p in services["opensearch"]["ports"]] == ["9201"]
     assert [str(p["published"]) for p in services["opensearch-dashboards"]["ports"]] == ["5602"]
+
+
+def test_every_published_port_is_loopback_unless_exposed_deliberately() -> None:
+    for env, expected in (({}, "127.0.0.1"), ({"IMAGELABELS_BIND_ADDRESS": "0.0.0.0"}, "0.0.0.0")):
+        services = _services("--profile", "opensearch", env=env)
+        published = {
+            name: [port.get("host_ip") for port in service.get("ports", [])]
+            for name, service in services.items()
+        }
+        exposed = {name: ips for name, ips in published.items() if ips}
+        assert {"airflow-apiserver", "elasticsearch", "kibana", "aws", "opensearch"} <= set(exposed)
+        assert all(ip == expected for ips in exposed.values() for ip in ips), exposed
+
+
+def test_the_jwt_secret_is_required_and_shared_by_every_airflow_container() -> None:
+    result = _config("config", env={"AIRFLOW_JWT_SECRET": ""})
+    assert result.returncode != 0
+    assert "set AIRFLOW_JWT_SECRET in .env" in result.stderr
+    services = _services()
+    secrets = {services[name]["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"] for name in AIRFLOW_SERVICES}
+    assert secrets == {JWT_SECRET}
+    assert JWT_SECRET not in COMPOSE.read_text()  # never a committed default
+
+
+def test_env_settings_reach_the_airflow_containers(tmp_path: Path) -> None:
+    """Every IMAGELABELS_* setting of .env reaches the tasks (env_file), not only the few named."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in AIRFLOW_SERVICES:
+        assert services[name]["env_file"] == [{"path": ".env", "required": False}], name
+    (tmp_path / ".env").write_text("IMAGELABELS_MAX_COST=1.5\nAIRFLOW_JWT_SECRET=" + JWT_SECRET + "\n")
+    cli = _compose_cli()
+    result = subprocess.run(
+        [*cli, "--project-directory", str(tmp_path), "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    worker = yaml.safe_load(result.stdout)["services"]["airflow-worker"]["environment"]
+    assert worker["IMAGELABELS_MAX_COST"] == "1.5"
+
+
+def test_copying_env_example_keeps_the_local_aws_stand_in(tmp_path: Path) -> None:
+    """`cp .env.example .env` must not point the stack at real AWS: the stand-in stays the default
+    and the bucket is the one aws-setup creates."""
+    env_file = tmp_path / ".env"
+    env_file.write_text((ROOT / ".env.example").read_text())
+    services = _services(env_file=str(env_file))
+    worker = services["airflow-worker"]["environment"]
+    assert "endpoint_url=http%3A%2F%2Faws%3A5000" in worker["AIRFLOW_CONN_AWS_DEFAULT"]
+    assert worker["IMAGELABELS_BUCKET"] == "images"
+    assert services["aws-setup"]["entrypoint"][-1] == "s3://images"
+
+
+def test_bucket_setup_waits_for_a_healthy_stand_in(compose: dict) -> None:
+    assert compose["services"]["aws-setup"]["depends_on"] == {"aws": {"condition": "service_healthy"}}
+    assert "moto-api" in " ".join(compose["services"]["aws"]["healthcheck"]["test"])
+
+
+def test_header_states_the_memory_the_stack_needs() -> None:
+    header = "".join(line for line in COMPOSE.read_text().splitlines(True) if line.startswith("#"))
+    assert re.search(r"about \d+ GB for the default stack", header)
