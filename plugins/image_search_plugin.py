@@ -3,7 +3,8 @@
 The api-server mounts the FastAPI app of :mod:`imagelabels.webapp` at ``/image-search`` (page,
 static files and JSON routes; Airflow's authentication required) and the UI shows it under
 Browse > Image search, embedded at ``/plugin/image-search``. The page's HTML, JavaScript and CSS
-live in ``plugins/image_search/`` (no build step).
+live in ``plugins/image_search/`` (no build step). ``/image-search/?image=<document id>`` opens one
+image's detail view (:func:`imagelabels.search.image_page_url`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 
+from imagelabels.search import PAGE_MOUNT
 from imagelabels.webapp import create_app
 
-URL_PREFIX = "/image-search"
+URL_PREFIX = PAGE_MOUNT
 STATIC_DIR = Path(__file__).resolve().parent / "image_search"
 
 

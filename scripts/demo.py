@@ -61,6 +61,15 @@ def run_report(s3: Any) -> bool:
     return True
 
 
+def shown_link(url: str | None) -> str:
+    """A link as the demo prints it: a presigned URL's session token masked (stdout is not a task
+    log, so Airflow's masker never sees it); links signed without a token (the embedded stack's
+    keys) are printed whole and work."""
+    from imagelabels.search import mask_session_token
+
+    return mask_session_token(url) if url else "(none)"
+
+
 def run_alerts() -> bool:
     """Evaluate the demo's alert rules once, as after every ingestion run, and show what fired."""
     with WebhookReceiver() as receiver:
@@ -77,7 +86,7 @@ def run_alerts() -> bool:
             for image in alert["images"]:
                 matches = ", ".join(f"{m['label']} {m['confidence']:.1f}%" for m in image["matches"])
                 print(f"    {image['s3_location']}  ({matches})")
-                print(f"    link: {image['url']}")
+                print(f"    link: {shown_link(image['url'])}")
         return str(run.state) == "success"
 
 

@@ -21,7 +21,8 @@ Where the servers are, first match wins:
    (:mod:`imagelabels.clients`), when Airflow is installed and configured.
 
 Real Elasticsearch with authentication: put the user in the URL (``https://user:pass@host:9200``)
-or set ``IMAGELABELS_ES_API_KEY``; S3 credentials come from boto3's usual chain. OpenSearch:
+or set ``IMAGELABELS_ES_API_KEY``; S3 credentials come from boto3's usual chain (without any, the
+results come without links and one warning says so). OpenSearch:
 ``--engine opensearch`` (or ``IMAGELABELS_ENGINE=opensearch``); Amazon OpenSearch Service or
 Serverless: add ``--sigv4-service es`` or ``aoss`` (boto3's credentials, ``AWS_DEFAULT_REGION``).
 """
@@ -32,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -223,13 +225,20 @@ def _print_hits(
     shown = len(page.hits)
     print(f"{shown} of {page.total} image(s)", file=out)
     if page.next_after is not None:
-        print(f"next page: --after '{json.dumps(page.next_after)}'", file=out)
+        print(f"next page: --after {shlex.quote(json.dumps(page.next_after))}", file=out)
 
 
 def _with_urls(clients: Clients, hits: list[search.Hit], args: argparse.Namespace) -> list[search.Hit]:
+    """``hits`` with presigned URLs; without AWS credentials, as they are and one warning line."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
     if args.no_urls or clients.s3 is None:
         return hits
-    return search.presign_hits(clients.s3, hits, expires_in=args.presign_seconds)
+    try:
+        return search.presign_hits(clients.s3, hits, expires_in=args.presign_seconds)
+    except (NoCredentialsError, PartialCredentialsError) as error:
+        print(f"warning: no links: {error} (set AWS credentials, or pass --no-urls)", file=sys.stderr)
+        return hits
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -437,6 +446,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     """Run one command; returns the exit status (1 when ``describe`` finds nothing)."""
     args = build_parser().parse_args(argv)
     stream = out or sys.stdout
+    from botocore.exceptions import NoCredentialsError
+
     from imagelabels.engine import EngineError
 
     with ExitStack() as stack:
@@ -445,5 +456,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             status: int = args.handler(clients, args, stream)
         except EngineError as error:  # one line naming the engine, not a client traceback
             print(f"error: {error}", file=sys.stderr)
+            return 2
+        except NoCredentialsError as error:  # reading an s3:// example without credentials
+            print(f"error: {error}: set AWS credentials to read from S3", file=sys.stderr)
             return 2
         return status

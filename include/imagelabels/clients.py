@@ -81,9 +81,44 @@ def search_engine(conn_id: str = "elasticsearch_default") -> SearchEngine:
     return from_connection(conn_id)
 
 
+def mask_session_credentials(session: Any, client: Any) -> None:
+    """Register the secret key and session token ``client`` signs with, raw and URL-encoded, with
+    Airflow's log masker: now, and again before every signature (``before-sign``), because
+    refreshable credentials (an assumed role) get a new token as they near expiry.
+
+    ``session`` is the boto3 session ``client`` was made from: its credentials object is the one
+    the client signs with. (``AwsBaseHook.get_credentials()`` would not do: it builds another
+    session, and for a role connection that is another AssumeRole with another token.)"""
+    credentials = session.get_credentials()
+    if credentials is None:  # none at all: signing fails with NoCredentialsError, nothing to mask
+        return
+
+    def mask_current(**_: Any) -> None:
+        _mask_pair(credentials.get_frozen_credentials())
+
+    mask_current()
+    client.meta.events.register("before-sign.s3", mask_current)
+
+
+def _mask_pair(frozen: Any) -> None:
+    from urllib.parse import quote
+
+    from airflow.sdk.log import mask_secret
+
+    for secret in (frozen.secret_key, frozen.token):
+        if secret:
+            mask_secret(secret)
+            mask_secret(quote(secret, safe=""))
+
+
 def presigning_s3_client(aws_conn_id: str = "aws_default") -> Any:
     """S3 client for presigned links (search thumbnails, report and alert links), signing with
     SigV4 (the hook's default client presigns with SigV2, which regions opened since 2014 refuse).
+
+    Its secret key and session token are registered with Airflow's log masker (raw and
+    URL-encoded, as a presigned link carries the token) before it signs anything, and again
+    whenever the credentials refresh (:func:`mask_session_credentials`), so a link in a task log
+    shows ``***`` in place of the token.
 
     ``IMAGELABELS_PRESIGN_ENDPOINT_URL`` replaces the connection's ``endpoint_url`` in presigned
     URLs, for a stand-in that browsers reach under another name than Airflow does (docker
@@ -95,9 +130,9 @@ def presigning_s3_client(aws_conn_id: str = "aws_default") -> Any:
 
     config = Config(signature_version="s3v4")
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", config=config)
-    mask_aws_credentials(hook)
     public = os.environ.get("IMAGELABELS_PRESIGN_ENDPOINT_URL", "").strip()
-    if not public:
-        return hook.get_conn()
+    endpoint = public or hook.conn_config.get_service_endpoint_url("s3")
     session = hook.get_session(region_name=hook.conn_config.region_name)
-    return session.client("s3", endpoint_url=public, config=config)
+    client = session.client("s3", endpoint_url=endpoint, config=config, verify=hook.verify)
+    mask_session_credentials(session, client)
+    return client

@@ -9,7 +9,10 @@
 
 Every question takes the same :class:`Filters` (bucket, key prefix, date range, "exclude
 moderated"); :func:`search_labels` and :func:`images_like` page with ``search_after``. Hits can
-carry a presigned S3 URL (:func:`presign_hits`, expiry ``IMAGELABELS_PRESIGN_SECONDS``).
+carry a presigned S3 URL (:func:`presign_hits`, expiry ``IMAGELABELS_PRESIGN_SECONDS``) that
+serves the image as the type its bytes were detected as (``image/png``...), ``inline``, never as the
+page an uploader's Content-Type might claim; :func:`image_page_url` links the Image search page's
+detail view of a document instead (no expiry, no S3 reachability needed).
 
 Label and confidence are matched inside the *same* nested label object, so an image with Pizza
 at 60 % and Waterfall at 95 % is not an answer to "Pizza >= 90 %". User input only ever goes into
@@ -22,6 +25,8 @@ answer are used: no ``reverse_nested``, no ``composite``.
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +47,8 @@ _SOURCE = [
     "Labels.Parents",
     "ModerationLabels.Name",
     "ModerationLabels.Confidence",
+    "object.content_type",
+    "preflight.source_format",
 ]
 # Score first, then a unique keyword as the tie-breaker, so search_after pages are stable.
 _SORT: list[dict[str, Any]] = [{"_score": {"order": "desc"}}, {"s3_location": {"order": "asc"}}]
@@ -53,7 +60,8 @@ class Hit:
 
     ``score`` is the query's score (for a label question: the matching label's confidence),
     ``sort`` the values to pass as ``search_after`` for the next page, ``url`` a presigned GET
-    URL once :func:`presign_hits` has run.
+    URL once :func:`presign_hits` has run, ``content_type`` the image type the document's
+    preflight detected (:func:`image_content_type`), ``None`` when it does not say.
     """
 
     title: str
@@ -69,6 +77,7 @@ class Hit:
     doc_id: str = ""
     sort: list[Any] | None = None
     url: str | None = None
+    content_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,9 @@ def _hit(raw: dict[str, Any]) -> Hit:
     }
     moderation = [(m["Name"], float(m["Confidence"])) for m in source.get("ModerationLabels", [])]
     score = raw.get("_score")
+    detected = image_content_type(
+        (source.get("preflight") or {}).get("source_format"), (source.get("object") or {}).get("content_type")
+    )
     return Hit(
         source["title"],
         source["s3_location"],
@@ -231,6 +243,7 @@ def _hit(raw: dict[str, Any]) -> Hit:
         score=float(score) if score is not None else None,
         doc_id=str(raw.get("_id", "")),
         sort=raw.get("sort"),
+        content_type=detected,
     )
 
 
@@ -451,7 +464,94 @@ def label_example(
     return sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
-# --- presigned URLs ----------------------------------------------------------------------------
+# --- links to images ----------------------------------------------------------------------------
+
+# Preflight's format names (magic bytes, :func:`imagelabels.preflight.sniff_format`) -> the type
+# a link serves. Never SVG or anything else a browser would run as a page.
+IMAGE_CONTENT_TYPES: dict[str, str] = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "HEIF": "image/heif",
+    "AVIF": "image/avif",
+    "JPEG2000": "image/jp2",
+    "JXL": "image/jxl",
+}
+_IMAGE_TYPES = frozenset(IMAGE_CONTENT_TYPES.values()) | {"image/heic", "image/pjpeg", "image/x-ms-bmp"}
+# What a presigned link may serve besides images: the report files (PDF, chart PNG, CSV, JSON,
+# XLSX). Nothing here renders as a page.
+_LINK_TYPES = _IMAGE_TYPES | {
+    "application/pdf",
+    "application/json",
+    "text/csv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_LINK_SUFFIXES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".jpe": "image/jpeg",
+    ".jfif": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+    ".avif": "image/avif",
+    ".jp2": "image/jp2",
+    ".jxl": "image/jxl",
+    ".pdf": "application/pdf",
+    ".json": "application/json",
+    ".csv": "text/csv",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+FALLBACK_CONTENT_TYPE = "application/octet-stream"  # a download, never a page
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def image_content_type(source_format: str | None, content_type: str | None = None) -> str | None:
+    """The image type to serve a document's object as: the format preflight detected from the
+    magic bytes (``preflight.source_format``), else the stored ``object.content_type`` when it
+    names an image type (documents indexed before preflight recorded its format); ``None`` when
+    neither says (an uploader's ``text/html`` or ``image/svg+xml`` never counts)."""
+    detected = IMAGE_CONTENT_TYPES.get((source_format or "").upper())
+    if detected:
+        return detected
+    stored = _media_type(content_type)
+    return stored if stored in _IMAGE_TYPES else None
+
+
+def link_content_type(key: str, content_type: str | None = None) -> str:
+    """The ``Content-Type`` a presigned link to ``key`` makes S3 send: ``content_type`` when it is
+    an image type or a report file's type, else the type of the key's suffix among those, else
+    ``application/octet-stream``. Never what the object was uploaded with: a polyglot uploaded
+    as ``text/html`` would render as a page on S3's origin."""
+    wanted = _media_type(content_type)
+    if wanted in _LINK_TYPES:
+        return wanted
+    return _LINK_SUFFIXES.get(posixpath.splitext(key)[1].lower(), FALLBACK_CONTENT_TYPE)
+
+
+def content_disposition(filename: str, disposition: str = "inline") -> str:
+    """A ``Content-Disposition`` value naming ``filename`` (RFC 6266): a quoted ASCII fallback
+    (quotes, backslashes and non-ASCII as ``_``) and, when that differs, the exact name as an
+    RFC 5987 ``filename*=UTF-8''...``. Control characters are dropped (no header injection)."""
+    from urllib.parse import quote
+
+    name = "".join(char for char in filename if char.isprintable()) or "image"
+    fallback = "".join(char if " " <= char <= "~" and char not in '"\\' else "_" for char in name)
+    value = f'{disposition}; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
 
 
 def presign_seconds() -> int:
@@ -463,15 +563,81 @@ def presign_seconds() -> int:
     return seconds
 
 
-def presigned_url(s3: Any, s3_location: str, *, expires_in: int | None = None) -> str:
-    """A presigned GET URL for an ``s3://bucket/key`` location."""
+def presigned_url(
+    s3: Any, s3_location: str, *, expires_in: int | None = None, content_type: str | None = None
+) -> str:
+    """A presigned GET URL for an ``s3://bucket/key`` location that makes S3 answer with
+    ``Content-Type`` :func:`link_content_type` (``content_type``: the type detected for the
+    object, e.g. :attr:`Hit.content_type`) and ``Content-Disposition: inline; filename=...``
+    (:func:`content_disposition`), whatever the object was uploaded with.
+
+    A presigned URL lives at most as long as the credentials that signed it (an assumed role's:
+    often an hour); for links people open later use :func:`image_page_url`."""
     bucket, key = parse_s3_uri(s3_location)
     seconds = presign_seconds() if expires_in is None else expires_in
-    return str(
-        s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds)
-    )
+    params = {
+        "Bucket": bucket,
+        "Key": key,
+        "ResponseContentType": link_content_type(key, content_type),
+        "ResponseContentDisposition": content_disposition(posixpath.basename(key)),
+    }
+    return str(s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds))
 
 
 def presign_hits(s3: Any, hits: Sequence[Hit], *, expires_in: int | None = None) -> list[Hit]:
     """``hits`` with ``url`` set to a presigned GET URL (signing is local: no request to S3)."""
-    return [replace(hit, url=presigned_url(s3, hit.s3_location, expires_in=expires_in)) for hit in hits]
+    return [
+        replace(
+            hit, url=presigned_url(s3, hit.s3_location, expires_in=expires_in, content_type=hit.content_type)
+        )
+        for hit in hits
+    ]
+
+
+# A presigned URL signed with session credentials (an assumed role, SSO, instance profile) carries
+# the session token in its query: X-Amz-Security-Token (SigV4) or x-amz-security-token (SigV2).
+_SESSION_TOKEN = re.compile(r"([?&]x-amz-security-token=)[^&#\s]*", re.IGNORECASE)
+
+
+def mask_session_token(url: str) -> str:
+    """``url`` with the value of its session-token query parameter replaced by ``***``: for
+    printing a presigned link where Airflow's log masker does not look (a terminal). A link signed
+    with long-term keys (no token) is returned unchanged, and still works."""
+    return _SESSION_TOKEN.sub(r"\1***", url)
+
+
+# --- the Image search page ---------------------------------------------------------------------
+
+PAGE_MOUNT = "/image-search"  # where plugins/image_search_plugin.py mounts the page on the api-server
+
+
+def ui_base_url() -> str | None:
+    """The Airflow UI's base URL, for links people open from mail, Slack or a webhook:
+    ``IMAGELABELS_UI_BASE_URL``, else Airflow's ``[api] base_url`` (``AIRFLOW__API__BASE_URL`` or
+    airflow.cfg); ``None`` when none is set (Airflow cannot guess its public name)."""
+    for name in ("IMAGELABELS_UI_BASE_URL", "AIRFLOW__API__BASE_URL"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value.rstrip("/")
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # plain Python, no Airflow: only the variables count
+        return None
+    value = str(conf.get("api", "base_url", fallback="") or "").strip()
+    return value.rstrip("/") or None
+
+
+def image_page_url(doc_id: str, *, base_url: str | None = None) -> str | None:
+    """The Image search page's detail view of the document ``doc_id`` (its ``_id``, e.g.
+    :attr:`Hit.doc_id` or an alert image's ``document_id``):
+    ``<base url>/image-search/?image=<doc_id>``, shown to a signed-in Airflow user (the login page
+    comes back to it), the image streamed by the page with the api-server's S3 credentials.
+
+    ``base_url`` defaults to :func:`ui_base_url`; ``None`` when there is none (or no id), so a
+    caller can fall back: ``image_page_url(doc_id) or presigned_url(s3, location)``."""
+    from urllib.parse import quote
+
+    base = (base_url or "").strip().rstrip("/") or ui_base_url()
+    if not base or not doc_id:
+        return None
+    return f"{base}{PAGE_MOUNT}/?image={quote(doc_id, safe='')}"

@@ -6,17 +6,31 @@ Pages and JSON answers are only for users the Airflow auth manager knows: the UI
 ``Authorization: Bearer`` token from ``POST /auth/token``. A request without one gets 401 (the
 page itself redirects to the auth manager's login page), a bad token 403, and a user the auth
 manager does not allow to read the Airflow UI (``AccessView.WEBSITE``: every simple auth manager
-role, Viewer and up with FAB) 403. Images are never served by this app: answers carry presigned S3
-URLs, so only signed-in users learn where the bytes are.
+role, Viewer and up with FAB) 403.
+
+Images are served by the app itself, to the same signed-in users: ``api/images/{doc_id}/content``
+streams the object of an *indexed document* (never an arbitrary key) from S3 with the
+api-server's credentials, as the image type its bytes are (``image/png``...), ``inline``, with
+``X-Content-Type-Options: nosniff`` and a CSP that runs nothing. So a thumbnail works whatever its
+key (``../``, quotes, non-ASCII), wherever S3 is (compose's ``http://aws:5000`` is not reachable
+from a browser), and however short-lived the server's credentials are; a polyglot uploaded as
+``text/html`` never renders as a page.
 
 JSON routes (all ``GET``, relative to the mount point):
 
 * ``api/search?label=&min_confidence=&exclude_moderated=&size=&after=`` -- a page of images
   showing a label (:func:`imagelabels.search.search_labels`) with the label facets of every
-  matching image; without a label, no hits and the most frequent labels as facets.
+  matching image; without a label, no hits and the most frequent labels as facets. ``after`` is
+  the ``next_after`` of the previous answer: a JSON list of a finite number and a string, else 400.
 * ``api/suggest?prefix=`` -- label names for the label box, from the most frequent labels.
 * ``api/images/{doc_id}`` -- one image: all labels (with bounding boxes of their instances),
-  moderation labels and a presigned URL.
+  moderation labels and the URL of its content.
+* ``api/images/{doc_id}/content`` -- the image's bytes (see above); 404 for an id that is not an
+  indexed document, or whose object is gone or no longer an image.
+
+Every ``url`` in an answer is that content route (an absolute path on the api-server). The page
+opens a document's detail view from ``?image=<doc_id>``
+(:func:`imagelabels.search.image_page_url` builds such links for alerts and reports).
 
 Elasticsearch and S3 clients come from the Airflow connections (``elasticsearch_default``,
 ``aws_default``, or ``IMAGELABELS_ES_CONN_ID``/``IMAGELABELS_AWS_CONN_ID``) and are rebuilt
@@ -26,17 +40,22 @@ every :data:`CLIENT_TTL_SECONDS`, so an edited connection is picked up without a
 from __future__ import annotations
 
 import json
+import math
+import posixpath
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from imagelabels import search
 from imagelabels.documents import INDEX_ALIAS
+from imagelabels.preflight import sniff_format
 
 CLIENT_TTL_SECONDS = 300.0
 SUGGEST_POOL = 1000  # most frequent labels the suggestions are picked from
@@ -56,7 +75,20 @@ _DETAIL_SOURCE = [
     "object.width",
     "object.height",
     "object.content_type",
+    "preflight.source_format",
 ]
+_CONTENT_SOURCE = ["s3_location", "s3bucket", "s3key", "object.version_id"]
+SNIFF_BYTES = 512  # enough for every magic number preflight knows (ISO-BMFF brands included)
+CHUNK_BYTES = 256 * 1024
+# An image response runs nothing, even opened on its own: no subresources, no scripts, no framing.
+IMAGE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "private, max-age=600",  # the id names one object version
+}
+MAX_AFTER_STRING = 2048  # an S3 location: bucket (63) + key (1,024 bytes) and then some
+MAX_AFTER_JSON = 6 * MAX_AFTER_STRING + 64  # the same as JSON, every character \uXXXX-escaped
 
 Authenticate = Callable[[Request], Awaitable[Any]]
 
@@ -88,10 +120,11 @@ def airflow_elasticsearch() -> Any:
 
 
 def airflow_s3() -> Any:
-    """S3 client for presigning thumbnails (:func:`imagelabels.clients.presigning_s3_client`)."""
+    """S3 client that reads the images the page shows (:func:`imagelabels.clients.aws_client`:
+    the connection's endpoint, as the workers reach it)."""
     from imagelabels import clients, settings
 
-    return clients.presigning_s3_client(settings.aws_conn_id())
+    return clients.aws_client("s3", settings.aws_conn_id())
 
 
 async def airflow_user(request: Request) -> Any:
@@ -125,8 +158,13 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 2)
 
 
+def content_path(root_path: str, doc_id: str) -> str:
+    """The path of a document's image on the api-server (``root_path``: where the app is mounted)."""
+    return f"{root_path.rstrip('/')}/api/images/{quote(doc_id, safe='')}/content"
+
+
 def hit_json(hit: search.Hit, *, top: int = 4) -> dict[str, Any]:
-    """One result card: title, location, presigned URL, matched confidence, best labels."""
+    """One result card: title, location, image URL, matched confidence, best labels."""
     best = sorted(hit.labels, key=lambda pair: (-pair[1], pair[0]))[:top]
     return {
         "id": hit.doc_id,
@@ -192,19 +230,39 @@ def detail_json(raw: dict[str, Any], url: str | None) -> dict[str, Any]:
     }
 
 
+AFTER_ERROR = (
+    "after must be the next_after of a previous answer: a JSON list of a finite number (the score) "
+    "and a string (the S3 location)"
+)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
 def _parse_after(after: str | None) -> list[Any] | None:
-    """The ``search_after`` token of the next page: the JSON the previous answer gave."""
+    """The ``search_after`` of the next page: the ``next_after`` the previous answer gave, i.e.
+    ``[score, s3_location]`` (:data:`imagelabels.search._SORT`). Anything else is the caller's
+    mistake (400), never passed on to the engine: not JSON, ``NaN``/``Infinity`` (Python's json
+    accepts them), numbers out of float range or beyond 2**63, booleans, nested values, strings
+    over :data:`MAX_AFTER_STRING` characters, or another shape."""
     if not after:
         return None
+    if len(after) > MAX_AFTER_JSON:
+        raise HTTPException(status_code=400, detail=AFTER_ERROR)
     try:
-        values = json.loads(after)
-    except ValueError:
-        values = None
-    if not isinstance(values, list) or not values or len(values) > 4:
-        raise HTTPException(status_code=400, detail="after must be the next_after of a previous answer")
-    if not all(isinstance(value, str | int | float) and not isinstance(value, bool) for value in values):
-        raise HTTPException(status_code=400, detail="after must be the next_after of a previous answer")
-    return values
+        values = json.loads(after, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise HTTPException(status_code=400, detail=AFTER_ERROR) from None
+    if not isinstance(values, list) or len(values) != 2:
+        raise HTTPException(status_code=400, detail=AFTER_ERROR)
+    score, location = values
+    number = isinstance(score, int | float) and not isinstance(score, bool)
+    if not number or not math.isfinite(score) or abs(score) >= 2**63:
+        raise HTTPException(status_code=400, detail=AFTER_ERROR)
+    if not isinstance(location, str) or len(location) > MAX_AFTER_STRING:
+        raise HTTPException(status_code=400, detail=AFTER_ERROR)
+    return [score, location]
 
 
 def label_facets(
@@ -291,6 +349,23 @@ def create_app(
             raise
         return FileResponse(static_dir / "index.html", media_type="text/html", headers=_NO_STORE)
 
+    def find(doc_id: str, source: list[str]) -> dict[str, Any]:
+        """The indexed document ``doc_id`` (an ``ids`` query: the id is data), else 404."""
+        if not 0 < len(doc_id) <= 512:
+            raise HTTPException(status_code=404, detail="no such image")
+        try:
+            response = es_client().search(
+                index=INDEX_ALIAS, query={"ids": {"values": [doc_id]}}, size=1, source=source
+            )
+        except Exception as error:
+            if _no_index(error):
+                raise HTTPException(status_code=404, detail="no such image") from error
+            raise _backend_error(error) from error
+        found = response["hits"]["hits"]
+        if not found:
+            raise HTTPException(status_code=404, detail="no such image")
+        return dict(found[0])
+
     @app.get("/static/{name}", include_in_schema=False, dependencies=[user_dep])
     def static(name: str) -> FileResponse:
         if static_dir is None or name not in STATIC_FILES:
@@ -299,11 +374,12 @@ def create_app(
 
     @app.get("/api/search", dependencies=[user_dep])
     def search_images(
+        request: Request,
         label: str = Query("", max_length=200),
         min_confidence: float = Query(0.0, ge=0.0, le=100.0),
         exclude_moderated: bool = False,
         size: int = Query(24, ge=1, le=100),
-        after: str | None = Query(None, max_length=1000),
+        after: str | None = None,  # checked by _parse_after: 400 with what it must be
         facets: int = Query(20, ge=0, le=100),
     ) -> JSONResponse:
         label = label.strip()
@@ -328,7 +404,8 @@ def create_app(
                 body = {"label": label, "total": 0, "hits": [], "next_after": None, "facets": []}
                 return JSONResponse({**body, "note": NOT_INDEXED}, headers=_NO_STORE)
             raise _backend_error(error) from error
-        hits = search.presign_hits(s3_client(), page_.hits)
+        root = str(request.scope.get("root_path", ""))
+        hits = [replace(hit, url=content_path(root, hit.doc_id)) for hit in page_.hits]
         body = {
             "label": label,
             "min_confidence": min_confidence,
@@ -350,22 +427,56 @@ def create_app(
         return JSONResponse({"suggestions": suggestions(names, prefix, limit)}, headers=_NO_STORE)
 
     @app.get("/api/images/{doc_id}", dependencies=[user_dep])
-    def image(doc_id: str) -> JSONResponse:
-        if not 0 < len(doc_id) <= 512:
-            raise HTTPException(status_code=404, detail="no such image")
-        try:
-            response = es_client().search(
-                index=INDEX_ALIAS, query={"ids": {"values": [doc_id]}}, size=1, source=_DETAIL_SOURCE
-            )
-        except Exception as error:
-            if _no_index(error):
-                raise HTTPException(status_code=404, detail="no such image") from error
-            raise _backend_error(error) from error
-        found = response["hits"]["hits"]
-        if not found:
-            raise HTTPException(status_code=404, detail="no such image")
-        location = (found[0].get("_source") or {}).get("s3_location", "")
-        url = search.presigned_url(s3_client(), location) if location else None
-        return JSONResponse(detail_json(found[0], url), headers=_NO_STORE)
+    def image(request: Request, doc_id: str) -> JSONResponse:
+        found = find(doc_id, _DETAIL_SOURCE)
+        url = content_path(str(request.scope.get("root_path", "")), str(found.get("_id", doc_id)))
+        return JSONResponse(detail_json(found, url), headers=_NO_STORE)
+
+    @app.get("/api/images/{doc_id}/content", dependencies=[user_dep], response_model=None)
+    def image_content(doc_id: str) -> Response:
+        source = find(doc_id, _CONTENT_SOURCE).get("_source") or {}
+        bucket, key = str(source.get("s3bucket") or ""), str(source.get("s3key") or "")
+        if not bucket or not key:
+            bucket, key = search.parse_s3_uri(str(source.get("s3_location") or ""))
+        return _stream_image(s3_client(), bucket, key, (source.get("object") or {}).get("version_id"))
 
     return app
+
+
+def _stream_image(s3: Any, bucket: str, key: str, version_id: str | None) -> Response:
+    """The object's bytes as the image type they start with (404 when it is gone or not an image),
+    ``inline`` under its base name, with :data:`IMAGE_HEADERS`."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    extra = {"VersionId": version_id} if version_id and version_id != "null" else {}
+    try:
+        answer = s3.get_object(Bucket=bucket, Key=key, **extra)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in {"NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket"}:
+            raise HTTPException(status_code=404, detail="the image is no longer in S3") from error
+        raise HTTPException(status_code=502, detail=f"S3 error: {code or 'unknown'}") from error
+    except BotoCoreError as error:
+        raise HTTPException(status_code=502, detail=f"S3 error: {type(error).__name__}") from error
+    body = answer["Body"]
+    try:
+        head = body.read(SNIFF_BYTES)
+    except Exception as error:
+        body.close()
+        raise HTTPException(status_code=502, detail=f"S3 error: {type(error).__name__}") from error
+    content_type = search.IMAGE_CONTENT_TYPES.get(sniff_format(head) or "")
+    if content_type is None:  # replaced since it was indexed: serve nothing rather than a page
+        body.close()
+        raise HTTPException(status_code=404, detail="the object is not an image")
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield head
+            yield from body.iter_chunks(CHUNK_BYTES)
+        finally:
+            body.close()
+
+    headers = {**IMAGE_HEADERS, "Content-Disposition": search.content_disposition(posixpath.basename(key))}
+    if isinstance(answer.get("ContentLength"), int):
+        headers["Content-Length"] = str(answer["ContentLength"])
+    return StreamingResponse(chunks(), media_type=content_type, headers=headers)

@@ -1,5 +1,7 @@
 // Image search page: plain DOM, no build step. Every string that comes from the index (labels,
-// titles, keys) is written with textContent or as a property, never parsed as HTML.
+// titles, keys) is written with textContent or as a property, never parsed as HTML. Images come
+// from the app's own authenticated route (api/images/<id>/content), never from S3 directly.
+// ?image=<document id> opens that image's detail view (links in alerts and reports).
 "use strict";
 
 (() => {
@@ -282,6 +284,18 @@
     }
     dialog.dataset.id = image.id;
     if (!dialog.open) dialog.showModal();
+    linkDetail(image.id);
+  }
+
+  // ?image=<id> in the address: the open detail view, so it can be linked and reloaded
+  function linkDetail(id) {
+    const url = new URL(window.location.href);
+    if (id) {
+      url.searchParams.set("image", id);
+    } else {
+      url.searchParams.delete("image");
+    }
+    if (url.href !== window.location.href) window.history.replaceState(null, "", url.href);
   }
 
   // --- wiring ----------------------------------------------------------------------------------
@@ -324,9 +338,12 @@
     if (nextAfter) runSearch(nextAfter);
   });
   $("detail-close").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => linkDetail(null));
   dialog.addEventListener("click", (event) => {
     if (event.target === dialog) dialog.close();
   });
 
   runSearch();
+  const linked = new URLSearchParams(window.location.search).get("image");
+  if (linked) openDetail(linked);
 })();

@@ -2,7 +2,8 @@
 
 Golden files live in tests/golden/cli/. Run with ``IMAGELABELS_UPDATE_GOLDEN=1`` to rewrite them
 (then read the diff). Presigned URLs are normalized (server address and signature) before the
-comparison, and fetched from moto to show they work.
+comparison, and fetched from moto to show they work; the response overrides they are signed with
+(``response-content-type``, ``response-content-disposition``) stay in the golden text.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tests.integration.test_search import COFFEE, ROOT, images, seed
 
 GOLDEN = ROOT / "tests" / "golden" / "cli"
 UPDATE = os.environ.get("IMAGELABELS_UPDATE_GOLDEN") == "1"
-_SIGNED = re.compile(r"\?(X-Amz-|AWSAccessKeyId=)[^\s\"]*")
+_SIGNED = re.compile(r"(?<=[?&])(X-Amz-|AWSAccessKeyId=)[^\s\"]*")
 pytestmark = pytest.mark.both_engines
 
 
@@ -34,7 +35,7 @@ def seeded_stack(clean_stack):  # type: ignore[no-untyped-def]
 
 
 def _normalize(text: str, moto_url: str) -> str:
-    return _SIGNED.sub("?<signature>", text.replace(moto_url, "http://moto"))
+    return _SIGNED.sub("<signature>", text.replace(moto_url, "http://moto"))
 
 
 def _compare(name: str, text: str) -> None:
@@ -168,7 +169,11 @@ def test_stack_file_in_the_state_folder_points_at_the_embedded_stack(  # type: i
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     (tmp_path / "stack.json").write_text(
         json.dumps(
-            {"es_url": seeded_stack.es_url, "moto_url": seeded_stack.moto_url, "engine": seeded_stack.engine_flavor}
+            {
+                "es_url": seeded_stack.es_url,
+                "moto_url": seeded_stack.moto_url,
+                "engine": seeded_stack.engine_flavor,
+            }
         )
     )
     out = io.StringIO()
@@ -176,3 +181,96 @@ def test_stack_file_in_the_state_folder_points_at_the_embedded_stack(  # type: i
     assert json.loads(out.getvalue()) == {
         "labels": [{"name": "Food", "images": 4}, {"name": "Pizza", "images": 4}]
     }
+
+
+def test_search_without_aws_credentials_shows_results_without_links_and_one_warning(  # type: ignore[no-untyped-def]
+    seeded_stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real S3 (no --s3-endpoint) and no credentials anywhere in boto3's chain."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ENDPOINT_URL", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it found before
+    out = io.StringIO()
+    argv = ["search", "--label", "Pizza", "--min-confidence", "90", "--es-url", seeded_stack.es_url]
+    assert cli.main([*argv, "--engine", seeded_stack.engine_flavor], out=out) == 0
+    _compare("search_pizza_90_no_credentials.txt", out.getvalue())
+    warning = capsys.readouterr().err.splitlines()
+    assert len(warning) == 1, warning
+    assert warning[0].startswith("warning: no links: Unable to locate credentials")
+
+
+@pytest.mark.parametrize("engine", ["elasticsearch", "opensearch"])
+def test_an_unreachable_engine_is_one_line_naming_its_url(engine: str) -> None:
+    from imagelabels.embedded import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imagelabels",
+            "search",
+            "--label",
+            "Cat",
+            "--es-url",
+            url,
+            "--engine",
+            engine,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    assert f"at {url} is unreachable" in lines[0]
+
+
+def _index_labelled(es, keys: list[str], label: str) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
+    from imagelabels.indexing import bulk_write
+
+    actions = []
+    for key in keys:
+        obj = ObjectInfo("photos", key, 10, f"etag-{key}", datetime(2026, 11, 9, tzinfo=UTC))
+        result = LabelResult([{"Name": label, "Confidence": 90.0, "Parents": []}], "local", "t", 50.0, 10)
+        source = build_document(obj, result, dag_id="d", run_id="r", ingested_at=datetime.now(UTC))
+        _id = document_id("photos", key, None, f"etag-{key}")
+        actions.append({"_op_type": "create", "_index": INDEX_ALIAS, "_id": _id, "_source": source})
+    assert bulk_write(es, actions, refresh="wait_for").failures == []
+
+
+def test_the_next_page_hint_is_shell_quoted_when_a_key_has_a_quote(seeded_stack) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+
+    keys = ['2026/11/it\'s a "cat" $(id).jpg', "2026/11/it's another.jpg"]
+    _index_labelled(seeded_stack.elasticsearch(), keys, "Quoted")
+    code, text = _run(seeded_stack, "search", "--label", "Quoted", "--size", "1", "--no-urls")
+    assert code == 0
+    [hint] = [line for line in text.splitlines() if line.startswith("next page: ")]
+    argv = shlex.split(hint.removeprefix("next page: "))  # as a shell reads the pasted hint
+    assert argv[0] == "--after"
+    assert json.loads(argv[1]) == [90.0, f"s3://photos/{keys[0]}"]
+    code, second = _run(seeded_stack, "search", "--label", "Quoted", "--size", "1", "--no-urls", *argv)
+    assert code == 0
+    assert f"s3://photos/{keys[1]}" in second
+    assert "next page" not in second

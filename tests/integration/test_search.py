@@ -304,3 +304,70 @@ def test_presigned_urls_fetch_the_image_from_moto(seeded, clean_stack, monkeypat
     assert "X-Amz-Expires=30" in coffee.url
     with urllib.request.urlopen(coffee.url, timeout=10) as response:
         assert response.read() == COFFEE.read_bytes()
+
+
+def _signer(stack: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=stack.moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(signature_version="s3v4"),
+    )
+
+
+def _index_upload(
+    es: Any, s3: Any, key: str, body: bytes, content_type: str, source_format: str | None
+) -> None:
+    put = s3.put_object(Bucket="photos", Key=key, Body=body, ContentType=content_type)
+    obj = ObjectInfo("photos", key, len(body), put["ETag"], _day(11, 9), content_type=content_type)
+    result = LabelResult([{"Name": "Cat", "Confidence": 90.0, "Parents": []}], "local", "test-1", 50.0, 10)
+    document = build_document(
+        obj, result, dag_id="d", run_id="r", ingested_at=INGESTED, source_format=source_format
+    )
+    action = {
+        "_op_type": "create",
+        "_index": INDEX_ALIAS,
+        "_id": document_id("photos", key, None, put["ETag"]),
+    }
+    outcome = bulk_write(es, [{**action, "_source": document}], refresh="wait_for")
+    assert outcome.failures == []
+
+
+def test_a_presigned_link_serves_a_polyglot_as_the_detected_image_type(seeded, clean_stack) -> None:  # type: ignore[no-untyped-def]
+    """A PNG with a page after its image data, uploaded as text/html: S3 would serve a page on its
+    origin; our link makes it answer image/png, inline, under the object's name."""
+    body = COFFEE.read_bytes() + b"<html><script>document.title='pwned'</script></html>"
+    _index_upload(seeded, clean_stack.boto3_client("s3"), "uploads/polyglot.png", body, "text/html", "PNG")
+    with urllib.request.urlopen(  # what S3 itself says without our overrides
+        clean_stack.boto3_client("s3").generate_presigned_url(
+            "get_object", Params={"Bucket": "photos", "Key": "uploads/polyglot.png"}, ExpiresIn=60
+        ),
+        timeout=10,
+    ) as response:
+        assert response.headers["Content-Type"] == "text/html"
+    (hit,) = search.presign_hits(_signer(clean_stack), search.describe_image(seeded, "uploads/polyglot.png"))
+    assert hit.content_type == "image/png"
+    assert hit.url is not None
+    with urllib.request.urlopen(hit.url, timeout=10) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.headers["Content-Disposition"] == 'inline; filename="polyglot.png"'
+        assert response.read() == body
+
+
+def test_a_presigned_link_names_a_file_with_quotes_and_accents(seeded, clean_stack) -> None:  # type: ignore[no-untyped-def]
+    from urllib.parse import unquote
+
+    key = 'uploads/l\'été "au lac".jpg'
+    _index_upload(seeded, clean_stack.boto3_client("s3"), key, b"\xff\xd8\xff jpeg", "image/jpeg", None)
+    url = search.presigned_url(_signer(clean_stack), f"s3://photos/{key}", expires_in=60)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"] == "image/jpeg"  # from the key, no detected type
+        disposition = response.headers["Content-Disposition"]
+        assert response.read() == b"\xff\xd8\xff jpeg"
+    assert disposition.startswith("inline; filename=\"l'_t_ _au lac_.jpg\"; filename*=UTF-8''")
+    assert unquote(disposition.split("UTF-8''", 1)[1]) == 'l\'été "au lac".jpg'

@@ -2,6 +2,8 @@
 embedded stack (moto with the sample photographs, noida-db with their documents), its JSON routes
 over HTTP, and the page driven in headless Chromium over the DevTools protocol (login on the
 simple auth manager's page, type a label, open an image's detail view, save a screenshot).
+Images come through the page's own route (``api/images/<id>/content``), a key with ``../``, a
+quote and accents included, and a detail link (``?image=<id>``) survives the login.
 
 The screenshot goes to ``tests/ui/screenshots/image-search.png`` (git-ignored). Chromium is
 Debian's ``chromium`` package (``apt-get install chromium``); without it the browser test skips.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import mimetypes
 import os
@@ -79,6 +82,14 @@ LABELS: dict[str, list[tuple[str, float, list[str], list[tuple[float, float, flo
     ],
 }
 MODERATION = {"rocket.jpg": [{"Name": "Explosions and Blasts", "Confidence": 61.0, "ParentName": "Violence"}]}
+# One key a presigned URL could not show (browsers normalise ../ away; a quote, accents), uploaded
+# as text/html: the page's route serves it all the same, as the PNG it is.
+ODD_KEY = 'uploads/2026-11-20/../odd/l\'été "au lac".png'
+ODD_TITLE = 'l\'été "au lac".png'
+ODD_SAMPLE = "chelsea.png"
+ODD_LABELS: list[tuple[str, float, list[str], list[tuple[float, float, float, float]]]] = [
+    ("Oddity", 90.0, [], [(0.1, 0.1, 0.5, 0.5)])
+]
 
 
 def _seed(stack: EmbeddedStack) -> None:
@@ -94,17 +105,20 @@ def _seed(stack: EmbeddedStack) -> None:
     s3 = stack.boto3_client("s3")
     s3.create_bucket(Bucket=BUCKET)
     actions = []
-    for title, labels in LABELS.items():
-        body = (SAMPLES / title).read_bytes()
-        content_type = mimetypes.guess_type(title)[0]
-        put = s3.put_object(Bucket=BUCKET, Key=PREFIX + title, Body=body, ContentType=content_type)
+    uploads = [
+        (PREFIX + title, title, mimetypes.guess_type(title)[0], labels) for title, labels in LABELS.items()
+    ]
+    uploads.append((ODD_KEY, ODD_SAMPLE, "text/html", ODD_LABELS))
+    for key, sample, content_type, labels in uploads:
+        body = (SAMPLES / sample).read_bytes()
+        put = s3.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType=content_type)
         from PIL import Image
 
-        with Image.open(SAMPLES / title) as picture:
+        with Image.open(SAMPLES / sample) as picture:
             width, height = picture.size
         obj = ObjectInfo(
             BUCKET,
-            PREFIX + title,
+            key,
             len(body),
             put["ETag"],
             datetime(2026, 11, 20, 10, tzinfo=UTC),
@@ -133,14 +147,14 @@ def _seed(stack: EmbeddedStack) -> None:
             50.0,
             20,
             features=("labels", "moderation"),
-            moderation_labels=MODERATION.get(title, []),
+            moderation_labels=MODERATION.get(key.rsplit("/", 1)[1], []),
             moderation_model_version="test-1",
         )
         actions.append(
             {
                 "_op_type": "create",
                 "_index": INDEX_ALIAS,
-                "_id": document_id(BUCKET, PREFIX + title, None, put["ETag"]),
+                "_id": document_id(BUCKET, key, None, put["ETag"]),
                 "_source": build_document(
                     obj, result, dag_id="d", run_id="r", ingested_at=datetime(2026, 11, 20, 11, tzinfo=UTC)
                 ),
@@ -299,7 +313,9 @@ def test_no_anonymous_access(server: Server) -> None:
     assert status == 303
     assert location.startswith("/auth/login?next=")
     assert urllib.parse.unquote(location.partition("next=")[2]) == f"{base}/"
-    for path in ("/api/search?label=Cat", "/api/suggest?prefix=Ca", "/api/images/x", "/static/app.js"):
+    odd = _request(f"{base}/api/search?label=Oddity", server.token)[1]["hits"][0]["id"]
+    paths = ["/api/search?label=Cat", "/api/suggest?prefix=Ca", "/api/images/x", "/static/app.js"]
+    for path in [*paths, f"/api/images/{odd}/content", f"/api/images/{odd}"]:
         assert _request(f"{base}{path}")[0] == 401, path
         assert _request(f"{base}{path}", "not-a-jwt")[0] == 403, path
 
@@ -312,8 +328,13 @@ def test_search_suggest_and_detail_answers(server: Server, stack: EmbeddedStack)
     [cat] = found["hits"]
     assert cat["confidence"] == 97.2
     assert {"name": "Cat", "count": 1} in found["facets"]
-    with urllib.request.urlopen(cat["url"], timeout=10) as response:  # the presigned URL works
-        assert response.read() == (SAMPLES / "chelsea.png").read_bytes()
+    # the image through the page's own route, with the api-server's S3 credentials
+    assert cat["url"] == f"/image-search/api/images/{cat['id']}/content"
+    assert _request(f"{server.url}{cat['url']}", server.token) == (
+        200,
+        (SAMPLES / "chelsea.png").read_bytes(),
+    )
+    assert _request(f"{server.url}{cat['url']}")[0] == 401
 
     status, people = _request(f"{base}/search?label=Person&min_confidence=99", server.token)
     assert [hit["title"] for hit in people["hits"]] == ["astronaut.png"]
@@ -340,6 +361,25 @@ def test_search_suggest_and_detail_answers(server: Server, stack: EmbeddedStack)
         {"left": 0.65, "top": 0.36, "width": 0.11, "height": 0.19},
     ]
     assert (detail["width"], detail["height"], detail["moderation"]) == (451, 300, [])
+    assert detail["url"] == cat["url"]
+
+    # ../, a quote and accents in the key, uploaded as text/html: served as the PNG it is, inline
+    status, odd = _request(f"{base}/search?label=Oddity", server.token)
+    [hit] = odd["hits"]
+    assert (hit["title"], hit["s3_location"]) == (ODD_TITLE, f"s3://{BUCKET}/{ODD_KEY}")
+    request = urllib.request.Request(f"{server.url}{hit['url']}")
+    request.add_header("Authorization", f"Bearer {server.token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.read() == (SAMPLES / ODD_SAMPLE).read_bytes()
+        headers = response.headers
+    assert headers["Content-Type"] == "image/png"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == "default-src 'none'; sandbox; frame-ancestors 'none'"
+    assert headers["Content-Disposition"] == (
+        "inline; filename=\"l'_t_ _au lac_.png\"; filename*=UTF-8''l%27%C3%A9t%C3%A9%20%22au%20lac%22.png"
+    )
+    unindexed = hashlib.sha256(b"uploads/2026-11-20/chelsea.png").hexdigest()
+    assert _request(f"{base}/images/{unindexed}/content", server.token)[0] == 404
     assert _request(f"{base}/images/missing", server.token)[0] == 404
     status, rocket = _request(f"{base}/search?label=Rocket", server.token)
     assert rocket["hits"][0]["moderated"] is True
@@ -460,6 +500,24 @@ _CARDS = "[...document.querySelectorAll('#results .card')].map(c => c.dataset.ti
 _THUMBS_LOADED = (
     "[...document.querySelectorAll('#results .card img')].every(i => i.complete && i.naturalWidth > 0)"
 )
+# every thumbnail from the page's own route (same origin), none from S3
+_THUMBS_FROM_THE_PAGE = (
+    "[...document.querySelectorAll('#results .card img')].every("
+    "i => i.src.startsWith(location.origin + '/image-search/api/images/') && i.src.endsWith('/content'))"
+)
+_DETAIL_LOADED = (
+    "document.getElementById('detail').open && document.getElementById('detail-image').complete"
+    " && document.getElementById('detail-image').naturalWidth > 0"
+)
+
+
+def _sign_in(browser: Browser, server: Server) -> None:
+    """On the simple auth manager's login page: sign in (it comes back to where it was sent from)."""
+    browser.wait("location.pathname.startsWith('/auth/login') && !!document.querySelector('input')", 60)
+    browser.wait("document.querySelectorAll('input').length >= 2", 60, "the login form")
+    browser.type_into("input[name=username], input:not([type=password])", USER)
+    browser.type_into("input[type=password]", server.password)
+    browser.eval("document.querySelector('button[type=submit]').click()")
 
 
 def _wait_results(browser: Browser, label: str) -> list[str]:
@@ -475,11 +533,7 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     page = f"{server.url}/image-search/"
     browser.goto(page)
     # not signed in: the simple auth manager's login page, which comes back here afterwards
-    browser.wait("location.pathname.startsWith('/auth/login') && !!document.querySelector('input')", 60)
-    browser.wait("document.querySelectorAll('input').length >= 2", 60, "the login form")
-    browser.type_into("input[name=username], input:not([type=password])", USER)
-    browser.type_into("input[type=password]", server.password)
-    browser.eval("document.querySelector('button[type=submit]').click()")
+    _sign_in(browser, server)
     browser.wait(
         f"location.href === {json.dumps(page)} && !!document.getElementById('label')", 60, "the page"
     )
@@ -505,7 +559,8 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     assert suggested[:2] == ["Cat", "Tabby Cat"]
     browser.type_into("#label", "t")
     assert _wait_results(browser, "Cat") == ["chelsea.png"]
-    browser.wait(_THUMBS_LOADED, what="the thumbnail (presigned URL)")
+    browser.wait(_THUMBS_LOADED, what="the thumbnail (the page's image route)")
+    assert browser.eval(_THUMBS_FROM_THE_PAGE)
     assert "1 image with “Cat” at 50% or more" in browser.eval(
         "document.getElementById('status').textContent"
     )
@@ -536,11 +591,9 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     browser.wait("document.getElementById('suggestions').hidden", what="suggestions to close")
     browser.screenshot(SCREENSHOTS / "image-search-results.png")
     browser.eval("document.querySelector('#results .card').click()")
-    browser.wait(
-        "document.getElementById('detail').open && document.getElementById('detail-image').complete"
-        " && document.getElementById('detail-image').naturalWidth > 0",
-        what="the detail view",
-    )
+    browser.wait(_DETAIL_LOADED, what="the detail view")
+    cat = browser.eval("document.getElementById('detail').dataset.id")
+    assert browser.eval("location.search") == f"?image={cat}"  # the open view is a link
     rows = browser.eval("[...document.querySelectorAll('#detail-labels tbody tr')].map(r => r.dataset.label)")
     assert rows == ["Animal", "Cat", "Mammal", "Pet", "Eye", "Tabby Cat"]
     boxes = browser.eval("[...document.querySelectorAll('#detail-boxes .box')].map(b => b.dataset.label)")
@@ -548,6 +601,20 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     assert browser.eval("document.getElementById('detail-moderation').textContent") == "none found"
     browser.screenshot(SCREENSHOTS / "image-search.png")
     assert (SCREENSHOTS / "image-search.png").stat().st_size > 10_000
+    browser.eval("document.getElementById('detail-close').click()")
+    browser.wait("!document.getElementById('detail').open && location.search === ''", what="closing")
+
+    # a key with ../, a quote and accents: thumbnail and detail load all the same
+    browser.eval("{ const l = document.getElementById('label'); l.value = ''; l.focus() }")
+    browser.type_into("#label", "Oddity")
+    assert _wait_results(browser, "Oddity") == [ODD_TITLE]
+    browser.wait(_THUMBS_LOADED, what="the thumbnail of the odd key")
+    assert browser.eval(_THUMBS_FROM_THE_PAGE)
+    assert browser.eval("document.querySelector('#results .card img').naturalWidth") == 451
+    browser.eval("document.querySelector('#results .card').click()")
+    browser.wait(_DETAIL_LOADED, what="the detail view of the odd key")
+    assert browser.eval("document.getElementById('detail-title').textContent") == ODD_TITLE
+    browser.eval("document.getElementById('detail-close').click()")
 
     # the UI entry: Airflow's own UI embeds the page at /plugin/image-search
     browser.goto(f"{server.url}/plugin/image-search")
@@ -573,6 +640,24 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
     titles = browser.eval(f"[...{inner}.querySelectorAll('#results .card')].map(c => c.dataset.title)")
     assert titles == ["astronaut.png", "grace_hopper.jpg"]
     browser.screenshot(SCREENSHOTS / "image-search-in-airflow.png")
+
+
+def test_a_detail_link_survives_the_login(server: Server, browser: Browser) -> None:
+    """What an alert links to (imagelabels.search.image_page_url): signed out, the login page,
+    then the page with that image's detail view open."""
+    from imagelabels.search import image_page_url
+
+    status, found = _request(f"{server.url}/image-search/api/search?label=Oddity", server.token)
+    assert status == 200, found
+    [hit] = found["hits"]
+    link = image_page_url(hit["id"], base_url=server.url)
+    assert link == f"{server.url}/image-search/?image={hit['id']}"
+    browser.goto(link)
+    _sign_in(browser, server)
+    browser.wait(f"location.href === {json.dumps(link)}", 60, "the way back to the link")
+    browser.wait(_DETAIL_LOADED, 60, "the linked detail view")
+    assert browser.eval("document.getElementById('detail-title').textContent") == ODD_TITLE
+    assert browser.eval("document.getElementById('detail-image').src").endswith(f"/{hit['id']}/content")
 
 
 def test_before_anything_is_indexed(server: Server, stack: EmbeddedStack) -> None:

@@ -99,7 +99,16 @@ def test_presign_expiry_comes_from_the_setting(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("IMAGELABELS_PRESIGN_SECONDS", "60")
     hits = search.presign_hits(fake, [search.Hit("x.jpg", "s3://b/x.jpg", None, [])])
     assert hits[0].url == "https://signed/b/x.jpg?e=60"
-    assert fake.calls[-1] == ("get_object", {"Bucket": "b", "Key": "x.jpg"}, 60)
+    assert fake.calls[-1] == (
+        "get_object",
+        {
+            "Bucket": "b",
+            "Key": "x.jpg",
+            "ResponseContentType": "image/jpeg",
+            "ResponseContentDisposition": 'inline; filename="x.jpg"',
+        },
+        60,
+    )
     monkeypatch.setenv("IMAGELABELS_PRESIGN_SECONDS", "0")
     with pytest.raises(ValueError, match="PRESIGN_SECONDS"):
         search.presign_seconds()
