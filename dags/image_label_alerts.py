@@ -1,9 +1,10 @@
 """
 ### Label alerts (in place of Skedler Alerts)
 
-Evaluates the rules of `config/alert_rules.yaml` (or the `rules_file` Param /
-`IMAGELABELS_ALERT_RULES`) right after every ingestion run (the ingestion DAGs update the Asset
-`imagelabels_images_indexed`) and every 15 minutes for the window rules (`label_count`,
+Evaluates the rules of `config/alert_rules.yaml` (or `IMAGELABELS_ALERT_RULES`, or the
+`rules_file` Param: a `.yaml` file in `config/` or a folder of `IMAGELABELS_RULES_DIRS`) right
+after every ingestion run (the ingestion DAGs update the Asset `imagelabels_images_indexed`)
+and every 15 minutes for the window rules (`label_count`,
 `no_ingestion`):
 
 * **label**: a label detected at or above a confidence (e.g. `Weapon` >= 85 %);
@@ -37,7 +38,11 @@ from imagelabels.assets import IMAGES_INDEXED
         "rules_file": Param(
             "",
             type="string",
-            description="Rules file to evaluate; empty: IMAGELABELS_ALERT_RULES, else config/alert_rules.yaml.",
+            description=(
+                "Rules file to evaluate (.yaml, in config/ or a folder of IMAGELABELS_RULES_DIRS; "
+                "relative paths start at the project folder); empty: IMAGELABELS_ALERT_RULES, "
+                "else config/alert_rules.yaml."
+            ),
         )
     },
     doc_md=__doc__,

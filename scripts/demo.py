@@ -74,6 +74,9 @@ def run_alerts() -> bool:
     """Evaluate the demo's alert rules once, as after every ingestion run, and show what fired."""
     with WebhookReceiver() as receiver:
         os.environ.update(receiver.connection_env())
+        # rules_file is read only from config/ and IMAGELABELS_RULES_DIRS: allow the demo's folder
+        allowed = [os.environ.get("IMAGELABELS_RULES_DIRS", ""), str(DEMO_RULES.parent)]
+        os.environ["IMAGELABELS_RULES_DIRS"] = os.pathsep.join(filter(None, allowed))
         dag = load_dag("image_label_alerts")
         print(f"\nRunning {dag.dag_id} with {DEMO_RULES.relative_to(ROOT)} ...")
         run = dag.test(run_conf={"rules_file": str(DEMO_RULES)})

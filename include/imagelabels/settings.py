@@ -41,3 +41,10 @@ def es_refresh() -> bool | str:
     ``wait_for`` where a reader must see the documents at once (demo, tests)."""
     value = env("ES_REFRESH", "false").lower()
     return value if value == "wait_for" else value == "true"
+
+
+def rules_dirs() -> list[str]:
+    """Extra folders alert rule files may be read from (``IMAGELABELS_RULES_DIRS``, separated
+    by ``:``), besides the project's ``config/``: the ``rules_file`` Param is typed by whoever
+    triggers a run, so only folders the deployment names here are readable through it."""
+    return [part.strip() for part in env("RULES_DIRS").split(os.pathsep) if part.strip()]

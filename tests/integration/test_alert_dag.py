@@ -104,3 +104,36 @@ def test_an_ingestion_run_records_the_asset_event_that_schedules_the_alert_dag(a
     )
     assert str(run.state) == "success"
     assert events() == before + 1
+
+
+@pytest.mark.parametrize("rules_file", ["/etc/passwd", "../.env", "config/../.env"])
+def test_a_rules_file_outside_the_config_folders_fails_the_run_without_showing_it(  # type: ignore[no-untyped-def]
+    airflow_db, s3, es, rules_file: str, monkeypatch: pytest.MonkeyPatch, capfd, caplog
+) -> None:
+    """The ``rules_file`` Param is typed by whoever triggers a run: a file outside config/ (and
+    IMAGELABELS_RULES_DIRS) is refused, and nothing of it reaches the task log."""
+    monkeypatch.delenv("IMAGELABELS_RULES_DIRS", raising=False)
+    dag = _load("image_label_alerts")
+    for task in dag.tasks:  # a refused file fails at once; never wait 5 minutes if it did not
+        task.retry_delay = timedelta(seconds=1)
+    run = dag.test(run_conf={"rules_file": rules_file})
+    assert str(run.state) == "failed"
+    (ti,) = run.get_task_instances()
+    assert ti.try_number == 1  # no retry: the same file is refused the same way every time
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err + caplog.text
+    assert "field 'rules_file'" in logged
+    assert "root:x:0:0" not in logged
+
+
+def test_a_rules_file_in_an_allowed_folder_is_evaluated(  # type: ignore[no-untyped-def]
+    airflow_db, s3, es, http_sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "team" / "rules.yaml"
+    rules.parent.mkdir()
+    rules.write_text(RULES)
+    monkeypatch.setenv("IMAGELABELS_RULES_DIRS", f"/nonexistent:{rules.parent}")
+    _index(es, [("drop/knife.jpg", "Weapon", 91.5)])
+    run = _load("image_label_alerts").test(run_conf={"rules_file": str(rules)})
+    assert str(run.state) == "success"
+    assert len(http_sink.requests_to("/hook/alerts")) == 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,19 @@ from imagelabels.alerts.rules import (
     load_rules,
     parse_duration,
 )
+
+RULES_DIRS = "IMAGELABELS_RULES_DIRS"
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "hunter2-Sup3rS3cretT0ken-9f8e7d"
+
+
+@pytest.fixture(autouse=True)
+def _tmp_path_holds_rule_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule files outside config/ are refused unless a folder is allowed: these tests write
+    theirs under ``tmp_path``, so they allow it (as a deployment would with its own folder)."""
+    monkeypatch.setenv(RULES_DIRS, str(tmp_path))
+    monkeypatch.delenv(RULES_ENV, raising=False)
+
 
 GOOD = """\
 version: 1
@@ -361,3 +375,160 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 def test_missing_file_is_a_rule_error(tmp_path: Path) -> None:
     with pytest.raises(RuleError, match="cannot read alert rules file"):
         load_rules(tmp_path / "absent.yaml")
+
+
+# --- which files may be read, and what an error may show ------------------------------------------
+
+
+def refusal(path: str | Path) -> str:
+    with pytest.raises(RuleError) as caught:
+        load_config(Path(path))
+    return str(caught.value)
+
+
+def test_a_system_file_is_refused_without_showing_its_content() -> None:
+    message = refusal("/etc/passwd")
+    assert "field 'rules_file'" in message
+    assert "'/etc/passwd' is outside the folders alert rules are read from" in message
+    assert "IMAGELABELS_RULES_DIRS" in message
+    assert "root:" not in message
+
+
+def test_a_dotenv_beside_the_project_is_refused(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"AWS_SECRET_ACCESS_KEY={SECRET}\n")
+    for path in ("../.env", str(tmp_path / "sub" / ".." / ".env"), "config/../.env"):
+        message = refusal(path)
+        assert "field 'rules_file'" in message
+        assert "must not contain '..'" in message, path
+        assert SECRET not in message
+
+
+def test_only_yaml_files_are_read_even_inside_an_allowed_folder(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(SECRET + "\n")
+    message = refusal(token)
+    assert "field 'rules_file' must name a .yaml or .yml file" in message
+    assert SECRET not in message
+
+
+def test_a_symlink_out_of_an_allowed_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (outside / "key.yaml").write_text(f"-----BEGIN PRIVATE KEY-----\n{SECRET}\n")
+    (allowed / "rules.yaml").symlink_to(outside / "key.yaml")
+    (allowed / "linked").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv(RULES_DIRS, str(allowed))
+    for path in (allowed / "rules.yaml", allowed / "linked" / "key.yaml"):
+        message = refusal(path)
+        assert (
+            f"{str(path)!r} (through a symbolic link) is outside the folders alert rules are read from"
+            in message
+        )
+        assert str(allowed) in message  # the folders that are allowed are named
+        assert SECRET not in message
+        assert "BEGIN" not in message
+
+
+def test_a_symlink_inside_the_allowed_folders_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (second / "real.yaml").write_text(GOOD)
+    (first / "rules.yml").symlink_to(second / "real.yaml")
+    monkeypatch.setenv(RULES_DIRS, f"{first}{os.pathsep}{second}")
+    assert len(load_rules(first / "rules.yml")) == 4
+
+
+def test_the_config_folder_is_always_allowed_and_relative_paths_start_at_the_project(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(RULES_DIRS)
+    monkeypatch.chdir("/")
+    assert load_config(Path("config/alert_rules.yaml")).path == DEFAULT_RULES_PATH
+    assert load_config(DEFAULT_RULES_PATH).rules
+
+
+def test_a_folder_that_is_not_allowed_any_more_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, GOOD)
+    monkeypatch.delenv(RULES_DIRS)
+    assert "is outside the folders alert rules are read from" in refusal(path)
+
+
+def test_the_file_a_deployment_configures_needs_no_allow_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMAGELABELS_ALERT_RULES is set by whoever deploys, not by whoever triggers a run: the file
+    it names is read (and may be named again as ``rules_file``)."""
+    path = write(tmp_path, GOOD)
+    monkeypatch.delenv(RULES_DIRS)
+    monkeypatch.setenv(RULES_ENV, str(path))
+    assert len(load_rules()) == 4
+    assert len(load_rules(path)) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        pytest.param(f"version: 1\nrules:\n  - name: x\n    token: *{SECRET}\n", "line 4", id="alias"),
+        pytest.param(f"version: 1\nrules: [\n  password: '{SECRET}\n", "line 4", id="open-quote"),
+        pytest.param(f"version: 1\nrules:\n\t- {SECRET}\n", "line 3, column 1", id="tab"),
+        pytest.param(f"version: 1\nkey: {SECRET}: x\n", "line 2", id="colon"),
+        pytest.param(f"version: 1\nkey: !{SECRET} x\n", "line 2", id="tag"),
+        pytest.param(f'version: 1\nkey: "\\q{SECRET}"\n', "line 2", id="escape"),
+    ],
+)
+def test_a_yaml_error_gives_line_and_column_but_not_the_line(tmp_path: Path, text: str, where: str) -> None:
+    message = error_of(tmp_path, text)
+    assert "YAML syntax error" in message
+    assert where in message
+    assert SECRET not in message
+    assert SECRET[:8] not in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(f"{SECRET}\n", id="one-line-token-file"),
+        pytest.param("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin\n", id="passwd"),
+        pytest.param(f"- {SECRET}\n- {SECRET}\n", id="a-list"),
+        pytest.param(f"version: 1\nrules: []\naws_secret_access_key: {SECRET}\n", id="unknown-key"),
+        pytest.param(f"version: 1\nrules:\n  - name: x\n    type: label\n    label: {SECRET}\n", id="field"),
+        pytest.param(f"version: 1\nrules: {SECRET}\n", id="wrong-type"),
+        pytest.param(f"version: 1\nrules:\n  - name: {SECRET}\n    type: label\n", id="rule-name"),
+        pytest.param(f"version: 1\nrules:\n  - name: x\n    {SECRET}: 1\n    type: label\n", id="key"),
+        pytest.param(f"version: 1\nrules:\n  - name: x\n    type: [{SECRET}]\n", id="in-a-list"),
+        pytest.param(
+            "version: 1\nrules:\n  - name: x\n    type: label\n    label: a\n    min_confidence: 1\n"
+            f"    channels: [log, log]\n    description: {SECRET}\n    bucket: |\n      {SECRET}\n      x\n",
+            id="long-and-multi-line",
+        ),
+    ],
+)
+def test_a_schema_error_never_shows_a_secret_looking_value(tmp_path: Path, text: str) -> None:
+    message = error_of(tmp_path, text)
+    assert SECRET not in message
+    assert "root:x" not in message
+    assert "invalid alert rules file" in message
+
+
+def test_a_schema_error_shows_a_short_typed_value_and_names_rule_and_field(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "version: 1\nrules: hello\n")
+    assert "top level: field 'rules' must be a list of rules (got 'hello')" in message
+    long_word = "x" * 80
+    message = error_of(
+        tmp_path, _one_rule(f"- name: a\n  type: label\n  label: W\n  min_confidence: {long_word}\n")
+    )
+    assert (
+        "alert rule #2 'a': field 'min_confidence' must be a number between 0 and 100 "
+        "(got a string of 80 characters)"
+    ) in message
+    whole = error_of(tmp_path, "just words\n")
+    assert "top level: the file must be a mapping" in whole
+    assert "just words" not in whole  # the whole document is never shown

@@ -10,6 +10,12 @@ The JSON Schema (``config/alert_rules.schema.json``) is the single description o
 (editors can use it too); each of its properties carries an ``x-expected`` phrase that these
 messages quote. What a schema says badly is checked here: which fields each rule type may use,
 unique names, and that a channel a rule uses is configured well enough to send.
+
+The file a run reads can be chosen by whoever triggers it (the DAG's ``rules_file`` Param), so
+:func:`load_config` reads a named file only from the project's ``config/`` or a folder of
+``IMAGELABELS_RULES_DIRS`` (see :func:`checked_rules_file`), and no error ever quotes the file:
+YAML errors give line and column, schema errors the rule and field and at most a short value
+(see :func:`shown_value`).
 """
 
 from __future__ import annotations
@@ -23,10 +29,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from imagelabels import settings
+
 ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_RULES_PATH = ROOT / "config" / "alert_rules.yaml"
-SCHEMA_PATH = ROOT / "config" / "alert_rules.schema.json"
+CONFIG_DIR = ROOT / "config"
+DEFAULT_RULES_PATH = CONFIG_DIR / "alert_rules.yaml"
+SCHEMA_PATH = CONFIG_DIR / "alert_rules.schema.json"
 RULES_ENV = "IMAGELABELS_ALERT_RULES"
+RULES_DIRS_ENV = "IMAGELABELS_RULES_DIRS"
+RULES_SUFFIXES = (".yaml", ".yml")
+PARAM = "rules_file"
 
 RULE_TYPES = ("label", "moderation", "label_count", "no_ingestion")
 CHANNELS = ("email", "slack", "webhook", "log")
@@ -49,6 +61,8 @@ _TYPE_FIELDS: dict[str, frozenset[str]] = {
     "no_ingestion": frozenset({"hours"}),
 }
 _DURATION = re.compile(r"^(\d+)([smhd])$")
+_SHOWN_MAX = 40  # longest string value an error message repeats
+_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -169,19 +183,82 @@ def rules_path(path: Path | None = None) -> Path:
     return Path(configured) if configured else DEFAULT_RULES_PATH
 
 
+def allowed_rules_dirs() -> list[Path]:
+    """The folders a named rules file may lie in, resolved: the project's ``config/`` and each
+    folder of ``IMAGELABELS_RULES_DIRS`` (relative ones start at the project folder)."""
+    folders = [CONFIG_DIR, *(Path(entry) for entry in settings.rules_dirs())]
+    resolved = [(folder if folder.is_absolute() else ROOT / folder).resolve() for folder in folders]
+    return list(dict.fromkeys(resolved))
+
+
+def _configured_file() -> Path | None:
+    """The file ``IMAGELABELS_ALERT_RULES`` names, resolved: the deployment chose it, so it is
+    readable wherever it lies (and may be named again as ``rules_file``)."""
+    configured = os.environ.get(RULES_ENV, "").strip()
+    return Path(configured).resolve() if configured else None
+
+
+def _checked(value: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(shown, real)``: the named file as an absolute path for messages and its resolved
+    path to read, or :class:`RuleError` when it may not be read."""
+    text = os.fspath(value).strip()
+    if not text or "\x00" in text:
+        raise RuleError(f"field {PARAM!r} must be the path of a rules file (got {text!r})")
+    given = Path(text)
+    if ".." in given.parts:
+        raise RuleError(f"field {PARAM!r} must not contain '..' (got {text!r})")
+    shown = given if given.is_absolute() else ROOT / given
+    real = shown.resolve()
+    if real != _configured_file():
+        allowed = allowed_rules_dirs()
+        if not any(real.is_relative_to(folder) for folder in allowed):
+            via = " (through a symbolic link)" if real != Path(os.path.abspath(shown)) else ""
+            raise RuleError(
+                f"field {PARAM!r}: {text!r}{via} is outside the folders alert rules are read from: "
+                f"{', '.join(str(folder) for folder in allowed)} (the project's config/ and "
+                f"{RULES_DIRS_ENV}, folders separated by '{os.pathsep}')"
+            )
+    if shown.suffix.lower() not in RULES_SUFFIXES or real.suffix.lower() not in RULES_SUFFIXES:
+        raise RuleError(f"field {PARAM!r} must name a .yaml or .yml file (got {text!r})")
+    if real.exists() and not real.is_file():
+        raise RuleError(f"field {PARAM!r} must name a regular file (got {text!r})")
+    return shown, real
+
+
+def checked_rules_file(value: str | os.PathLike[str]) -> Path:
+    """The resolved path of the rules file ``value`` names, if it may be read.
+
+    ``value`` comes from whoever triggers a run, so it is refused (:class:`RuleError` naming the
+    field) when it contains ``..``, is not a ``.yaml``/``.yml`` file, or resolves - symbolic
+    links followed - outside :func:`allowed_rules_dirs`; the one exception is the file the
+    deployment configured in ``IMAGELABELS_ALERT_RULES``. A relative path starts at the project
+    folder (``config/my_rules.yaml``).
+    """
+    return _checked(value)[1]
+
+
 def load_rules(path: Path | None = None) -> list[Rule]:
     """The rules of the rules file (see :func:`load_config`)."""
     return load_config(path).rules
 
 
-def load_config(path: Path | None = None) -> AlertConfig:
-    """Read, validate and convert the rules file; :class:`RuleError` names what is wrong."""
-    source = rules_path(path)
+def load_config(path: Path | str | None = None) -> AlertConfig:
+    """Read, validate and convert the rules file; :class:`RuleError` names what is wrong.
+
+    A named ``path`` must pass :func:`checked_rules_file`; without one, the deployment's file
+    (``IMAGELABELS_ALERT_RULES``, else ``config/alert_rules.yaml``) is read.
+    """
+    if path is not None:
+        source, real = _checked(path)
+    else:
+        source = real = rules_path()
     try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as error:
-        raise RuleError(f"cannot read alert rules file {source}: {error.strerror or error}") from error
-    return parse_config(text, source=str(source))
+        text = real.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise RuleError(f"cannot read alert rules file {source}: {reason}") from error
+    config = parse_config(text, source=str(source))
+    return AlertConfig(rules=config.rules, channels=config.channels, path=real)
 
 
 def parse_config(text: str, *, source: str = "<alert rules>") -> AlertConfig:
@@ -196,7 +273,18 @@ def parse_config(text: str, *, source: str = "<alert rules>") -> AlertConfig:
     return _build(data, Path(source) if not source.startswith("<") else None)
 
 
+def _without_quoted(message: str) -> str:
+    """A YAML library message without what it quotes from the file (an alias, a tag, a
+    character): everything from the first quote to the last becomes ``...``."""
+    quotes = [i for i, char in enumerate(message) if char in "'\"`"]
+    if not quotes:
+        return message
+    return f"{message[: quotes[0]]}...{message[quotes[-1] + 1 :] if len(quotes) > 1 else ''}".strip()
+
+
 def _parse_yaml(text: str, source: str) -> Any:
+    """The parsed YAML; a syntax error names the line and column and what the parser expected,
+    never the text there (the file could be anything until it parses as rules)."""
     import yaml
 
     try:
@@ -204,16 +292,71 @@ def _parse_yaml(text: str, source: str) -> Any:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = " ".join(str(part) for part in (error.context, error.problem) if part)
+        problem = " ".join(_without_quoted(str(part)) for part in (error.context, error.problem) if part)
         raise RuleError(f"alert rules file {source}{where}: YAML syntax error: {problem}") from error
     except yaml.YAMLError as error:
-        raise RuleError(f"alert rules file {source}: YAML syntax error: {error}") from error
+        raise RuleError(f"alert rules file {source}: YAML syntax error ({type(error).__name__})") from error
 
 
 def load_schema() -> dict[str, Any]:
     """The JSON Schema of the rules file."""
     schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return schema
+
+
+def _token_like(text: str) -> bool:
+    """Whether a string looks like a key or token: long, no spaces, letters and digits mixed."""
+    return (
+        len(text) >= 16
+        and not any(char.isspace() for char in text)
+        and any(char.isdigit() for char in text)
+        and any(char.isalpha() for char in text)
+    )
+
+
+def _literal(value: Any) -> str | None:
+    """``repr(value)`` when a message may repeat the value itself, else ``None``."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str) and len(value) <= _SHOWN_MAX and value.isprintable() and not _token_like(value):
+        return repr(value)
+    if isinstance(value, (list, dict)) and not value:
+        return repr(value)
+    return None
+
+
+def shown_value(value: Any) -> str:
+    """How an error message shows an offending value of a field.
+
+    A value is data from a file that may not be a rules file at all, and a secret can be a
+    scalar: numbers, booleans and null are shown; a string only when it is short, on one line
+    and does not look like a token (what people mistype in a rules field - ``high``,
+    ``5 minutes``, ``pager`` - is shown; a key or password is described by its length); a list
+    only when it holds at most five such values. Anything else is described by kind and size.
+    Callers never show the whole document: a one-line token file parses as one string.
+    """
+    literal = _literal(value)
+    if literal is not None:
+        return literal
+    if isinstance(value, list):
+        items = [_literal(item) for item in value]
+        if len(items) <= 5 and all(item is not None for item in items):
+            return "[" + ", ".join(str(item) for item in items) + "]"
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} key{'s' if len(value) != 1 else ''}"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return f"a {type(value).__name__}"
+
+
+def _shown_key(key: Any) -> str:
+    """A field name from the file as a message shows it: quoted when it looks like a field
+    name, else described (a key can be a secret too)."""
+    text = str(key)
+    if _KEY.fullmatch(text) and not _token_like(text):
+        return repr(text)
+    return f"a field name of {len(text)} characters"
 
 
 def _where(data: Any, path: Sequence[Any]) -> str:
@@ -224,7 +367,8 @@ def _where(data: Any, path: Sequence[Any]) -> str:
         rule = rules[index] if isinstance(rules, list) and index < len(rules) else None
         name = rule.get("name") if isinstance(rule, dict) else None
         label = f"alert rule #{index + 1}"
-        return f"{label} {name!r}" if isinstance(name, str) and name else label
+        shown = shown_value(name) if isinstance(name, str) and name else ""
+        return f"{label} {shown}" if shown.startswith("'") else label
     return "top level"
 
 
@@ -238,7 +382,7 @@ def _field(path: Sequence[Any]) -> tuple[str, int | None]:
     item = None
     if rest and isinstance(rest[-1], int):
         item = rest.pop() + 1
-    return ".".join(str(part) for part in rest), item
+    return ".".join(part if isinstance(part, str) else str(part) for part in rest), item
 
 
 def _describe(error: Any, data: Any) -> str:
@@ -251,7 +395,7 @@ def _describe(error: Any, data: Any) -> str:
         unknown = sorted(str(key) for key in error.instance if key not in allowed)
         noun = "field" if len(unknown) == 1 else "fields"
         scope = f" in {name!r}" if name else ""
-        return f"{where}: unknown {noun} {', '.join(repr(key) for key in unknown)}{scope}"
+        return f"{where}: unknown {noun} {', '.join(_shown_key(key) for key in unknown)}{scope}"
     if error.validator == "required":
         missing = [
             f"{name}.{key}" if name else str(key)
@@ -267,12 +411,22 @@ def _describe(error: Any, data: Any) -> str:
     subject = f"field {name!r}" if name else ("the rule" if path else "the file")
     if item is not None:
         subject += f" item #{item}"
+    # the document itself is never shown: a file that is one string is all of that string
+    got = f" (got {shown_value(error.instance)})" if path else f" (got {_kind(error.instance)})"
     if error.validator == "uniqueItems":
-        return f"{where}: {subject} lists a value twice (got {error.instance!r})"
+        return f"{where}: {subject} lists a value twice{got}"
     expected = error.schema.get("x-expected") if isinstance(error.schema, dict) else None
+    if not path:
+        expected = "a mapping with 'version' and 'rules'"
     if expected:
-        return f"{where}: {subject} must be {expected} (got {error.instance!r})"
-    return f"{where}: {subject}: {error.message}"
+        return f"{where}: {subject} must be {expected}{got}"
+    return f"{where}: {subject} breaks the schema's {error.validator!r} rule{got}"
+
+
+def _kind(value: Any) -> str:
+    """What a whole document is, without any of its content."""
+    kinds = {str: "a string", list: "a list", dict: "a mapping", bool: "a boolean", int: "a number"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def schema_problems(data: Any) -> list[str]:
