@@ -22,6 +22,15 @@ PARAMS = {
     **{name: p for name, p in labeling_params().items() if name != "reprocess"},  # nothing to redo
     "dry_run": Param(False, type="boolean", description="Count only: delete nothing, label nothing."),
     "min_age_hours": Param(2, type="integer", minimum=0, description="Leave newer objects to hourly runs."),
+    "confirm_mass_delete": Param(
+        False,
+        type="boolean",
+        description=(
+            "Delete even when this run would delete more than IMAGELABELS_RECONCILE_MAX_DELETE_SHARE "
+            "(0.2) of the documents (and over IMAGELABELS_RECONCILE_DELETE_FLOOR, 100), or all of "
+            "them. Only after checking that the objects really are gone from S3."
+        ),
+    ),
 }
 
 
@@ -57,6 +66,7 @@ def image_reconcile_daily() -> None:
             dry_run=params["dry_run"],
             min_age_hours=params["min_age_hours"],
             refresh=settings.es_refresh(),
+            confirm_mass_delete=params["confirm_mass_delete"],
         )
         ti.xcom_push("counts", result.counts.as_xcom())  # a mapped task can only expand return_value
         return bound_map_length([manifest.as_xcom() for manifest in result.manifests])

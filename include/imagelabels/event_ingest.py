@@ -6,7 +6,9 @@ the hourly listing.
 (test events, our own manifests, events superseded by newer ones in the same drain) and writes
 the rest as batch manifests: one JSON line per message, with its receipt handle and its events.
 ``process_event_batch`` handles one manifest: uploads go through
-:func:`imagelabels.pipeline.process_batch`, removals delete documents, and the batch's messages
+:func:`imagelabels.pipeline.process_batch` (which also deletes the documents of the key's older
+versions), removals delete the documents of versions that no longer exist (one search and one
+bulk request per bucket, every delete accounted per item), and the batch's messages
 are deleted from the queue only when all of that is written (:mod:`imagelabels.sqs` explains the
 guarantee).
 """
@@ -22,14 +24,21 @@ from datetime import datetime
 from typing import Any
 
 from imagelabels import sqs as queue
-from imagelabels.documents import INDEX_ALIAS, document_id
+from imagelabels.documents import document_id
 from imagelabels.events import ObjectEvent, ParsedMessage, latest_per_object, parse_message
-from imagelabels.indexing import clear_failures, ensure_indices
+from imagelabels.indexing import (
+    ItemFailure,
+    StoredVersion,
+    bulk_write,
+    clear_failures,
+    ensure_indices,
+    other_versions,
+)
 from imagelabels.labelers.base import Labeler, LabelingError
 from imagelabels.listing import ListedObject
 from imagelabels.manifests import INTERNAL_PREFIX, Manifest, S3Uri, manifest_prefix, manifests_root
 from imagelabels.objects import ObjectChanged, describe_object
-from imagelabels.pipeline import BatchIncomplete, BatchReport, RunContext, process_batch
+from imagelabels.pipeline import BatchIncomplete, BatchReport, RunContext, newest_wins, process_batch
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +191,17 @@ def read_event_manifest(s3_client: Any, uri: str) -> EventBatch:
     return EventBatch(handles, events)
 
 
-def _current_document_id(s3_client: Any, event: ObjectEvent) -> str | None:
-    """The document id of the object as it is *now*, or ``None`` when it is gone.
+@dataclass(frozen=True)
+class _Current:
+    """What S3 holds for a removed key now: the current version's document id and LastModified,
+    or neither when the key is gone."""
+
+    doc_id: str | None = None
+    last_modified: datetime | None = None
+
+
+def _current_version(s3_client: Any, event: ObjectEvent) -> _Current:
+    """The version of the removed object that exists *now*, if any.
 
     A removal event may arrive after a newer upload of the same key was processed (events of
     different drains are not ordered); asking S3 makes the delete remove only documents of
@@ -194,38 +212,65 @@ def _current_document_id(s3_client: Any, event: ObjectEvent) -> str | None:
         info = describe_object(s3_client, event.bucket, listed)
     except LabelingError as error:
         if error.reason == "object_gone":
-            return None
+            return _Current()
         raise
     except ObjectChanged:  # cannot happen without an ETag in `listed`; be explicit anyway
-        return None
-    return document_id(info.bucket, info.key, info.version_id, info.etag)
+        return _Current()
+    return _Current(document_id(info.bucket, info.key, info.version_id, info.etag), info.last_modified)
 
 
-def delete_documents(s3_client: Any, es: Any, removals: Iterable[ObjectEvent], *, refresh: bool | str) -> int:
+@dataclass
+class RemovalOutcome:
+    """What deleting the documents of removed objects did, per item."""
+
+    deleted: int = 0
+    errors: list[ItemFailure] = field(default_factory=list)
+
+
+def _removable(event: ObjectEvent, current: _Current, versions: list[StoredVersion]) -> list[StoredVersion]:
+    """The documents a removal deletes: those of versions that no longer exist.
+
+    The key still exists (a late removal of an older version): the same rule as an upload's,
+    every other version unless a strictly newer one is indexed (:func:`pipeline.newest_wins`).
+    The key is gone: every document of a version modified before the removal; one modified
+    after it belongs to a later upload, indexed by a concurrent run, whose own removal event
+    will come if it is gone too.
+    """
+    if current.last_modified is not None:
+        _, stale = newest_wins({event.key: current.last_modified}, {event.key: versions})
+        return stale
+    return [v for v in versions if v.last_modified is None or v.last_modified <= event.event_time]
+
+
+def delete_documents(
+    s3_client: Any, es: Any, removals: Iterable[ObjectEvent], *, refresh: bool | str
+) -> RemovalOutcome:
     """Delete the documents of removed objects (keeping the one of a current version, if any)
-    and their failure records; return how many documents were deleted."""
-    deleted = 0
+    and their failure records.
+
+    One HEAD per removed key (S3 has no batch HEAD, and only S3 knows whether a newer version
+    exists), then per bucket one search for the documents of all removed keys and one bulk
+    request with every delete, each accounted: a refused delete is returned, not dropped (the
+    batch's messages then stay on the queue and come back).
+    """
+    outcome = RemovalOutcome()
+    by_bucket: dict[str, list[tuple[ObjectEvent, _Current]]] = defaultdict(list)
     for event in removals:
-        keep = _current_document_id(s3_client, event)
-        query: dict[str, Any] = {
-            "bool": {
-                "filter": [{"term": {"s3_location": f"s3://{event.bucket}/{event.key}"}}],
-                "must_not": [{"ids": {"values": [keep]}}] if keep else [],
-            }
-        }
-        response = es.delete_by_query(
-            index=INDEX_ALIAS, query=query, refresh=bool(refresh), conflicts="proceed"
-        )
-        if response.get("failures"):
-            raise RuntimeError(
-                f"could not delete documents of s3://{event.bucket}/{event.key}: {response['failures']}"
-            )
-        deleted += int(response.get("deleted", 0))
-        if keep is None:
-            outcome = clear_failures(es, event.bucket, [event.key], refresh=refresh)
-            if outcome.failures:
-                raise RuntimeError(f"could not clear the failure record of {event.key}: {outcome.failures}")
-    return deleted
+        by_bucket[event.bucket].append((event, _current_version(s3_client, event)))
+    for bucket, events in by_bucket.items():
+        keep = [current.doc_id for _, current in events if current.doc_id is not None]
+        found = other_versions(es, bucket, [event.key for event, _ in events], keep)
+        actions = [
+            {"_op_type": "delete", "_index": version.index, "_id": version.doc_id}
+            for event, current in events
+            for version in _removable(event, current, found.get(event.key, []))
+        ]
+        written = bulk_write(es, actions, refresh=refresh)
+        outcome.deleted += written.deleted + written.not_found  # not found: deleted by another run
+        outcome.errors += written.failures
+        gone = [event.key for event, current in events if current.doc_id is None]
+        outcome.errors += clear_failures(es, bucket, gone, refresh=refresh).failures
+    return outcome
 
 
 def process_event_batch(
@@ -270,7 +315,8 @@ def process_event_batch(
                 refresh=refresh,
             )
             totals.add(report)
-        deleted = delete_documents(s3_client, es, removals, refresh=refresh)
+        removed = delete_documents(s3_client, es, removals, refresh=refresh)
+        totals.index_errors += removed.errors
     complete = not totals.index_errors
     if complete:
         errors = queue.delete(sqs_client, queue_url, batch.receipt_handles)
@@ -278,7 +324,7 @@ def process_event_batch(
             log.warning(
                 "%d message(s) could not be deleted (they will be seen again): %s", len(errors), errors[:3]
             )
-    summary = {**totals.as_xcom(), "removed": len(removals), "documents_deleted": deleted}
+    summary = {**totals.as_xcom(), "removed": len(removals), "documents_deleted": removed.deleted}
     summary["messages_acknowledged"] = len(batch.receipt_handles) if complete else 0
     log.info("event batch %s: %s", manifest_uri, summary)
     if not complete:

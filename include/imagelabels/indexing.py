@@ -4,13 +4,16 @@ Bulk writes go through :meth:`SearchEngine.streaming_bulk` with per-item results
 5xx answers are retried with exponential backoff, a ``409`` on ``create`` means the document is
 already there (a rerun), and any other per-item error is returned with its reason so the caller
 can fail the task *after* the rest of the batch is indexed. Nothing is dropped silently.
+
+:func:`other_versions` finds, in one search per batch, the documents of older versions of the
+keys a batch writes, so the same bulk request can delete them (one document per current object).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from imagelabels.documents import (
@@ -135,6 +138,108 @@ def existing_ids(es: SearchEngine, ids: Sequence[str], index: str = INDEX_ALIAS)
         size=len(ids),
     )
     return {hit["_id"] for hit in response["hits"]["hits"]}
+
+
+def sorted_hits(
+    es: Any, *, index: str, field: str, query: dict[str, Any], source: list[str], page_size: int
+) -> Iterator[dict[str, Any]]:
+    """Every hit of ``query`` in ascending order of the keyword ``field``, one page at a time.
+
+    Paged with ``search_after`` on ``field`` alone: Elasticsearch 8 refuses to sort on ``_id``
+    and a point in time would need cleaning up. Several documents may share a value (versions of
+    one key), so a full page holds back its last value's hits and the next page starts *after*
+    the value before it: a group is never split across pages. A page that is one group only
+    (more versions of one key than a page holds) is asked for again, twice as large.
+    """
+    after: list[Any] | None = None
+    size = page_size
+    while True:
+        extra = {"search_after": after} if after is not None else {}
+        response = es.search(
+            index=index,
+            query=query,
+            # an index without the field (a drifted mapping) has no hits rather than an error
+            sort=[{field: {"order": "asc", "unmapped_type": "keyword"}}],
+            size=size,
+            source=source,
+            track_total_hits=False,
+            **extra,
+        )
+        hits: list[dict[str, Any]] = response["hits"]["hits"]
+        if len(hits) < size:
+            yield from hits
+            return
+        last = hits[-1]["sort"][0]
+        complete = [hit for hit in hits if hit["sort"][0] != last]
+        if not complete:
+            size *= 2
+            continue
+        yield from complete
+        after = [complete[-1]["sort"][0]]
+        size = page_size
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A stored ISO date-time (UTC when it names no zone), ``None`` when absent."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """A document of one version of a key: what deciding which version is newest needs."""
+
+    key: str
+    doc_id: str
+    index: str
+    last_modified: datetime | None
+
+
+def other_versions(
+    es: SearchEngine,
+    bucket: str,
+    keys: Collection[str],
+    exclude_ids: Collection[str],
+    *,
+    index: str = INDEX_ALIAS,
+) -> dict[str, list[StoredVersion]]:
+    """The documents of ``keys`` (of ``bucket``) other than ``exclude_ids``, per key.
+
+    One ``terms`` search on ``s3_location`` for the whole batch, not a round trip per key; the
+    page holds as many hits as there are keys (typically one older version per overwritten key
+    at most), and more pages follow only when a batch finds more (:func:`sorted_hits`). Each hit
+    names its concrete index, so a delete reaches it even while the alias spans two indices.
+    """
+    if not keys:
+        return {}
+    locations = sorted({f"s3://{bucket}/{key}" for key in keys})
+    query: dict[str, Any] = {"bool": {"filter": [{"terms": {"s3_location": locations}}]}}
+    if exclude_ids:
+        query["bool"]["must_not"] = [{"ids": {"values": sorted(exclude_ids)}}]
+    found: dict[str, list[StoredVersion]] = {}
+    prefix = len(f"s3://{bucket}/")
+    hits = sorted_hits(
+        es,
+        index=index,
+        field="s3_location",
+        query=query,
+        source=["object.last_modified"],
+        page_size=max(len(locations), 100),
+    )
+    for hit in hits:
+        key = str(hit["sort"][0])[prefix:]
+        described = (hit.get("_source") or {}).get("object") or {}
+        found.setdefault(key, []).append(
+            StoredVersion(
+                key=key,
+                doc_id=hit["_id"],
+                index=hit.get("_index", index),
+                last_modified=parse_time(described.get("last_modified")),
+            )
+        )
+    return found
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,36 @@ Phases, each over the whole batch:
 3. preflight + label each remaining image on a thread pool: the object is read and checked
    (:mod:`imagelabels.preflight`), then labeled; the labeler's rate limiter keeps all tasks
    together at the account's quota;
-4. one bulk request writes the documents, the failure records of keys that could not be
-   labeled, and clears the records of keys that now succeeded.
+4. one search finds the documents of *other* versions of the batch's keys
+   (:func:`imagelabels.indexing.other_versions`), then one bulk request writes the documents,
+   deletes those older versions' documents, and writes the failure records of keys that could
+   not be labeled (or whose old document could not be deleted), and clears the records of keys
+   that now succeeded.
+
+**One document per current object.** Indexing a new version of a key removes the documents of
+its older versions in the same bulk request as the new document's create, so an overwritten key
+has one document within the hour (the daily reconciliation is the safety net, not the mechanism).
+Every delete is accounted per item like the creates: a refused delete becomes a retryable failure
+record of its key and fails the task, so the retry deletes it.
+
+**Two runs, two versions of one key** (an hourly run and the SQS path, or a backfill): the newer
+version must win whichever run writes last. "Newer" is the object's ``LastModified``, stored in
+every document (``object.last_modified``, also ``timestamp``); S3 version ids have no order.
+Before writing, the batch compares its version of each key with the other versions indexed:
+
+* an indexed version is strictly newer: this batch's version was overwritten since it was read;
+  its document is not written (counted ``superseded``) and nothing of that key is deleted;
+* otherwise every other version's document is deleted, *including one with the same
+  LastModified* (S3 stores whole seconds: two writes within one second tie; the batch that read
+  the object last is the better guess, and it read it moments ago).
+
+What is left: two runs that both search before either writes (a window of one bulk request,
+near-real-time search adds the engine's refresh interval, about a second) each keep their own
+document; and on a tie the run that writes last wins even if it read the older bytes. Both leave
+a document whose ETag differs from the listing, which the daily reconciliation deletes as stale
+(and labels the current version if it has no document). Locking or a per-key "current version"
+record would close the window at the cost of a write per key on every batch; a second of overlap
+on the same key is rare enough that the nightly safety net is the better trade.
 
 The batch always finishes; afterwards :meth:`BatchReport.raise_if_incomplete` fails the task when
 something must be retried (a document Elasticsearch refused, a labeler error that was not about
@@ -24,7 +52,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,9 +63,11 @@ from imagelabels.indexing import (
     BulkOutcome,
     FailureRecord,
     ItemFailure,
+    StoredVersion,
     bulk_write,
     clear_failures,
     existing_ids,
+    other_versions,
     record_failures,
     require_writable,
 )
@@ -64,6 +94,7 @@ class BatchReport:
     superseded: int = 0
     labeled: int = 0
     indexed: int = 0
+    replaced: int = 0  # documents of older versions of the batch's keys, deleted
     failed: Counter[str] = field(default_factory=Counter)
     retryable_failures: int = 0
     index_errors: list[ItemFailure] = field(default_factory=list)
@@ -76,6 +107,7 @@ class BatchReport:
             "superseded": self.superseded,
             "labeled": self.labeled,
             "indexed": self.indexed,
+            "replaced": self.replaced,
             "failed": dict(self.failed),
             "retryable_failures": self.retryable_failures,
             "index_errors": len(self.index_errors),
@@ -89,6 +121,7 @@ class BatchReport:
         self.superseded += other.superseded
         self.labeled += other.labeled
         self.indexed += other.indexed
+        self.replaced += other.replaced
         self.failed.update(other.failed)
         self.retryable_failures += other.retryable_failures
         self.index_errors += other.index_errors
@@ -233,6 +266,29 @@ def label_one(
     )
 
 
+def newest_wins(
+    held: Mapping[str, datetime], indexed: Mapping[str, Sequence[StoredVersion]]
+) -> tuple[set[str], list[StoredVersion]]:
+    """Decide, per key, between the version a batch holds and the other versions indexed.
+
+    :param held: key -> ``LastModified`` of the version the batch holds (to write now, already
+        indexed, or failed).
+    :param indexed: key -> the documents of the key's *other* versions.
+    :returns: the keys with a strictly newer version indexed (the batch writes and deletes
+        nothing of them), and the documents to delete: every other version of the remaining
+        keys, those with the same ``LastModified`` included (see the module docstring).
+    """
+    superseded: set[str] = set()
+    stale: list[StoredVersion] = []
+    for key, mine in held.items():
+        others = indexed.get(key, ())
+        if any(other.last_modified is not None and other.last_modified > mine for other in others):
+            superseded.add(key)
+        else:
+            stale.extend(others)
+    return superseded, stale
+
+
 def process_batch(
     *,
     s3_client: Any,
@@ -284,17 +340,39 @@ def process_batch(
         finally:
             progress.tick()
 
-    actions: list[dict[str, Any]] = []
-    indexed_keys: list[str] = []
+    labeled_now: list[_Labeled] = []
+    changed: set[str] = set()
     for labeled in _map_concurrently(work, to_label, threads):
         if labeled.failure is not None:
             failures.append(labeled.failure)
             continue
         if labeled.superseded is not None:
             report.superseded += 1
+            changed.add(labeled.key)
             log.info("skipping, superseded by a newer version: %s", labeled.superseded)
             continue
         report.labeled += 1
+        labeled_now.append(labeled)
+
+    # the version of each key this batch holds (indexed now or before, or failed): its older
+    # versions' documents go in the same bulk request (one document per current object)
+    held = {obj.key: obj.last_modified for obj in ids.values() if obj.key not in changed}
+    newer_indexed, stale = newest_wins(held, other_versions(es, bucket, list(held), list(ids)))
+    stale_of: dict[str, list[StoredVersion]] = {}
+    for old in stale:
+        stale_of.setdefault(old.key, []).append(old)
+
+    actions: list[dict[str, Any]] = []
+    owner: dict[str, str] = {}  # the key of every action's document id
+    for labeled in labeled_now:
+        if labeled.key in newer_indexed:
+            report.superseded += 1
+            log.info(
+                "not indexed: a newer version of s3://%s/%s is indexed already (written by another run)",
+                bucket,
+                labeled.key,
+            )
+            continue
         actions.append(
             {
                 "_op_type": "index" if reprocess else "create",
@@ -303,21 +381,40 @@ def process_batch(
                 "_source": labeled.document,
             }
         )
-        indexed_keys.append(labeled.key)
+        owner[labeled.doc_id] = labeled.key
+        for old in stale_of.pop(labeled.key, []):
+            actions.append({"_op_type": "delete", "_index": old.index, "_id": old.doc_id})
+            owner[old.doc_id] = old.key
+    for old in (old for versions in stale_of.values() for old in versions):  # indexed before, or failed
+        actions.append({"_op_type": "delete", "_index": old.index, "_id": old.doc_id})
+        owner[old.doc_id] = old.key
 
     outcome: BulkOutcome = bulk_write(es, actions, refresh=refresh)
     report.indexed = outcome.created + outcome.updated + outcome.already_present
+    report.replaced = outcome.deleted + outcome.not_found  # not found: another run deleted it first
     report.index_errors = outcome.failures
     refused = {f.doc_id: f for f in outcome.failures}
-    succeeded = [ids[doc_id].key for doc_id in present]
-    for action, key in zip(actions, indexed_keys, strict=True):
+    already_failed = {failure.key for failure in failures}
+    unfinished: set[str] = set()
+    for action in actions:
         refusal = refused.get(action["_id"])
         if refusal is None:
-            succeeded.append(key)
-        else:  # recorded like any other failure, so the key is never lost once retries run out
+            continue
+        key = owner[action["_id"]]
+        unfinished.add(key)
+        if key in already_failed:  # one record per key: its first failure is recorded already
+            continue
+        already_failed.add(key)
+        if action["_op_type"] != "delete":  # recorded like any other failure, never lost
             failures.append(
                 FailureRecord(bucket, key, "index", f"index_{refusal.status}", refusal.reason, True)
             )
+        else:  # the task fails (index_errors) and its retry deletes the document
+            message = f"the document {refusal.doc_id} of an older version was not deleted: {refusal.reason}"
+            failures.append(FailureRecord(bucket, key, "index", f"delete_{refusal.status}", message, True))
+    succeeded = [ids[doc_id].key for doc_id in present]
+    succeeded += [owner[a["_id"]] for a in actions if a["_op_type"] != "delete"]
+    succeeded = [key for key in succeeded if key not in unfinished]
 
     for failure in failures:
         report.failed[failure.reason] += 1
@@ -353,6 +450,8 @@ def summarize(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
     optional = ("removed", "documents_deleted", "messages_acknowledged")  # event-driven batches
     for report in reports:
+        if report.get("replaced"):  # only when older versions' documents were deleted
+            totals["replaced"] = totals.get("replaced", 0) + int(report["replaced"])
         for name in ("listed", "already_indexed", "superseded", "labeled", "indexed", "index_errors"):
             totals[name] += int(report.get(name, 0))
         for name in optional:

@@ -9,8 +9,9 @@ no longer exist, and a key whose run failed past its retries (or whose hour was 
 returns keys in UTF-8 binary order), the documents of the bucket/prefix sorted by their keyword
 ``s3_location`` (Elasticsearch sorts keywords by their UTF-8 bytes) and the failure records sorted
 by ``s3key``. Each stream is read one page at a time, missing keys go to batch manifests as they
-are found, deletes go out in bulk chunks: memory holds one page per stream, one manifest batch
-and one delete chunk, whatever the number of keys.
+are found, deletes are spooled to a temporary file and go out in bulk chunks once the walk is
+complete (and the mass-deletion guard below agrees): memory holds one page per stream, one
+manifest batch and one delete chunk, whatever the number of keys.
 
 **Ordering.** Python compares ``str`` by code point, and UTF-8 preserves code-point order, so
 comparing keys as ``str`` *is* comparing their UTF-8 bytes (no encoding per comparison). It is
@@ -20,23 +21,58 @@ of mistaking live documents for orphans.
 
 **What "current" means.** ListObjectsV2 has no version ids, so a document is current when its
 ``object.etag`` equals the listed ETag; on a versioned bucket two versions with the same bytes
-share an ETag (and labels), and one document is kept. Documents and failure records written
-after the walk began are never judged (the listing may have passed their key before the object
-was uploaded): they are *spared*, and the next run looks at them again.
+share an ETag (and labels), and one document is kept. Since the hourly and SQS paths delete an
+older version's document when they index the new one, stale documents are what those paths
+could not see (a failed delete that ran out of retries, two runs writing the same key within a
+second; see :mod:`imagelabels.pipeline`).
+
+**The 2-minute guard: objects changed in the last 2 minutes are spared.** The listing is not a
+snapshot: it reaches each key at some moment during the walk, so an object uploaded (and indexed
+by the hourly or SQS path) after the listing passed its key is missing from the listing although
+it exists. Judged, its document would look like an orphan and be deleted. So a document whose
+``object.last_modified`` is at or after *walk start minus* ``CLOCK_SKEW`` (2 minutes), and a
+failure record whose ``failed_at`` is, is never judged: it is *spared* (counted ``spared``) and
+the next day's run judges it. The 2 minutes allow for the worker's clock (which dates the walk)
+running ahead of S3's (which dates ``LastModified``); anything dated before that predates the walk,
+so the listing must have seen its object if it still exists. The guard only ever keeps documents:
+a spared document of a deleted object lives one more day.
+
+**Mass-deletion guard.** An S3 that answers "empty" for a bucket that is not (the compose stack's
+moto restarted with S3 in memory while Elasticsearch persisted; a wrong bucket, endpoint, account
+or credentials that still can list) makes every document an orphan. A run therefore refuses to
+delete more than ``IMAGELABELS_RECONCILE_MAX_DELETE_SHARE`` (default 0.2) of the documents it
+walked, unless the deletes are at most ``IMAGELABELS_RECONCILE_DELETE_FLOOR`` (default 100) so a
+small index can still be cleaned; and it always refuses to delete *every* document of the
+bucket/prefix, however few, since that is exactly what a wiped or wrong S3 looks like. The
+deletes are counted over the whole walk before the first one is sent, so a refusal deletes
+nothing: the task fails without retries (the same walk would refuse again) with the counts and
+how to confirm, and logs an ERROR line starting ``MASS DELETION REFUSED``. Missing keys are
+still written to manifests, but no labeling runs. The ``confirm_mass_delete`` Param (or
+``confirm_mass_delete=True``) lets one run through; a dry run only warns.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS
-from imagelabels.indexing import BulkOutcome, ItemFailure, bulk_write, ensure_indices
+from imagelabels.indexing import (
+    BulkOutcome,
+    ItemFailure,
+    bulk_write,
+    ensure_indices,
+    parse_time,
+)
+from imagelabels.indexing import sorted_hits as sorted_hits  # re-exported: relabel imports it from here
 from imagelabels.listing import ListedObject, ListingStats, list_objects_in_window
 from imagelabels.manifests import Manifest, listing_failed, manifests_root, write_manifests
 from imagelabels.pipeline import RunContext
@@ -54,6 +90,13 @@ CLOCK_SKEW = timedelta(minutes=2)
 PROGRESS_EVERY = 100_000
 # Non-retryable failures that are about the deployment, not the image: retried every day.
 NOT_ABOUT_THE_IMAGE = frozenset({"feature_unavailable", "local_model_failed", "s3_object_unreadable"})
+
+# The mass-deletion guard's defaults: a run may delete up to this share of the documents it walked
+# without confirmation, or up to DELETE_FLOOR documents whatever the share (never all of them).
+MAX_DELETE_SHARE_ENV = "IMAGELABELS_RECONCILE_MAX_DELETE_SHARE"
+DELETE_FLOOR_ENV = "IMAGELABELS_RECONCILE_DELETE_FLOOR"
+DEFAULT_MAX_DELETE_SHARE = 0.2
+DEFAULT_DELETE_FLOOR = 100
 
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
@@ -226,51 +269,6 @@ def list_all_objects(
     )
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def sorted_hits(
-    es: Any, *, index: str, field: str, query: dict[str, Any], source: list[str], page_size: int
-) -> Iterator[dict[str, Any]]:
-    """Every hit of ``query`` in ascending order of the keyword ``field``, one page at a time.
-
-    Paged with ``search_after`` on ``field`` alone: Elasticsearch 8 refuses to sort on ``_id``
-    and a point in time would need cleaning up. Several documents may share a value (versions of
-    one key), so a full page holds back its last value's hits and the next page starts *after*
-    the value before it: a group is never split across pages. A page that is one group only
-    (more versions of one key than a page holds) is asked for again, twice as large.
-    """
-    after: list[Any] | None = None
-    size = page_size
-    while True:
-        extra = {"search_after": after} if after is not None else {}
-        response = es.search(
-            index=index,
-            query=query,
-            sort=[{field: "asc"}],
-            size=size,
-            source=source,
-            track_total_hits=False,
-            **extra,
-        )
-        hits: list[dict[str, Any]] = response["hits"]["hits"]
-        if len(hits) < size:
-            yield from hits
-            return
-        last = hits[-1]["sort"][0]
-        complete = [hit for hit in hits if hit["sort"][0] != last]
-        if not complete:
-            size *= 2
-            continue
-        yield from complete
-        after = [complete[-1]["sort"][0]]
-        size = page_size
-
-
 def iter_documents(
     es: Any, bucket: str, prefix: str, *, page_size: int = INDEX_PAGE_SIZE, index: str = INDEX_ALIAS
 ) -> Iterator[IndexedDoc]:
@@ -292,7 +290,7 @@ def iter_documents(
             doc_id=hit["_id"],
             etag=str(described.get("etag") or "").strip('"'),
             index=hit.get("_index", index),
-            last_modified=_parse_time(described.get("last_modified")),
+            last_modified=parse_time(described.get("last_modified")),
         )
 
 
@@ -318,8 +316,97 @@ def iter_failures(
             record_id=hit["_id"],
             retryable=bool(source.get("retryable", True)),
             reason=str(source.get("reason") or ""),
-            failed_at=_parse_time(source.get("failed_at")),
+            failed_at=parse_time(source.get("failed_at")),
         )
+
+
+# --- the mass-deletion guard ---------------------------------------------------------------------
+
+
+class MassDeletionRefused(RuntimeError):
+    """A run would delete more of the index than it may without ``confirm_mass_delete``."""
+
+    def __init__(self, message: str, *, deletes: int, indexed: int) -> None:
+        super().__init__(message)
+        self.deletes = deletes
+        self.indexed = indexed
+
+
+@dataclass(frozen=True)
+class DeletionLimit:
+    """How many documents one reconciliation may delete without confirmation.
+
+    Up to ``max_share`` of the documents it walked, or up to ``floor`` documents if that is more
+    (a small index: 30 of 100 documents deleted in one day is no sign of a wiped bucket); never
+    every document of the bucket/prefix.
+    """
+
+    max_share: float = DEFAULT_MAX_DELETE_SHARE
+    floor: int = DEFAULT_DELETE_FLOOR
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_share <= 1:
+            raise ValueError(f"{MAX_DELETE_SHARE_ENV} must be within 0..1, got {self.max_share}")
+        if self.floor < 0:
+            raise ValueError(f"{DELETE_FLOOR_ENV} must be at least 0, got {self.floor}")
+
+    @classmethod
+    def from_env(cls) -> DeletionLimit:
+        """``IMAGELABELS_RECONCILE_MAX_DELETE_SHARE`` and ``..._DELETE_FLOOR``, else the defaults.
+
+        :raises ValueError: a value that is not a number in range (a configuration error).
+        """
+        share = os.environ.get(MAX_DELETE_SHARE_ENV, "").strip()
+        floor = os.environ.get(DELETE_FLOOR_ENV, "").strip()
+        try:
+            max_share = float(share) if share else DEFAULT_MAX_DELETE_SHARE
+        except ValueError:
+            raise ValueError(f"{MAX_DELETE_SHARE_ENV} must be a number within 0..1, got {share!r}") from None
+        try:
+            min_floor = int(floor) if floor else DEFAULT_DELETE_FLOOR
+        except ValueError:
+            raise ValueError(f"{DELETE_FLOOR_ENV} must be a whole number >= 0, got {floor!r}") from None
+        return cls(max_share=max_share, floor=min_floor)
+
+    def allowed(self, indexed: int) -> int:
+        """The most documents a run over ``indexed`` documents may delete unconfirmed."""
+        return max(self.floor, math.floor(self.max_share * indexed))
+
+    def refusal(self, deletes: int, indexed: int) -> str | None:
+        """Why deleting ``deletes`` of ``indexed`` documents needs confirming (``None``: it does not)."""
+        if deletes <= 0:
+            return None
+        if deletes >= indexed:
+            return "that is every document of the bucket/prefix"
+        if deletes > self.allowed(indexed):
+            return (
+                f"more than {self.max_share:.0%} of them ({MAX_DELETE_SHARE_ENV}) and more than "
+                f"{self.floor} ({DELETE_FLOOR_ENV})"
+            )
+        return None
+
+
+def _refusal_message(bucket: str, prefix: str, deletes: int, indexed: int, why: str) -> str:
+    share = deletes / indexed if indexed else 1.0
+    return (
+        f"refused to delete {deletes} of the {indexed} documents of s3://{bucket}/{prefix} "
+        f"({share:.0%}) as orphan or stale: {why}. Nothing was deleted. Check that the bucket, "
+        "prefix and AWS connection reach the S3 that holds the images (an S3 stand-in that "
+        "restarted empty, a wrong bucket, endpoint or account look exactly like this); if the "
+        "objects really are gone, run again with the Param confirm_mass_delete=true"
+    )
+
+
+def _without_retries(error: MassDeletionRefused) -> Exception:
+    """Airflow's "fail, do not retry" exception caused by ``error`` (a retry would refuse again);
+    ``error`` itself where Airflow is not installed."""
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:  # pragma: no cover - the pipeline always runs with Airflow installed
+        return error
+    failure = AirflowFailException(str(error))
+    failure.__cause__ = error
+    return failure
 
 
 # --- acting on the verdicts ----------------------------------------------------------------------
@@ -367,26 +454,42 @@ class Reconciliation:
 
 @dataclass
 class _Deleter:
-    """Buffers deletes and sends them in bulk chunks, so a million orphans never sit in memory."""
+    """Collects deletes in a temporary file during the walk (a million orphans never sit in
+    memory) and sends them in bulk chunks afterwards, once the mass-deletion guard agreed."""
 
     es: Any
     chunk: int
     refresh: bool | str
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    spool: IO[str] = field(  # closed by close(): after sending, or when the walk fails or is refused
+        default_factory=lambda: tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+    )
     deleted: int = 0
     failures: list[ItemFailure] = field(default_factory=list)
     failed: int = 0
 
     def add(self, index: str, doc_id: str) -> None:
-        self.pending.append({"_op_type": "delete", "_index": index, "_id": doc_id})
-        if len(self.pending) >= self.chunk:
-            self.flush()
+        self.spool.write(f"{index}\t{doc_id}\n")  # neither an index name nor our ids hold a tab
 
-    def flush(self) -> None:
-        if not self.pending:
+    def send(self) -> None:
+        """Send every collected delete, a chunk at a time."""
+        self.spool.seek(0)
+        pending: list[dict[str, Any]] = []
+        for line in self.spool:
+            index, doc_id = line.rstrip("\n").split("\t", 1)
+            pending.append({"_op_type": "delete", "_index": index, "_id": doc_id})
+            if len(pending) >= self.chunk:
+                self._flush(pending)
+                pending = []
+        self._flush(pending)
+        self.close()
+
+    def close(self) -> None:
+        self.spool.close()
+
+    def _flush(self, pending: list[dict[str, Any]]) -> None:
+        if not pending:
             return
-        outcome: BulkOutcome = bulk_write(self.es, self.pending, chunk_size=self.chunk, refresh=self.refresh)
-        self.pending = []
+        outcome: BulkOutcome = bulk_write(self.es, pending, chunk_size=self.chunk, refresh=self.refresh)
         self.deleted += outcome.deleted + outcome.not_found  # not found: someone else deleted it first
         self.failed += len(outcome.failures)
         self.failures += outcome.failures[: max(0, 20 - len(self.failures))]
@@ -436,6 +539,8 @@ def plan_reconciliation(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     index_page_size: int = INDEX_PAGE_SIZE,
     delete_chunk: int = DELETE_CHUNK,
+    confirm_mass_delete: bool = False,
+    deletion_limit: DeletionLimit | None = None,
 ) -> Reconciliation:
     """Walk ``s3://bucket/prefix`` and the index together; delete orphan and stale documents and
     obsolete failure records, and write manifests of the keys to label.
@@ -445,9 +550,15 @@ def plan_reconciliation(
         the hourly DAG (whose run for that hour may not have happened yet), so they are not
         labeled twice.
     :param refresh: Elasticsearch refresh policy for the deletes (``"wait_for"`` in tests).
+    :param confirm_mass_delete: delete even beyond ``deletion_limit`` (the ``confirm_mass_delete``
+        Param, after checking that the objects really are gone).
+    :param deletion_limit: default: :meth:`DeletionLimit.from_env`.
+    :raises AirflowFailException: caused by :class:`MassDeletionRefused`, when the run would delete
+        more than ``deletion_limit`` allows without confirmation; nothing was deleted.
     """
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be within 1..{MAX_BATCH_SIZE}, got {batch_size}")
+    limit = deletion_limit or DeletionLimit.from_env()  # a bad setting fails before the walk
     ensure_indices(es)  # idempotent setup, also on a dry run: the walk needs the indices to exist
     started = clock()
     staging = manifests_root(staging_uri)
@@ -468,11 +579,16 @@ def plan_reconciliation(
         recent_after=started - timedelta(hours=min_age_hours),
     )
     deleter = None if dry_run else _Deleter(es, delete_chunk, refresh)
-    to_label = _act(decisions, counts, deleter)
-    manifests = _write(s3_client, bucket, prefix, to_label, staging_uri, run, batch_size, dry_run)
-    if deleter is not None:
-        deleter.flush()
-        counts.deleted = deleter.deleted
+    try:
+        to_label = _act(decisions, counts, deleter)
+        manifests = _write(s3_client, bucket, prefix, to_label, staging_uri, run, batch_size, dry_run)
+        _guard(limit, counts, bucket, prefix, confirmed=confirm_mass_delete)
+        if deleter is not None:
+            deleter.send()
+            counts.deleted = deleter.deleted
+    finally:
+        if deleter is not None:
+            deleter.close()
     counts.batches = len(manifests)
     counts.listing_pages = listing.pages
     counts.seconds = round((clock() - started).total_seconds(), 3)
@@ -491,6 +607,35 @@ def plan_reconciliation(
             f"{deleter.failed} delete(s) refused by Elasticsearch ({sample}); a retry redoes them"
         )
     return Reconciliation(manifests=manifests, counts=counts)
+
+
+def _guard(
+    limit: DeletionLimit, counts: ReconcileCounts, bucket: str, prefix: str, *, confirmed: bool
+) -> None:
+    """The mass-deletion guard, once the walk has counted every delete and before the first is sent.
+
+    :raises AirflowFailException: caused by :class:`MassDeletionRefused`; logged as an ERROR first.
+    """
+    deletes, indexed = counts.orphans + counts.stale, counts.scanned_index
+    why = limit.refusal(deletes, indexed)
+    if why is None:
+        return
+    if confirmed:
+        log.warning(
+            "mass deletion confirmed by confirm_mass_delete: deleting %d of the %d documents of s3://%s/%s (%s)",
+            deletes,
+            indexed,
+            bucket,
+            prefix,
+            why,
+        )
+        return
+    message = _refusal_message(bucket, prefix, deletes, indexed, why)
+    if counts.dry_run:
+        log.warning("dry run: a real run would be refused: %s", message)
+        return
+    log.error("MASS DELETION REFUSED: %s (counts: %s)", message, counts.as_xcom())
+    raise _without_retries(MassDeletionRefused(message, deletes=deletes, indexed=indexed))
 
 
 def _write(

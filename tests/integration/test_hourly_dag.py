@@ -10,6 +10,7 @@ import pytest
 from imagelabels.documents import INDEX_ALIAS, document_id
 from imagelabels.embedded import covering_hours
 from tests.airflow_dags import load_dag
+from tests.faults import assert_nothing_lost
 
 pytestmark = pytest.mark.both_engines
 
@@ -140,6 +141,41 @@ def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hou
     assert _snapshot(es) == before  # same ids, same sources, same sequence numbers
 
 
+def test_an_overwritten_key_keeps_one_document_of_its_new_version_and_a_rerun_changes_nothing(  # type: ignore[no-untyped-def]
+    hourly_dag, s3, es
+) -> None:
+    """The run that indexes the new version deletes the old version's document in the same bulk
+    request: one document per current object within the hour, not after the daily reconciliation."""
+    s3.create_bucket(Bucket="photos")
+    key = "uploads/cat.png"
+    s3.put_object(Bucket="photos", Key=key, Body=(SAMPLES / "chelsea.png").read_bytes())
+    old = s3.head_object(Bucket="photos", Key=key)
+    for hour in covering_hours([old["LastModified"]]):
+        assert str(_run_interval(hourly_dag, hour, prefix="uploads/", **MOTO_REKOGNITION).state) == "success"
+    assert set(_snapshot(es)) == {document_id("photos", key, None, old["ETag"])}
+
+    s3.put_object(Bucket="photos", Key=key, Body=(SAMPLES / "coffee.png").read_bytes())  # overwritten
+    new = s3.head_object(Bucket="photos", Key=key)
+    assert new["ETag"] != old["ETag"]
+    hours = covering_hours([new["LastModified"]])
+    runs = [_run_interval(hourly_dag, hour, prefix="uploads/", **MOTO_REKOGNITION) for hour in hours]
+    assert [str(run.state) for run in runs] == ["success"] * len(hours)
+    totals = [run.get_task_instance("summarize").xcom_pull(task_ids="summarize") for run in runs]
+    documents = _snapshot(es)
+    assert set(documents) == {document_id("photos", key, None, new["ETag"])}
+    assert sum(t["indexed"] for t in totals) == 1
+    assert sum(t.get("replaced", 0) for t in totals) == 1  # the old version's document, deleted
+    (_, source), *_ = documents.values()
+    assert (source["object"]["etag"], source["object"]["width"]) == (new["ETag"].strip('"'), 600)
+    assert_nothing_lost(es, s3, "photos", "uploads/")
+
+    reruns = [_run_interval(hourly_dag, hour, prefix="uploads/", **MOTO_REKOGNITION) for hour in hours]
+    assert [str(run.state) for run in reruns] == ["success"] * len(hours)
+    totals = [run.get_task_instance("summarize").xcom_pull(task_ids="summarize") for run in reruns]
+    assert (sum(t["labeled"] for t in totals), sum(t.get("replaced", 0) for t in totals)) == (0, 0)
+    assert _snapshot(es) == documents  # same id, same source, same sequence number
+
+
 def test_an_interval_without_uploads_is_a_skipped_map_not_a_failure(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
     s3.create_bucket(Bucket="photos")
     s3.put_object(Bucket="photos", Key="uploads/chelsea.png", Body=(SAMPLES / "chelsea.png").read_bytes())
@@ -152,7 +188,8 @@ def test_an_interval_without_uploads_is_a_skipped_map_not_a_failure(hourly_dag, 
     assert es.count(index=INDEX_ALIAS)["count"] == 0
 
 
-def test_prefix_param_is_templated_with_the_interval(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
+def test_prefix_param_placeholders_take_the_interval(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
+    """``{ds}`` in ``prefix`` is the run's data interval start date: one date partition is listed."""
     s3.create_bucket(Bucket="photos")
     uploaded_at = datetime.now().astimezone()
     day = uploaded_at.astimezone(tz=None).strftime("%Y-%m-%d")
@@ -162,7 +199,7 @@ def test_prefix_param_is_templated_with_the_interval(hourly_dag, s3, es) -> None
     hour = covering_hours([stamp])[0]
     if hour.strftime("%Y-%m-%d") != day:
         pytest.skip("upload straddled midnight UTC")
-    run = _run_interval(hourly_dag, hour, prefix="uploads/{{ data_interval_start | ds }}/")
+    run = _run_interval(hourly_dag, hour, prefix="uploads/{ds}/")
     assert str(run.state) == "success"
     hits = es.search(index=INDEX_ALIAS)["hits"]["hits"]
     assert [hit["_source"]["s3key"] for hit in hits] == [f"uploads/{day}/coffee.png"]

@@ -23,9 +23,14 @@ from imagelabels.documents import (
     build_document,
     document_id,
 )
-from imagelabels.indexing import FailureRecord, ensure_indices, record_failures
+from imagelabels.indexing import FailureRecord, bulk_write, ensure_indices, record_failures
 from imagelabels.pipeline import RunContext
-from imagelabels.reconcile import iter_documents, list_all_objects, plan_reconciliation
+from imagelabels.reconcile import (
+    MassDeletionRefused,
+    iter_documents,
+    list_all_objects,
+    plan_reconciliation,
+)
 
 pytestmark = pytest.mark.both_engines
 
@@ -144,10 +149,21 @@ def _failures(es) -> dict[str, bool]:  # type: ignore[no-untyped-def]
 def _run(dag, when: datetime, **conf):  # type: ignore[no-untyped-def]
     """Every run names the Params it depends on: in-process, ``dag.test()`` leaves a run's conf
     in the tasks' Params (seen with Airflow 3.1), so a later run would not get the defaults."""
-    conf = {"bucket": BUCKET, "prefix": "uploads/", "dry_run": False, "batch_size": 100, **conf}
-    run = dag.test(logical_date=when, run_conf=conf)
+    run = _test(dag, when, **conf)
     assert str(run.state) == "success"
     return run.get_task_instance("report").xcom_pull(task_ids="report")
+
+
+def _test(dag, when: datetime, **conf):  # type: ignore[no-untyped-def]
+    conf = {
+        "bucket": BUCKET,
+        "prefix": "uploads/",
+        "dry_run": False,
+        "batch_size": 100,
+        "confirm_mass_delete": False,
+        **conf,
+    }
+    return dag.test(logical_date=when, run_conf=conf)
 
 
 def _found(totals: dict) -> dict:
@@ -234,3 +250,109 @@ def test_both_servers_order_keys_as_utf8_bytes_and_small_pages_change_nothing(s3
         k: v for k, v in large.items() if k != "seconds"
     }
     assert _found(large) == FIRST_RUN
+
+
+# --- the mass-deletion guard ---------------------------------------------------------------------
+
+
+def _index_many(es, keys: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """One document per key (an old version: its ETag is no object's), in one bulk request."""
+    actions = []
+    for number, key in enumerate(keys):
+        doc_id, document = _document(BUCKET, key, f"{number:032x}", LONG_AGO)
+        actions.append({"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": document})
+    assert bulk_write(es, actions, refresh="wait_for").created == len(keys)
+
+
+def _plan(s3, es, **kwargs):  # type: ignore[no-untyped-def]
+    return plan_reconciliation(
+        s3_client=s3,
+        es=es,
+        bucket=BUCKET,
+        prefix="uploads/",
+        staging_uri=f"s3://{BUCKET}/_imagelabels/",
+        run=RunContext("image_reconcile_daily", "guard"),
+        batch_size=100,
+        min_age_hours=0,
+        refresh="wait_for",
+        **kwargs,
+    )
+
+
+def test_an_empty_bucket_is_refused_deletes_nothing_and_the_confirm_param_deletes(  # type: ignore[no-untyped-def]
+    reconcile_dag, s3, es
+) -> None:
+    """The compose stack's moto restarted (S3 empty again) while the index persisted: every
+    document looks like an orphan. The run refuses, fails without retries, and deletes nothing."""
+    s3.create_bucket(Bucket=BUCKET)
+    ensure_indices(es)
+    _index_many(es, [f"uploads/{n:02d}.jpg" for n in range(50)])
+    before = _snapshot(es)
+    when = datetime.now(UTC).replace(microsecond=0)
+
+    refused = _test(reconcile_dag, when, min_age_hours=0)
+    assert str(refused.state) == "failed"
+    plan = refused.get_task_instance("plan")
+    assert (str(plan.state), plan.try_number) == ("failed", 1)  # no retries: a retry would refuse too
+    assert str(refused.get_task_instance("label_and_index").state) == "upstream_failed"
+    assert _snapshot(es) == before
+
+    confirmed = _run(reconcile_dag, when + timedelta(minutes=1), min_age_hours=0, confirm_mass_delete=True)
+    assert (confirmed["orphans"], confirmed["deleted"]) == (50, 50)
+    assert es.count(index=INDEX_ALIAS)["count"] == 0
+
+
+def test_a_refusal_comes_before_any_delete_says_why_and_logs_an_error(s3, es, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Deletes go out in chunks of 10 and the index is read in pages of 7: still nothing is
+    deleted before the whole walk is counted."""
+    s3.create_bucket(Bucket=BUCKET)
+    ensure_indices(es)
+    _index_many(es, [f"uploads/{n:02d}.jpg" for n in range(50)])
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - Airflow's no-retry error, caused by ours
+        _plan(s3, es, delete_chunk=10, index_page_size=7)
+    cause = refused.value if isinstance(refused.value, MassDeletionRefused) else refused.value.__cause__
+    assert isinstance(cause, MassDeletionRefused)
+    message = str(refused.value)
+    for part in ("refused to delete 50 of the 50 documents", "s3://photos/uploads/", "confirm_mass_delete"):
+        assert part in message
+    assert es.count(index=INDEX_ALIAS)["count"] == 50
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "MASS DELETION REFUSED" in r.message]
+    assert len(errors) == 1
+
+    confirmed = _plan(s3, es, delete_chunk=10, index_page_size=7, confirm_mass_delete=True)
+    assert (confirmed.counts.orphans, confirmed.counts.deleted) == (50, 50)
+    assert es.count(index=INDEX_ALIAS)["count"] == 0
+
+
+def test_a_dry_run_of_a_mass_deletion_warns_and_changes_nothing(s3, es, caplog) -> None:  # type: ignore[no-untyped-def]
+    s3.create_bucket(Bucket=BUCKET)
+    ensure_indices(es)
+    _index_many(es, [f"uploads/{n:02d}.jpg" for n in range(50)])
+    dry = _plan(s3, es, dry_run=True)
+    assert (dry.counts.orphans, dry.counts.deleted) == (50, 0)
+    assert any("confirm_mass_delete" in r.message for r in caplog.records if r.levelname == "WARNING")
+    assert es.count(index=INDEX_ALIAS)["count"] == 50
+
+
+def test_a_reconciliation_below_the_share_proceeds(s3, es, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """No floor: 8 orphans of 48 documents (17 %) are under the 20 % share and are deleted; with a
+    10 % share the same run is refused."""
+    monkeypatch.setenv("IMAGELABELS_RECONCILE_DELETE_FLOOR", "0")
+    s3.create_bucket(Bucket=BUCKET)
+    ensure_indices(es)
+    keys = [f"uploads/{n:02d}.jpg" for n in range(40)]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    for key in keys:
+        _index(es, BUCKET, key, s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"'))
+    _index_many(es, [f"uploads/gone-{n}.jpg" for n in range(8)])
+
+    monkeypatch.setenv("IMAGELABELS_RECONCILE_MAX_DELETE_SHARE", "0.1")
+    with pytest.raises(Exception, match="refused to delete 8 of the 48 documents"):
+        _plan(s3, es)
+    assert es.count(index=INDEX_ALIAS)["count"] == 48
+
+    monkeypatch.delenv("IMAGELABELS_RECONCILE_MAX_DELETE_SHARE")  # the default, 0.2
+    counts = _plan(s3, es).counts
+    assert (counts.ok, counts.orphans, counts.deleted) == (40, 8, 8)
+    assert es.count(index=INDEX_ALIAS)["count"] == 40

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from imagelabels.documents import INDEX_ALIAS
+from imagelabels.documents import INDEX_ALIAS, document_id
 from imagelabels.event_ingest import plan_event_batches, process_event_batch
 from imagelabels.events import eventbridge_body, s3_event_body, sns_envelope
 from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
 from imagelabels.pipeline import BatchIncomplete, RunContext
 from imagelabels.sqs import QueueSettings
+from tests.faults import assert_nothing_lost
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
@@ -124,6 +125,58 @@ def test_a_deletion_removes_the_document(sqs, s3, es, queue) -> None:  # type: i
     _, reports = _drain_and_process(sqs, s3, es, queue["url"])
     assert sum(r["documents_deleted"] for r in reports) == 1
     assert _indexed_keys(es) == ["uploads/keep.png"]
+
+
+def _documents(es) -> dict[str, tuple[int, dict]]:  # type: ignore[no-untyped-def]
+    es.indices.refresh(index=INDEX_ALIAS)
+    hits = es.search(index=INDEX_ALIAS, size=100, seq_no_primary_term=True)["hits"]["hits"]
+    return {hit["_id"]: (hit["_seq_no"], hit["_source"]) for hit in hits}
+
+
+@pytest.mark.both_engines
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+def test_an_overwrite_leaves_one_document_a_redelivery_changes_nothing_a_deletion_leaves_none(  # type: ignore[no-untyped-def]
+    sqs, s3, es, queue, versioned: bool
+) -> None:
+    if versioned:
+        s3.put_bucket_versioning(Bucket="photos", VersioningConfiguration={"Status": "Enabled"})
+    key = "uploads/cat.png"
+    s3.put_object(Bucket="photos", Key=key, Body=(SAMPLES / "chelsea.png").read_bytes())
+    _drain_and_process(sqs, s3, es, queue["url"])
+    old = s3.head_object(Bucket="photos", Key=key)
+    assert set(_documents(es)) == {document_id("photos", key, old.get("VersionId"), old["ETag"])}
+
+    s3.put_object(Bucket="photos", Key=key, Body=(SAMPLES / "coffee.png").read_bytes())  # overwritten
+    _, reports = _drain_and_process(sqs, s3, es, queue["url"])
+    new = s3.head_object(Bucket="photos", Key=key)
+    documents = _documents(es)
+    assert set(documents) == {document_id("photos", key, new.get("VersionId"), new["ETag"])}
+    assert (sum(r["indexed"] for r in reports), sum(r.get("replaced", 0) for r in reports)) == (1, 1)
+    assert_nothing_lost(es, s3, "photos", "uploads/")
+
+    # the same upload event delivered again (at-least-once delivery): nothing changes
+    sqs.send_message(
+        QueueUrl=queue["url"],
+        MessageBody=s3_event_body(
+            "photos", key, etag=new["ETag"].strip('"'), version_id=new.get("VersionId")
+        ),
+    )
+    _, reports = _drain_and_process(sqs, s3, es, queue["url"])
+    assert [r["already_indexed"] for r in reports] == [1]
+    assert _documents(es) == documents
+
+    marker = s3.delete_object(Bucket="photos", Key=key)  # a delete marker on the versioned bucket
+    if versioned:  # S3 notifies ObjectRemoved:DeleteMarkerCreated; moto sends nothing for a marker
+        sqs.send_message(
+            QueueUrl=queue["url"],
+            MessageBody=s3_event_body(
+                "photos", key, event_name="ObjectRemoved:DeleteMarkerCreated", version_id=marker["VersionId"]
+            ),
+        )
+    _, reports = _drain_and_process(sqs, s3, es, queue["url"])
+    assert sum(r["documents_deleted"] for r in reports) == 1
+    assert _documents(es) == {}
+    assert _queue_counts(sqs, queue["url"]) == (0, 0)
 
 
 def test_upload_then_delete_in_one_drain_indexes_nothing(sqs, s3, es, queue) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ import pytest
 from imagelabels.listing import ListedObject
 from imagelabels.reconcile import (
     Decision,
+    DeletionLimit,
     FailureRef,
     IndexedDoc,
     ReconcileCounts,
@@ -273,3 +274,52 @@ def test_a_key_with_more_documents_than_a_page_gets_a_larger_page() -> None:
     hits = list(sorted_hits(index, index="i", field="f", query={}, source=[], page_size=2))
     assert [hit["sort"][0] for hit in hits] == ["a", *["b"] * 9, "c"]
     assert index.requests <= 6
+
+
+# --- the mass-deletion guard ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("deletes", "indexed", "refused"),
+    [
+        pytest.param(0, 0, False, id="nothing-indexed"),
+        pytest.param(0, 50, False, id="nothing-to-delete"),
+        pytest.param(5, 9, False, id="small-index-under-the-floor"),
+        pytest.param(100, 101, False, id="floor-reached-not-all"),
+        pytest.param(50, 50, True, id="every-document-even-under-the-floor"),
+        pytest.param(1, 1, True, id="the-only-document"),
+        pytest.param(101, 400, True, id="over-the-floor-and-over-the-share"),
+        pytest.param(200, 1000, False, id="share-reached"),
+        pytest.param(201, 1000, True, id="one-over-the-share"),
+        pytest.param(19_999, 100_000, False, id="large-index-under-the-share"),
+        pytest.param(20_001, 100_000, True, id="large-index-over-the-share"),
+    ],
+)
+def test_deletion_limit_refuses_over_the_share_and_the_floor_and_always_everything(
+    deletes: int, indexed: int, refused: bool
+) -> None:
+    assert (DeletionLimit().refusal(deletes, indexed) is not None) is refused
+
+
+def test_deletion_limit_names_its_settings_and_reads_them_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert DeletionLimit.from_env() == DeletionLimit(0.2, 100)
+    why = DeletionLimit().refusal(300, 1000)
+    assert why is not None
+    assert "IMAGELABELS_RECONCILE_MAX_DELETE_SHARE" in why
+    assert "IMAGELABELS_RECONCILE_DELETE_FLOOR" in why
+    monkeypatch.setenv("IMAGELABELS_RECONCILE_MAX_DELETE_SHARE", "0.5")
+    monkeypatch.setenv("IMAGELABELS_RECONCILE_DELETE_FLOOR", "0")
+    assert DeletionLimit.from_env() == DeletionLimit(0.5, 0)
+    assert DeletionLimit.from_env().refusal(300, 1000) is None
+    for name, bad in (
+        ("IMAGELABELS_RECONCILE_MAX_DELETE_SHARE", "20%"),
+        ("IMAGELABELS_RECONCILE_MAX_DELETE_SHARE", "1.5"),
+        ("IMAGELABELS_RECONCILE_DELETE_FLOOR", "-1"),
+        ("IMAGELABELS_RECONCILE_DELETE_FLOOR", "ten"),
+    ):
+        with monkeypatch.context() as patched:
+            patched.setenv(name, bad)
+            with pytest.raises(ValueError, match=f"^{name} must be"):
+                DeletionLimit.from_env()
