@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo airflow system test test-unit test-integration lint format clean
+.PHONY: help install demo airflow backfill system test test-unit test-integration lint format clean
 
 help:
 	@echo "make demo   - set up and run the hourly ingestion end to end on the embedded stack (ENGINE=opensearch: a real OpenSearch node)"
 	@echo "make airflow - the Airflow UI (admin/admin) on the embedded stack, to trigger runs and backfills"
+	@echo "make backfill FROM=2026-12-01T00:00 TO=2026-12-01T06:00 [DAG=...] - a backfill through the running make airflow"
 	@echo "make test   - set up, lint, type-check and run every test"
 	@echo "make lint   - ruff + mypy only"
 	@echo "make test-distributed - the hourly DAG on CeleryExecutor (PostgreSQL, Redis, 2 workers), checked"
@@ -36,6 +37,11 @@ demo: install
 
 airflow: install
 	$(BIN)/python scripts/airflow_local.py --engine $(ENGINE)
+
+# A backfill through the api-server of the running `make airflow` (same .local/ state, same login):
+# one run per interval whose logical date is in [FROM, TO]; DAG defaults to image_ingest_s3_hourly.
+backfill: install
+	$(BIN)/python scripts/backfill.py $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") $(if $(DAG),--dag "$(DAG)") $(ARGS)
 
 # Debian packages and services the whole suite needs (chromium, pdftoppm, Redis, PostgreSQL,
 # Maven, a Compose CLI): installed when absent, so CI on a fresh machine skips nothing.
