@@ -16,8 +16,9 @@ one of these stable reasons:
                         image is fully decoded, and ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
 ``image_too_small``     a side under 80 px, or a strip so thin (over 125:1) that fitting its long
                         side into 10,000 px would leave the short one under 80 px.
-``too_many_pixels``     over :data:`MAX_PIXELS` (a decompression-bomb guard, checked on the header
-                        before any pixel is decoded).
+``too_many_pixels``     over :data:`MAX_PIXELS` in the header, or more than :data:`MAX_DECODED_PIXELS`
+                        to decode in full (see *Decoding memory*); checked on the header before any
+                        pixel is decoded.
 
 The format is detected from the magic bytes; the key's extension and the Content-Type are
 ignored (a disagreement is only logged at debug level), because uploaders get them wrong.
@@ -35,6 +36,31 @@ what was done, e.g. ``("exif_transpose", "cmyk_to_rgb", "resized:12000x900->1000
 Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89.5 MP by default) is raised
 to :data:`MAX_PIXELS` once, process-wide, so that this module's check decides, with its reason;
 it is never lowered.
+
+Decoding memory
+---------------
+A 1 MB PNG can hold 250 MP (1 GB as RGBA pixels, 4 GB once converted the old way), and a batch
+decodes on 16 threads. So, before any pixel is decoded:
+
+* **Pixel caps.** :data:`MAX_PIXELS` (250 MP) bounds the header; :data:`MAX_DECODED_PIXELS`
+  (50 MP) bounds what is decoded *in full*. A single-scan (baseline) JPEG is decoded reduced by
+  libjpeg (``draft``: 1/2, 1/4 or 1/8 scale, still reading every byte, so truncation is still
+  caught) to what is needed and to at most 50 MP; every other format (PNG, WebP, GIF, TIFF,
+  HEIF...) and a progressive or multi-scan JPEG (whose decoder holds every coefficient of the
+  full image at any scale) over 50 MP is rejected as ``too_many_pixels``. 50 MP keeps the
+  largest non-JPEG photos (48 MP phone HEIC, 8064 x 6048) and 8K screenshots (33 MP); nothing
+  needs more: a converted image is sent as a JPEG of at most 5 MB and 10,000 px per side, and
+  the local model looks at 224 x 224 (2,000 px at most, for text).
+* **Cost estimate.** :func:`decode_cost` tells, from the header (format, mode, size, bit depth,
+  JPEG scans and scale, whether the image may be sent as it is), the bytes :func:`prepare` will
+  hold at its peak for this image (formula in :func:`estimate_cost`).
+* **Budget.** That many bytes are reserved from the process's
+  :class:`~imagelabels.decode_budget.DecodeBudget` (``IMAGELABELS_DECODE_BUDGET_MB``) for the
+  decode and conversion, so concurrent decodes never add up to more than the budget.
+* **Lean conversion.** Conversion to RGB, flattening and reduction run one strip of rows at a
+  time (no full-size temporary besides the result), the decoded image is released as soon as a
+  smaller working copy exists, rotation happens on the final, fitted image, and the pixels kept
+  for the local model are at most :data:`~imagelabels.prepared.PIXELS_MAX_SIDE` per side.
 """
 
 from __future__ import annotations
@@ -44,10 +70,12 @@ import logging
 import math
 import posixpath
 import threading
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
+from imagelabels.decode_budget import process_budget
 from imagelabels.documents import ObjectInfo
 from imagelabels.labelers.base import LabelingError
 from imagelabels.prepared import (
@@ -55,6 +83,7 @@ from imagelabels.prepared import (
     MAX_INLINE_BYTES,
     MAX_S3_OBJECT_BYTES,
     MIN_DIMENSION,
+    PIXELS_MAX_SIDE,
     PreparedImage,
 )
 
@@ -63,7 +92,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 250_000_000  # ~750 MB decoded as RGB; JPEGs over 10,000 px are decoded downscaled
+MAX_PIXELS = 250_000_000  # in the header; only a baseline JPEG that big can be decoded (reduced)
+MAX_DECODED_PIXELS = 50_000_000  # decoded in full: 200 MB as Pillow's RGB (4 bytes a pixel)
 JPEG_QUALITY = 90
 FALLBACK_QUALITIES = (80, 70, 60)  # tried before downscaling when the JPEG is over 5 MB
 ORIENTATION_TAG = 0x0112
@@ -228,9 +258,11 @@ def _fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:
 
 
 def _check_dimensions(size: tuple[int, int]) -> None:
-    """Pixel count and side limits from the header, before any pixel is decoded.
+    """Header pixel count and side limits, before any pixel is decoded.
 
-    Both are orientation-independent, so the stored size is enough.
+    Both are orientation-independent, so the stored size is enough. What may be decoded in full
+    (:data:`MAX_DECODED_PIXELS`) is checked by :func:`_plan`, which knows whether the format can
+    be decoded reduced.
     """
     width, height = size
     if width * height > MAX_PIXELS:
@@ -254,7 +286,8 @@ def _check_dimensions(size: tuple[int, int]) -> None:
 def _declared_orientation(image: Image) -> int:
     """The EXIF (or XMP) orientation as stored.
 
-    pillow-heif applies it while decoding and keeps the original in ``info``.
+    pillow-heif applies it while decoding and keeps the original in ``info``. Header only for
+    JPEG; a PNG may keep its EXIF after the pixels, so for a PNG this decodes.
     """
     original = image.info.get("original_orientation")
     if isinstance(original, int):
@@ -302,6 +335,258 @@ def _decode(image: Image, source_format: str) -> tuple[int, bool]:
     return orientation, multi_frame
 
 
+# --- what a decode costs, from the header ---------------------------------------------------------
+
+# What each decoder holds besides Pillow's own buffer while decoding, in bytes per decoded pixel
+# (measured with ``benchmarks/decode_memory.py --calibrate`` and rounded up): libwebp's animation
+# decoder keeps two RGBA canvases and hands the frame over as a bytes copy; libheif its YCbCr
+# planes and an RGB(A) copy (more at 10 bits); OpenJPEG 32 bits per sample and component; a GIF
+# frame may be turned into RGBA next to a copy for disposal. Others stream rows into Pillow's
+# buffer: 1 byte a pixel is a margin.
+DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "HEIF": 8, "AVIF": 8, "JPEG2000": 16, "GIF": 5}
+DEFAULT_DECODER_BYTES_PER_PIXEL = 1
+# What stays allocated after decoding, as long as the image object lives: libwebp's canvases.
+RESIDUE_BYTES_PER_PIXEL = {"WEBP": 8}
+JPEG_ROW_BYTES_PER_COLUMN = 64  # libjpeg's MCU-row buffers grow with the stored width, at any scale
+STRIP_PIXELS = 1 << 20  # rows converted at once by _rgb_reduced: about 1 MP
+STRIP_BYTES = 24 * STRIP_PIXELS  # a strip's crop, conversion, RGBA, flattened copy, alpha and reduction
+ENCODED_BYTES_PER_PIXEL = 2  # a JPEG being written (quality 90 noise: ~0.9 byte/px) and its copy
+RGB_BYTES_PER_PIXEL = 4  # Pillow stores RGB in 4 bytes a pixel
+
+
+def pillow_bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel of Pillow's own storage: 1 for ``1``/``L``/``P``, 2 for 16-bit grey, else
+    4 (``RGB`` too: Pillow pads it to 32 bits)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the estimate needs to know, all of it read before decoding.
+
+    :param decoded_size: the size the decoder will produce (a JPEG's draft scale applied).
+    :param coefficient_bytes: a progressive or multi-scan JPEG's coefficient buffer (the whole
+        image's DCT coefficients, 2 bytes per sample, at any draft scale); 0 otherwise.
+    :param row_bytes: the decoder's row buffers that scale with the stored width (JPEG).
+    :param as_is: the image is certainly sent to Rekognition as it is (a JPEG can tell from its
+        header; a PNG may keep its EXIF orientation after the pixels, so it counts as converted).
+    :param direct_rgb: the decoded image is RGB already and needs no reducing, so conversion
+        makes no working copy of it.
+    """
+
+    source_format: str
+    mode: str
+    decoded_size: tuple[int, int]
+    coefficient_bytes: int = 0
+    row_bytes: int = 0
+    as_is: bool = False
+    direct_rgb: bool = False
+
+
+def _pixels(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def _reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The size :meth:`PIL.Image.Image.reduce` gives (partial blocks count)."""
+    return _ceil_div(size[0], factor), _ceil_div(size[1], factor)
+
+
+def _reduce_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """The integer box-reduction that keeps the image at least as large as ``target``."""
+    return max(1, max(size) // max(target))
+
+
+def _kept_pixels_bytes(size: tuple[int, int]) -> int:
+    """The pixels kept for the local model (at most PIXELS_MAX_SIDE) and their resize source."""
+    kept = _fitted(size, PIXELS_MAX_SIDE)
+    reduced = _reduced_size(size, _reduce_factor(size, kept))
+    return RGB_BYTES_PER_PIXEL * (_pixels(kept) + _pixels(reduced))
+
+
+def estimate_cost(header: Header, *, keep_pixels: bool) -> int:
+    """The bytes :func:`prepare` holds at its peak for an image with this header.
+
+    With ``px`` the decoded pixels, ``D = px x`` :func:`pillow_bytes_per_pixel` (Pillow's buffer)
+    and ``X = px x`` :data:`DECODER_BYTES_PER_PIXEL` ``+ coefficient_bytes + row_bytes`` (the
+    decoder's own), the phases are:
+
+    * decode: ``D + X`` (all that a Rekognition-bound image sent as it is costs);
+    * kept pixels of an image sent as it is: ``R + D + working copy + strip + pixels``;
+    * conversion: ``R + max(D + W + strip, W' + T + E) + pixels``, where ``R`` is what the
+      decoder leaves behind (libwebp), ``W`` the RGB working copy (4 bytes a pixel at the
+      integer-reduced size; none when the decoded image is RGB at the right scale already),
+      ``W'`` the working copy or ``D``, ``T`` the image fitted into 10,000 px (resized, then
+      rotated: two copies of ``T`` at most, the second replacing ``W'``), and ``E`` the JPEG
+      being written (:data:`ENCODED_BYTES_PER_PIXEL`);
+
+    and the estimate is the largest. Every term is an upper bound of what the code allocates
+    (the decoded image is released once a working copy exists); ``benchmarks/decode_memory.py
+    --calibrate`` prints it next to the measured peak.
+    """
+    size = header.decoded_size
+    px = _pixels(size)
+    decoded = px * pillow_bytes_per_pixel(header.mode)
+    decoding = (
+        decoded
+        + px * DECODER_BYTES_PER_PIXEL.get(header.source_format, DEFAULT_DECODER_BYTES_PER_PIXEL)
+        + header.coefficient_bytes
+        + header.row_bytes
+    )
+    residue = px * RESIDUE_BYTES_PER_PIXEL.get(header.source_format, 0)
+    if header.as_is:
+        if not keep_pixels:
+            return decoding
+        factor = _reduce_factor(size, _fitted(size, PIXELS_MAX_SIDE))
+        working = RGB_BYTES_PER_PIXEL * _pixels(_reduced_size(size, factor))
+        return max(decoding, residue + decoded + working + STRIP_BYTES + _kept_pixels_bytes(size))
+    target = _fitted(size, MAX_DIMENSION)
+    factor = _reduce_factor(size, target)
+    working = (
+        0 if header.direct_rgb and factor == 1 else RGB_BYTES_PER_PIXEL * _pixels(_reduced_size(size, factor))
+    )
+    fitted = RGB_BYTES_PER_PIXEL * _pixels(target)
+    encoding = ENCODED_BYTES_PER_PIXEL * _pixels(target)
+    kept_bytes = _kept_pixels_bytes(target) if keep_pixels else 0
+    converting = (
+        residue + max(decoded + working + STRIP_BYTES, (working or decoded) + fitted + encoding) + kept_bytes
+    )
+    return max(decoding, converting)
+
+
+def _jpeg_scan_count(data: bytes) -> int:
+    """Scans of a JPEG's main image (start-of-scan markers up to its end-of-image marker).
+
+    The header segments are walked by their lengths so that an EXIF thumbnail's scan (inside
+    APP1) is not counted; 0xFFDA cannot occur inside entropy-coded data (0xFF is stuffed), so the
+    rest is counted by search. Unparseable: 2, the expensive answer.
+    """
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return 2
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif marker == 0xDA:
+            end = data.find(b"\xff\xd9", position)
+            return data.count(b"\xff\xda", position, end if end >= 0 else len(data))
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return 2
+
+
+def _jpeg_coefficient_bytes(image: Image) -> int:
+    """The whole image's DCT coefficients, as libjpeg buffers them for a multi-scan JPEG.
+
+    Per component: its blocks (8 x 8 samples, subsampled per its factors, padded to whole MCUs)
+    at 64 coefficients of 2 bytes. Unknown components: three at full resolution.
+    """
+    width, height = image.size
+    layers = [(int(h), int(v)) for _, h, v, _ in getattr(image, "layer", []) if h and v]
+    if not layers:
+        return 3 * 2 * width * height
+    h_max, v_max = max(h for h, _ in layers), max(v for _, v in layers)
+    total = 0
+    for h, v in layers:
+        blocks_wide = _ceil_div(_ceil_div(_ceil_div(width * h, h_max), 8), h) * h  # whole MCUs
+        blocks_high = _ceil_div(_ceil_div(_ceil_div(height * v, v_max), 8), v) * v
+        total += blocks_wide * blocks_high * 64 * 2
+    return total
+
+
+def _jpeg_scale(size: tuple[int, int], needed_side: int) -> int:
+    """libjpeg's scale denominator (1, 2, 4 or 8) for a JPEG decoded to at least ``needed_side``
+    px on its longest side, then halved further until it is at most MAX_DECODED_PIXELS."""
+    scale = next(s for s in (8, 4, 2, 1) if _ceil_div(max(size), s) >= needed_side or s == 1)
+    while scale < 8 and _pixels(_reduced_size(size, scale)) > MAX_DECODED_PIXELS:
+        scale *= 2
+    return scale
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one image will be decoded, decided from its header."""
+
+    stored_size: tuple[int, int]
+    high_bit_depth: bool
+    draft_scale: int  # 1: decoded at full size
+    header: Header
+    cost: int
+
+
+def _plan(image: Image, source_format: str, data: bytes, *, keep_pixels: bool) -> _Plan:
+    """Check the header's size, choose a JPEG's decode scale and estimate the cost.
+
+    :raises LabelingError: ``too_many_pixels`` or ``image_too_small``.
+    """
+    _check_dimensions(image.size)
+    stored = image.size
+    high_bit_depth = _high_bit_depth(image, source_format, data)
+    scale, coefficients, row_bytes, as_is = 1, 0, 0, False
+    if source_format == "JPEG":
+        row_bytes = JPEG_ROW_BYTES_PER_COLUMN * stored[0]
+        as_is = (
+            max(stored) <= MAX_DIMENSION
+            and image.mode in SENT_AS_IS_MODES
+            and not high_bit_depth
+            and _declared_orientation(image) == 1
+        )
+        if image.info.get("progressive") or _jpeg_scan_count(data) > 1:
+            coefficients = _jpeg_coefficient_bytes(image)
+        else:
+            needed = (PIXELS_MAX_SIDE if keep_pixels else 1) if as_is else MAX_DIMENSION
+            scale = _jpeg_scale(stored, needed)
+    decoded = _reduced_size(stored, scale)
+    if _pixels(decoded) > MAX_DECODED_PIXELS:
+        width, height = stored
+        why = (
+            "a progressive (multi-scan) JPEG's decoder holds every coefficient of the full image"
+            if coefficients
+            else f"{source_format} cannot be decoded reduced (only a baseline JPEG can)"
+        )
+        raise _reject(
+            "too_many_pixels",
+            f"{width}x{height} px ({width * height / 1e6:.0f} MP): {why}, and preflight decodes at most "
+            f"{MAX_DECODED_PIXELS / 1e6:.0f} MP in full",
+        )
+    header = Header(
+        source_format,
+        image.mode,
+        decoded,
+        coefficient_bytes=coefficients,
+        row_bytes=row_bytes,
+        as_is=as_is,
+        direct_rgb=image.mode == "RGB" and not high_bit_depth,
+    )
+    return _Plan(stored, high_bit_depth, scale, header, estimate_cost(header, keep_pixels=keep_pixels))
+
+
+def _draft(image: Image, plan: _Plan) -> bool:
+    """Let libjpeg decode at the planned 1/2, 1/4 or 1/8 scale (every byte is still decoded, so
+    truncation is still caught). Returns whether the decoded image is smaller than stored."""
+    if plan.draft_scale == 1:
+        return False
+    width, height = plan.stored_size
+    image.draft(None, (width // plan.draft_scale, height // plan.draft_scale))
+    if image.size != plan.header.decoded_size:  # the plan's estimate assumed this size
+        raise RuntimeError(f"JPEG draft gave {image.size}, planned {plan.header.decoded_size}")
+    return True
+
+
+# --- conversion -----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class _Inspected:
     """What the decision needs to know about the decoded original."""
@@ -323,34 +608,98 @@ class _Inspected:
         )
 
 
-def _to_8bit(image: Image) -> Image:
-    """16-bit (or 32-bit int, or float) grey to 8-bit ``L``, scaled rather than clipped to white."""
-    wide = image.convert("F") if image.mode == "F" else image.convert("I")
-    low, high = cast(tuple[float, float], wide.getextrema())  # one band
-    if wide.mode == "I" and low >= 0 and high <= 65535:
-        scale, offset = 255 / 65535, 0.0
-    else:
-        span = float(high) - float(low) or 1.0
-        scale, offset = 255 / span, -float(low) * 255 / span
-    return wide.point(lambda value: value * scale + offset).convert("L")
+_TRANSPOSITIONS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE"}
+_TRANSPOSITIONS.update({6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"})
 
 
-def _to_rgb(image: Image, transformations: list[str]) -> Image:
-    """8-bit RGB: CMYK converted, high bit depths scaled, transparency flattened on white."""
+def _pending_orientation(image: Image) -> int:
+    """The orientation still to apply to the decoded pixels (what ``ImageOps.exif_transpose``
+    reads): TIFF and HEIF decoders have applied theirs already."""
+    value = image.getexif().get(ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) and value in _TRANSPOSITIONS else 1
+
+
+def _eight_bit_scaling(image: Image) -> tuple[str, float, float]:
+    """How 16-bit (or 32-bit int, or float) grey maps to 8 bits: scaled rather than clipped to
+    white, from the whole image's extrema (one pass, no copy)."""
+    wide = "F" if image.mode == "F" else "I"
+    extrema = cast(tuple[float, float], image.getextrema())  # one band
+    low, high = float(extrema[0]), float(extrema[1])
+    if wide == "I" and low >= 0 and high <= 65535:
+        return wide, 255 / 65535, 0.0
+    span = high - low or 1.0
+    return wide, 255 / span, -low * 255 / span
+
+
+def _flattened(strip: Image) -> Image:
+    """RGB with transparency flattened on white."""
     from PIL import Image as PILImage
 
+    rgba = strip.convert("RGBA")
+    flat = PILImage.new("RGB", rgba.size, (255, 255, 255))
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat
+
+
+def _strip_converter(image: Image, transformations: list[str]) -> Callable[[Image], Image]:
+    """What turns one strip of ``image`` into 8-bit RGB: CMYK converted, high bit depths scaled,
+    transparency flattened on white (recorded in ``transformations``)."""
     if image.mode == "CMYK":
         transformations.append("cmyk_to_rgb")
-        return image.convert("RGB")
-    if image.mode in HIGH_BIT_DEPTH_MODES:
-        image = _to_8bit(image)
-    if image.mode in ALPHA_MODES or image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        flat = PILImage.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return lambda strip: strip.convert("RGB")
+    scaling = _eight_bit_scaling(image) if image.mode in HIGH_BIT_DEPTH_MODES else None
+    alpha = image.mode in ALPHA_MODES or image.has_transparency_data
+    if alpha:
         transformations.append("flattened_alpha")
-        return flat
-    return image if image.mode == "RGB" else image.convert("RGB")
+
+    def convert(strip: Image) -> Image:
+        if scaling is not None:
+            wide, scale, offset = scaling
+            strip = strip.convert(wide).point(lambda value: value * scale + offset).convert("L")
+        if alpha:
+            return _flattened(strip)
+        return strip if strip.mode == "RGB" else strip.convert("RGB")
+
+    return convert
+
+
+def _rgb_reduced(image: Image, factor: int, transformations: list[str]) -> Image:
+    """8-bit RGB at 1/``factor`` of the size (box-averaged), made one strip of rows at a time.
+
+    Converting or flattening the whole image would hold one or two more full-size copies next
+    to the decoded one; strip by strip, the only other full-size buffer is the result, and none
+    at all when the image is RGB at the right scale already (it is returned as it is).
+    """
+    if image.mode == "RGB" and factor == 1:
+        return image
+    from PIL import Image as PILImage
+
+    convert = _strip_converter(image, transformations)
+    width, height = image.size
+    result = PILImage.new("RGB", _reduced_size(image.size, factor))
+    rows = factor * max(1, STRIP_PIXELS // (width * factor))
+    for top in range(0, height, rows):
+        strip = convert(image.crop((0, top, width, min(height, top + rows))))
+        result.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    return result
+
+
+def _resized(image: Image, size: tuple[int, int]) -> Image:
+    """``image`` at ``size``: box-reduced by the largest integer factor first (cheap, and the
+    source of the Lanczos step is then less than twice the target), then Lanczos."""
+    from PIL import Image as PILImage
+
+    if image.size == size:
+        return image
+    factor = _reduce_factor(image.size, size)
+    if factor > 1:
+        image = image.reduce(factor)
+    return image.resize(size, PILImage.Resampling.LANCZOS)
+
+
+def _model_pixels(image: Image) -> Image:
+    """The RGB pixels kept for the local model: at most PIXELS_MAX_SIDE per side."""
+    return _resized(image, _fitted(image.size, PIXELS_MAX_SIDE))
 
 
 def _encode_jpeg(image: Image, quality: int) -> bytes:
@@ -386,7 +735,11 @@ def _encode_within_limit(image: Image) -> tuple[Image, bytes, int]:
 def _convert(
     image: Image, info: _Inspected, original: tuple[int, int]
 ) -> tuple[Image, bytes, tuple[str, ...]]:
-    """The decoded, oriented image as a JPEG that Rekognition accepts as bytes."""
+    """The decoded image as an oriented JPEG that Rekognition accepts as bytes.
+
+    Memory: reduced and converted to RGB first (strip by strip), the decoded image released as
+    soon as a working copy exists, fitted into 10,000 px, and only then rotated.
+    """
     from PIL import Image as PILImage
 
     transformations: list[str] = []
@@ -396,10 +749,17 @@ def _convert(
         transformations.append("exif_transpose")
     if info.high_bit_depth:
         transformations.append("16bit_to_8bit")
-    rgb = _to_rgb(image, transformations)
-    target = _fitted(rgb.size, MAX_DIMENSION)
-    if target != rgb.size:
-        rgb = rgb.resize(target, PILImage.Resampling.LANCZOS, reducing_gap=3.0)
+    pending = _pending_orientation(image)
+    target = _fitted(image.size, MAX_DIMENSION)  # fitting ignores orientation
+    rgb = _rgb_reduced(image, _reduce_factor(image.size, target), transformations)
+    if rgb is not image:
+        image.close()  # the decoded pixels: the largest buffer of all
+    if rgb.size != target:
+        rgb = rgb.resize(target, PILImage.Resampling.LANCZOS)
+        image.close()
+    if pending != 1:
+        rgb = rgb.transpose(PILImage.Transpose[_TRANSPOSITIONS[pending]])
+        image.close()
     final, data, quality = _encode_within_limit(rgb)
     if final.size != original:
         transformations.append(f"resized:{original[0]}x{original[1]}->{final.size[0]}x{final.size[1]}")
@@ -415,25 +775,29 @@ def _oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
     return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
 
 
-def _draft_for_resize(image: Image, source_format: str) -> bool:
-    """Let libjpeg decode a JPEG too big for Rekognition at 1/2, 1/4 or 1/8 scale (memory).
+def decode_cost(data: bytes, *, keep_pixels: bool = False) -> int:
+    """The bytes :func:`prepare` would reserve from the decode budget for ``data``, read from
+    its header alone (nothing is decoded).
 
-    Every byte is still decoded, so truncation is still caught.
+    :raises LabelingError: the rejections the header already decides (``not_an_image``,
+        ``too_many_pixels``, ``image_too_small``...).
     """
-    if source_format != "JPEG" or max(image.size) <= MAX_DIMENSION:
-        return False
-    image.draft(None, _fitted(image.size, MAX_DIMENSION))
-    return True
+    _check_size(len(data))
+    _init_pillow()
+    source_format = _detect(data)
+    with _open(data, source_format) as image:
+        return _plan(image, source_format, data, keep_pixels=keep_pixels).cost
 
 
 def prepare(obj: ObjectInfo, data: bytes, *, keep_pixels: bool = False) -> PreparedImage:
     """Check ``data`` (the bytes of ``obj``) and return what a labeler may be given.
 
-    Pure: no I/O. ``obj.width``/``obj.height`` in the result are the decoded, oriented size of
-    the original.
+    No I/O; it waits for its share of the process's decode budget (module docstring).
+    ``obj.width``/``obj.height`` in the result are the decoded, oriented size of the original.
 
-    :param keep_pixels: also return the decoded RGB image (for the local model); off by default
-        to save memory when Rekognition only needs the bytes or the S3 reference.
+    :param keep_pixels: also return the decoded RGB image, at most
+        :data:`~imagelabels.prepared.PIXELS_MAX_SIDE` per side (for the local model); off by
+        default to save memory when Rekognition only needs the bytes or the S3 reference.
     :raises LabelingError: ``stage="preflight"``, ``retryable=False``, reason as listed in the
         module docstring.
     """
@@ -442,36 +806,40 @@ def prepare(obj: ObjectInfo, data: bytes, *, keep_pixels: bool = False) -> Prepa
     source_format = _detect(data)
     _log_disagreement(obj, source_format)
     with _open(data, source_format) as image:
-        _check_dimensions(image.size)
-        stored_size = image.size
-        high_bit_depth = _high_bit_depth(image, source_format, data)
-        drafted = _draft_for_resize(image, source_format)
-        orientation, multi_frame = _decode(image, source_format)
-        info = _Inspected(source_format, stored_size, orientation, high_bit_depth, multi_frame)
-        try:
-            if info.sendable_as_is(image):
-                return _as_is(obj, data, image, info, keep_pixels=keep_pixels)
-            original = _oriented(stored_size, orientation) if drafted else None
-            return _converted(obj, image, info, original, keep_pixels=keep_pixels)
-        except (LabelingError, MemoryError):
-            raise
-        except Exception as error:  # a mode Pillow decodes but cannot turn into RGB
-            raise _reject(
-                "unsupported_format", f"{source_format} in mode {image.mode} cannot be converted: {error}"
-            ) from error
+        plan = _plan(image, source_format, data, keep_pixels=keep_pixels)
+        with process_budget().reserve(plan.cost, what=f"s3://{obj.bucket}/{obj.key}"):
+            drafted = _draft(image, plan)
+            orientation, multi_frame = _decode(image, source_format)
+            info = _Inspected(source_format, plan.stored_size, orientation, plan.high_bit_depth, multi_frame)
+            try:
+                if info.sendable_as_is(image):
+                    return _as_is(obj, data, image, info, keep_pixels=keep_pixels)
+                original = _oriented(plan.stored_size, orientation) if drafted else None
+                return _converted(obj, image, info, original, keep_pixels=keep_pixels)
+            except (LabelingError, MemoryError):
+                raise
+            except Exception as error:  # a mode Pillow decodes but cannot turn into RGB
+                raise _reject(
+                    "unsupported_format", f"{source_format} in mode {image.mode} cannot be converted: {error}"
+                ) from error
 
 
 def _as_is(
     obj: ObjectInfo, data: bytes, image: Image, info: _Inspected, *, keep_pixels: bool
 ) -> PreparedImage:
     """The original bytes, for Rekognition to read from S3 itself."""
+    pixels = None
+    if keep_pixels:
+        kept = _fitted(image.size, PIXELS_MAX_SIDE)
+        pixels = _resized(_rgb_reduced(image, _reduce_factor(image.size, kept), []), kept)
+    width, height = info.stored_size  # orientation 1: stored is displayed; the decode may be a draft
     return PreparedImage(
-        obj=replace(obj, width=image.size[0], height=image.size[1]),
+        obj=replace(obj, width=width, height=height),
         data=data,
         data_format="PNG" if info.source_format == "PNG" else "JPEG",
         source_format=info.source_format,
         send_s3_reference=True,
-        pixels=_to_rgb(image, []) if keep_pixels else None,
+        pixels=pixels,
     )
 
 
@@ -483,11 +851,8 @@ def _converted(
     :param original: the oriented size of the original when the decoder already scaled it
         (JPEG draft); ``None`` to take it from the decoded image.
     """
-    from PIL import ImageOps
-
-    oriented = ImageOps.exif_transpose(image)
-    original = original or oriented.size
-    final, jpeg, transformations = _convert(oriented, info, original)
+    original = original or _oriented(image.size, _pending_orientation(image))
+    final, jpeg, transformations = _convert(image, info, original)
     return PreparedImage(
         obj=replace(obj, width=original[0], height=original[1]),
         data=jpeg,
@@ -495,8 +860,32 @@ def _converted(
         source_format=info.source_format,
         send_s3_reference=False,
         transformations=transformations,
-        pixels=final if keep_pixels else None,
+        pixels=_model_pixels(final) if keep_pixels else None,
     )
+
+
+def decode_pixels(data: bytes) -> Image:
+    """RGB pixels for the local model from bytes that already passed preflight
+    (``PreparedImage.data``), decoded the way :func:`prepare` decodes: reduced where the format
+    allows, under the decode budget, at most PIXELS_MAX_SIDE per side, oriented as displayed.
+
+    :raises LabelingError: ``stage="preflight"``, as :func:`prepare`.
+    """
+    from PIL import Image as PILImage
+
+    _init_pillow()
+    source_format = _detect(data)
+    with _open(data, source_format) as image:
+        plan = _plan(image, source_format, data, keep_pixels=True)
+        with process_budget().reserve(plan.cost, what="a prepared image"):
+            _draft(image, plan)
+            _decode(image, source_format)
+            pending = _pending_orientation(image)
+            kept = _fitted(image.size, PIXELS_MAX_SIDE)
+            pixels = _resized(_rgb_reduced(image, _reduce_factor(image.size, kept), []), kept)
+            if pending != 1:
+                pixels = pixels.transpose(PILImage.Transpose[_TRANSPOSITIONS[pending]])
+            return pixels
 
 
 def _read_error(obj: ObjectInfo, error: Exception) -> LabelingError:

@@ -18,6 +18,10 @@ MAX_S3_OBJECT_BYTES = 15 * 1024 * 1024  # an image passed as an S3Object referen
 MAX_INLINE_BYTES = 5 * 1024 * 1024  # an image passed as raw bytes
 MAX_DIMENSION = 10_000  # larger sides are resized down
 MIN_DIMENSION = 80  # smaller sides are rejected
+# The pixels kept for the local model: no local model looks at more (the classifier at 256 px,
+# faces at 1,024, RapidOCR's text detector at 2,000), and 16 MB a thread at most stays outside
+# the decode budget while the image is labeled.
+PIXELS_MAX_SIDE = 2048
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,9 @@ class PreparedImage:
     :param send_s3_reference: the original is acceptable as-is, so Rekognition can read it from S3
         (``Image.S3Object``) instead of receiving bytes.
     :param transformations: what preflight changed, e.g. ``("exif_transpose", "converted:WEBP")``.
-    :param pixels: the decoded image (a Pillow ``Image`` in RGB, oriented and resized like
-        ``data``), so a local model does not decode twice; ``None`` when not kept.
+    :param pixels: the decoded image (a Pillow ``Image`` in RGB, oriented like ``data`` and
+        fitted into :data:`PIXELS_MAX_SIDE`), so a local model does not decode twice; ``None``
+        when not kept.
     """
 
     obj: ObjectInfo
@@ -49,10 +54,10 @@ class PreparedImage:
 
     @property
     def size(self) -> tuple[int, int]:
-        """Pixel size of ``data`` (after any resize): what a labeler's boxes are relative to."""
-        if self.pixels is not None:
-            width, height = self.pixels.size
-            return int(width), int(height)
+        """Pixel size of ``data`` (after any resize): what a labeler's boxes are relative to.
+
+        Not the size of ``pixels``, which may be smaller still.
+        """
         if self.send_s3_reference:
             return int(self.obj.width or 0), int(self.obj.height or 0)
         import io

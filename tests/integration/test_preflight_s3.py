@@ -142,3 +142,75 @@ def test_empty_and_oversized_objects_are_rejected_without_a_get(s3) -> None:  # 
     assert gets == []
     fetch_and_prepare(s3, _described(s3, bucket, "big.png"))
     assert len(gets) == 1  # the hook does see GETs
+
+
+def _png_bomb_header(side: int) -> bytes:
+    """The header of a ``side`` x ``side`` RGBA PNG and a few bytes of data: what preflight reads
+    to reject the red team's 1 MB, 250 MP PNG, without its pixels (decoding would need 1 GB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_a_batch_of_png_bombs_is_recorded_with_its_reason_and_the_photos_are_indexed(  # type: ignore[no-untyped-def]
+    s3, es, clean_stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 threads, four 15,800 x 15,800 RGBA PNGs among five photos: every bomb is rejected from
+    its header with a failure record, every photo labeled, the decode budget never exceeded."""
+    from datetime import timedelta
+
+    from imagelabels import decode_budget
+    from imagelabels.decode_budget import DecodeBudget
+    from imagelabels.documents import FAILURES_INDEX, failure_id
+    from imagelabels.indexing import ensure_indices
+    from imagelabels.labelers import LabelingSettings
+    from imagelabels.labelers.rekognition import RekognitionLabeler
+    from imagelabels.listing import list_objects_in_window
+    from imagelabels.pipeline import RunContext, process_batch
+
+    budget = DecodeBudget(64 * 2**20)
+    monkeypatch.setattr(decode_budget, "_process_budget", budget)
+    ensure_indices(es)
+    bucket = _bucket(s3)
+    bombs = [f"bombs/rgba-{index}.png" for index in range(4)]
+    for key in bombs:
+        s3.put_object(Bucket=bucket, Key=key, Body=_png_bomb_header(15_800))
+    for index, colour in enumerate(["red", "green", "blue", "white", "black"]):
+        s3.put_object(Bucket=bucket, Key=f"photos/{index}.png", Body=_png(120 + index, 90, colour))
+    now = datetime.now(UTC)
+    listed = list(
+        list_objects_in_window(s3, bucket, "", now - timedelta(minutes=5), now + timedelta(minutes=5))
+    )
+    labeler = RekognitionLabeler(
+        clean_stack.boto3_client("rekognition"), LabelingSettings(features=("labels",))
+    )
+
+    report = process_batch(
+        s3_client=s3,
+        es=es,
+        labeler=labeler,
+        bucket=bucket,
+        objects=listed,
+        run=RunContext("image_ingest_s3_hourly", "manual__bombs"),
+        concurrency=16,
+        refresh="wait_for",
+    )
+
+    assert (report.listed, report.labeled, report.indexed) == (9, 5, 5)
+    assert dict(report.failed) == {"too_many_pixels": 4}
+    assert report.retryable_failures == 0  # a bomb stays a bomb: no retry
+    for key in bombs:
+        record = es.get(index=FAILURES_INDEX, id=failure_id(bucket, key))["_source"]
+        assert (record["stage"], record["reason"], record["retryable"]) == (
+            "preflight",
+            "too_many_pixels",
+            False,
+        )
+        assert "15800x15800 px (250 MP): PNG cannot be decoded reduced" in record["message"]
+    assert budget.granted == 5  # the photos; the bombs never got as far as reserving
+    assert budget.peak_reserved <= budget.capacity

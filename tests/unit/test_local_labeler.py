@@ -10,6 +10,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from imagelabels import decode_budget
+from imagelabels.decode_budget import DecodeBudget
 from imagelabels.documents import ObjectInfo
 from imagelabels.labelers import local, local_models
 from imagelabels.labelers.base import LabelingError, LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
-from imagelabels.prepared import PreparedImage
+from imagelabels.preflight import decode_cost
+from imagelabels.prepared import PIXELS_MAX_SIDE, PreparedImage
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
@@ -389,6 +393,34 @@ def test_labeler_runs_only_asked_features() -> None:
 def test_labeler_decodes_bytes_when_pixels_were_not_kept() -> None:
     labeler = LocalLabeler(LabelingSettings(min_confidence=20))
     assert labeler.label(prepared("coffee.png", keep_pixels=False)) == labeler.label(prepared("coffee.png"))
+
+
+def test_bytes_without_kept_pixels_are_decoded_reduced_under_the_decode_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without kept pixels the labeler decodes ``data``, which may be a 10,000 px PNG sent as it
+    is: decoded the way preflight decodes, at most PIXELS_MAX_SIDE per side, its estimated cost
+    reserved from the process's decode budget."""
+    seen: list[tuple[int, int]] = []
+    real = local.detect_labels
+
+    def spy(image: Image.Image, **kwargs: Any) -> dict[str, Any]:
+        seen.append(image.size)
+        return real(image, **kwargs)
+
+    monkeypatch.setattr(local, "detect_labels", spy)
+    budget = DecodeBudget(2**30)
+    monkeypatch.setattr(decode_budget, "_process_budget", budget)
+    buffer = io.BytesIO()
+    photo("coffee.png").resize((4_500, 3_000)).save(buffer, format="PNG")
+    image = replace(prepared("coffee.png", keep_pixels=False), data=buffer.getvalue(), send_s3_reference=True)
+
+    labels = LocalLabeler(LabelingSettings(min_confidence=70)).label(image).labels
+
+    assert seen == [(PIXELS_MAX_SIDE, 1_365)]
+    assert budget.granted == 1
+    assert budget.peak_reserved == decode_cost(image.data, keep_pixels=True)
+    assert {"Espresso", "Coffee"} <= set(names(labels))
 
 
 def test_labeler_rejects_undecodable_bytes() -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,10 +21,22 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from imagelabels import decode_budget, preflight
+from imagelabels.decode_budget import DEFAULT_BUDGET_MB, DecodeBudget
 from imagelabels.documents import ObjectInfo
 from imagelabels.labelers.base import LabelingError
-from imagelabels.preflight import fetch_and_prepare
-from imagelabels.prepared import MAX_INLINE_BYTES, MAX_S3_OBJECT_BYTES
+from imagelabels.preflight import (
+    JPEG_ROW_BYTES_PER_COLUMN,
+    MAX_DECODED_PIXELS,
+    STRIP_BYTES,
+    Header,
+    decode_cost,
+    estimate_cost,
+    fetch_and_prepare,
+    pillow_bytes_per_pixel,
+    prepare,
+)
+from imagelabels.prepared import MAX_INLINE_BYTES, MAX_S3_OBJECT_BYTES, PIXELS_MAX_SIDE
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -52,6 +67,11 @@ def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims a size its (tiny) data does not have: a decompression bomb."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def _fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    scale = min(1.0, longest / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def _truncated(data: bytes) -> bytes:
@@ -496,10 +516,11 @@ def test_preflight(case: Case) -> None:
         assert len(prepared.data) <= MAX_INLINE_BYTES
         assert set(case.transformations) <= set(prepared.transformations), prepared.transformations
     assert prepared.pixels.mode == "RGB"
-    assert prepared.pixels.size == sent.size == prepared.size
+    assert prepared.size == sent.size
+    assert prepared.pixels.size == _fitted(sent.size, PIXELS_MAX_SIDE)  # the local model needs no more
     if case.check is not None:
         case.check(sent)
-        case.check(prepared.pixels)
+        case.check(prepared.pixels.resize(sent.size, Image.Resampling.NEAREST))
     assert s3.requests == [{"Bucket": "photos", "Key": case.key, "IfMatch": '"0123abcd"'}]
 
     lean = fetch_and_prepare(_FakeS3(data), obj)
@@ -550,3 +571,272 @@ def test_an_object_that_grew_past_15mb_since_its_head_is_rejected_after_reading_
         fetch_and_prepare(s3, _object("grown.png", 1000))
 
     assert caught.value.reason == "object_too_large"
+
+
+# --- decoding memory: caps, the header-based estimate, the budget -------------------------------
+
+
+def _png_header(width: int, height: int, colour_type: int = 6) -> bytes:
+    """A PNG header (8-bit, ``colour_type`` 6: RGBA) with a few bytes of data: enough for
+    everything preflight decides before decoding; decoding it would fail as truncated."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def _jpeg_claiming(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a JPEG) with its frame header rewritten to claim ``width`` x ``height``."""
+    start = min(i for i in (data.find(b"\xff\xc0"), data.find(b"\xff\xc2")) if i >= 0)
+    return data[: start + 5] + struct.pack(">HH", height, width) + data[start + 9 :]
+
+
+class _RecordingBudget(DecodeBudget):
+    """A small budget that remembers every reservation asked for and what was held at once."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.asked: list[int] = []
+        self.holders = 0
+        self.most_holders = 0
+        self._count = threading.Lock()
+
+    @contextmanager
+    def reserve(self, nbytes: int, what: str = "an image") -> Iterator[int]:
+        self.asked.append(nbytes)
+        with super().reserve(nbytes, what) as held:
+            with self._count:
+                self.holders += 1
+                self.most_holders = max(self.most_holders, self.holders)
+            try:
+                yield held
+            finally:
+                with self._count:
+                    self.holders -= 1
+
+
+@pytest.fixture
+def small_budget(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], _RecordingBudget]:
+    """Replace the process's decode budget with a recording one of the given capacity."""
+
+    def install(capacity: int) -> _RecordingBudget:
+        budget = _RecordingBudget(capacity)
+        monkeypatch.setattr(decode_budget, "_process_budget", budget)
+        return budget
+
+    return install
+
+
+@pytest.mark.parametrize(
+    ("mode", "size"),
+    [("1", 1), ("L", 1), ("P", 1), ("I;16", 2), ("LA", 4), ("RGB", 4), ("RGBA", 4), ("CMYK", 4), ("F", 4)],
+)
+def test_pillow_stores_rgb_in_four_bytes_a_pixel(mode: str, size: int) -> None:
+    assert pillow_bytes_per_pixel(mode) == size
+
+
+def test_the_decode_cost_comes_from_the_header_without_decoding_a_pixel() -> None:
+    """4000 x 3000 RGBA PNG whose pixel data is missing: decoding would fail, estimating must not.
+
+    A PNG may carry its EXIF orientation after the pixels, so it is costed as converted: the
+    decoded RGBA (4 bytes/px) plus its decoder (1), then its RGB working copy (4) next to it and
+    a strip of temporaries, then the working copy, the fitted copy (4) and the JPEG (2).
+    """
+    px = 4000 * 3000
+
+    assert decode_cost(_png_header(4000, 3000)) == max(5 * px, 8 * px + STRIP_BYTES, 10 * px)
+    assert estimate_cost(Header("PNG", "RGBA", (4000, 3000), as_is=True), keep_pixels=False) == 5 * px
+
+
+def test_a_progressive_jpeg_is_costed_with_its_coefficients_and_never_drafted() -> None:
+    """800 x 600, 4:2:0: libjpeg keeps every DCT coefficient of a multi-scan JPEG (2 bytes each,
+    per 8 x 8 block of each component, padded to whole 16 x 16 MCUs) at any scale, so the draft
+    would save nothing; a baseline one is only checked, at 1/8 scale (100 x 75)."""
+    image = _noise(800, 600)
+    baseline = _encode(image, "JPEG", quality=85)
+    progressive = _encode(image, "JPEG", quality=85, progressive=True)
+    coefficients = (100 * 76 + 2 * 50 * 38) * 64 * 2
+    rows = JPEG_ROW_BYTES_PER_COLUMN * 800
+
+    assert decode_cost(baseline) == 100 * 75 * 5 + rows
+    assert decode_cost(progressive) == 800 * 600 * 5 + coefficients + rows
+
+
+def test_the_red_team_png_is_rejected_from_its_header_and_reserves_nothing(
+    small_budget: Callable[[int], _RecordingBudget],
+) -> None:
+    """15,800 x 15,800 RGBA (250 MP, under the header cap): 1 GB to decode, 4 GB to convert."""
+    budget = small_budget(100 * 2**20)
+    data = _png_header(15_800, 15_800)
+
+    with pytest.raises(LabelingError) as caught:
+        fetch_and_prepare(_FakeS3(data), _object("bomb.png", len(data)))
+
+    assert (caught.value.reason, caught.value.stage, caught.value.retryable) == (
+        "too_many_pixels",
+        "preflight",
+        False,
+    )
+    assert "15800x15800 px (250 MP): PNG cannot be decoded reduced" in caught.value.message
+    assert f"at most {MAX_DECODED_PIXELS // 1_000_000} MP in full" in caught.value.message
+    assert budget.asked == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(lambda: _png_header(7_100, 7_100), "PNG cannot be decoded reduced", id="png-50.4mp"),
+        pytest.param(
+            lambda: _png_header(7_100, 7_100, colour_type=0), "PNG cannot be decoded reduced", id="grey-png"
+        ),
+        pytest.param(
+            lambda: _jpeg_claiming(_encode(_noise(160, 120), "JPEG", progressive=True), 9_000, 6_000),
+            "progressive (multi-scan) JPEG",
+            id="progressive-jpeg-54mp",
+        ),
+    ],
+)
+def test_over_the_full_decode_cap_what_cannot_be_decoded_reduced_is_rejected(
+    data: Callable[[], bytes], message: str
+) -> None:
+    body = data()
+
+    with pytest.raises(LabelingError) as caught:
+        decode_cost(body)
+    with pytest.raises(LabelingError) as prepared:
+        prepare(_object("big", len(body)), body)
+
+    assert caught.value.reason == prepared.value.reason == "too_many_pixels"
+    assert message in caught.value.message
+    assert "50 MP" in prepared.value.message
+
+
+def test_a_baseline_jpeg_over_the_full_decode_cap_is_decoded_reduced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """9,000 x 6,000 (54 MP) shown rotated: full size would fit Rekognition, but 54 MP is over the
+    cap, so libjpeg decodes it at 1/2 (4,500 x 3,000) and that is what is sent."""
+    decoded: list[tuple[int, int]] = []
+    real_decode = preflight._decode
+
+    def spy(image: Image.Image, source_format: str) -> tuple[int, bool]:
+        result = real_decode(image, source_format)
+        decoded.append(image.size)
+        return result
+
+    monkeypatch.setattr(preflight, "_decode", spy)
+    data = _jpeg_with_orientation(Image.new("L", (9_000, 6_000), 90), 6)
+
+    prepared = fetch_and_prepare(_FakeS3(data), _object("tall.jpg", len(data)), keep_pixels=True)
+
+    assert decoded == [(4_500, 3_000)]
+    assert Image.open(io.BytesIO(prepared.data)).size == (3_000, 4_500)
+    assert (prepared.obj.width, prepared.obj.height) == (6_000, 9_000)
+    assert "resized:6000x9000->3000x4500" in prepared.transformations
+    assert prepared.pixels.size == (1_365, 2_048)
+
+
+def test_a_jpeg_sent_as_it_is_is_decoded_only_as_large_as_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rekognition reads the original from S3, so preflight only checks that it decodes: at 1/8
+    scale (every byte is still decoded). The local model gets its pixels from a 1/2 decode."""
+    decoded: list[tuple[int, int]] = []
+    real_decode = preflight._decode
+
+    def spy(image: Image.Image, source_format: str) -> tuple[int, bool]:
+        result = real_decode(image, source_format)
+        decoded.append(image.size)
+        return result
+
+    monkeypatch.setattr(preflight, "_decode", spy)
+    data = _encode(_halves(4_096, 3_072), "JPEG")
+
+    lean = fetch_and_prepare(_FakeS3(data), _object("photo.jpg", len(data)))
+    kept = fetch_and_prepare(_FakeS3(data), _object("photo.jpg", len(data)), keep_pixels=True)
+
+    assert decoded == [(512, 384), (2_048, 1_536)]
+    assert lean.send_s3_reference
+    assert kept.send_s3_reference
+    assert lean.data == kept.data == data
+    assert (lean.obj.width, lean.obj.height) == (kept.obj.width, kept.obj.height) == (4_096, 3_072)
+    assert kept.pixels.size == (2_048, 1_536)
+    _pixel(10, 10, RED)(kept.pixels)
+    _pixel(2_040, 10, BLUE)(kept.pixels)
+    with pytest.raises(LabelingError) as caught:  # still every byte decoded: a cut file is caught
+        prepare(_object("cut.jpg", len(data) // 2), _truncated(data))
+    assert caught.value.reason == "corrupt_image"
+
+
+_FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "HEIF", "AVIF", "JPEG2000"]
+_MODES = ["1", "L", "P", "LA", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
+
+
+@pytest.mark.parametrize("source_format", _FORMATS)
+def test_the_default_budget_holds_the_dearest_image_preflight_admits(source_format: str) -> None:
+    """Every admissible decode fits the default budget alone, whatever its format, mode and shape
+    (so at the default, running alone never means running over budget)."""
+    default = DEFAULT_BUDGET_MB * 2**20
+    worst = 0
+    for mode in _MODES:
+        for size in [(7_071, 7_071), (10_000, 5_000), (9_999, 5_000), (50_000, 1_000), (8_164, 6_124)]:
+            assert size[0] * size[1] <= MAX_DECODED_PIXELS
+            coefficients = 8 * size[0] * size[1] if source_format == "JPEG" else 0  # CMYK 4:4:4:4
+            header = Header(source_format, mode, size, coefficient_bytes=coefficients, row_bytes=64 * 65_535)
+            for keep_pixels in (False, True):
+                worst = max(worst, estimate_cost(header, keep_pixels=keep_pixels))
+    assert worst <= default, f"{source_format}: {worst / 2**20:.0f} MB"
+
+
+def test_concurrent_decodes_reserve_their_estimate_and_never_more_than_the_budget(
+    small_budget: Callable[[int], _RecordingBudget],
+) -> None:
+    """A batch of big RGBA PNGs on 8 threads, made small: each costs ~40 % of the budget, so at
+    most two decode at once, and every one of them is prepared."""
+    images = [_encode(Image.new("RGBA", (600, 400), (i, 0, 255 - i, 128)), "PNG") for i in range(12)]
+    cost = decode_cost(images[0])
+    budget = small_budget(int(cost * 2.5))
+
+    with ThreadPoolExecutor(8) as pool:
+        prepared = list(pool.map(lambda d: prepare(_object("a.png", len(d)), d), images))
+
+    assert len(prepared) == 12
+    assert all(p.transformations == () for p in prepared)  # RGBA PNG: sent as it is
+    assert budget.asked == [decode_cost(d) for d in images]
+    assert budget.peak_reserved <= budget.capacity
+    assert budget.most_holders <= 2
+    assert budget.reserved == 0
+
+
+def test_a_decode_larger_than_the_whole_budget_runs_alone_rather_than_failing(
+    small_budget: Callable[[int], _RecordingBudget],
+) -> None:
+    budget = small_budget(2**20)  # 1 MB: less than any of these needs
+    images = [_encode(_noise(600, 400, seed=i), "PNG") for i in range(4)]
+
+    with ThreadPoolExecutor(4) as pool:
+        prepared = list(pool.map(lambda d: prepare(_object("a.png", len(d)), d, keep_pixels=True), images))
+
+    assert [p.pixels.size for p in prepared] == [(600, 400)] * 4
+    assert all(asked > budget.capacity for asked in budget.asked)
+    assert budget.most_holders == 1
+    assert budget.peak_reserved == budget.capacity
+
+
+def test_in_a_batch_of_bombs_and_photos_every_image_is_prepared_or_rejected_with_its_reason(
+    small_budget: Callable[[int], _RecordingBudget],
+) -> None:
+    small_budget(64 * 2**20)
+    bodies = {f"bomb-{i}.png": _png_header(15_800, 15_800) for i in range(6)}
+    bodies |= {f"photo-{i}.jpg": _encode(_noise(640, 480, seed=i), "JPEG") for i in range(10)}
+    bodies["wide.png"] = _encode(_halves(10_001, 100), "PNG")
+
+    def one(item: tuple[str, bytes]) -> tuple[str, str]:
+        key, data = item
+        try:
+            fetch_and_prepare(_FakeS3(data), _object(key, len(data)), keep_pixels=True)
+            return key, "prepared"
+        except LabelingError as error:
+            return key, error.reason
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = dict(pool.map(one, bodies.items()))
+
+    assert sorted(outcomes) == sorted(bodies)
+    assert {k: v for k, v in outcomes.items() if v != "prepared"} == {
+        k: "too_many_pixels" for k in bodies if "bomb" in k
+    }

@@ -14,7 +14,6 @@ implementation and documents look the same whichever labeler wrote them.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -275,15 +274,23 @@ def detect_text(image: Image, *, min_confidence: float) -> dict[str, Any]:
 
 
 def _decode(image: PreparedImage) -> Image:
-    """The prepared image's pixels: kept by preflight, else decoded from its bytes."""
+    """The prepared image's pixels: kept by preflight, else decoded from its bytes.
+
+    Decoded like preflight decodes (reduced to what the models look at, under the process's
+    decode budget), not in full: the bytes may be a 10,000 x 10,000 PNG sent as it is.
+    """
     if image.pixels is not None:
         return _rgb(image.pixels)
-    from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
+    from imagelabels.preflight import decode_pixels
+
     try:
-        with PILImage.open(io.BytesIO(image.data)) as opened:
-            return opened.convert("RGB")
+        return decode_pixels(image.data)
+    except LabelingError as error:
+        raise LabelingError(
+            "invalid_image_format", f"cannot decode the prepared image: {error.message}", retryable=False
+        ) from error
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise LabelingError(
             "invalid_image_format", f"cannot decode the prepared image: {error}", retryable=False
