@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable, Param, dag, task
 
-from imagelabels.reports.config import load_report_configs
+from imagelabels.reports.config import ERRORS_DAG_ID, problems_doc, read_report_configs
 from imagelabels.reports.schedule import data_interval_cron
 
 
@@ -60,9 +60,37 @@ def report_dag(name: str, period: str, cron: str, channels: list[str]):  # type:
     return image_label_report()
 
 
-for _config in load_report_configs():
+def config_errors_dag(doc: str):  # type: ignore[no-untyped-def]
+    """While the config has mistakes: a DAG whose page lists them and whose runs fail."""
+
+    @dag(
+        dag_id=ERRORS_DAG_ID,
+        schedule=CronTriggerTimetable("0 6 * * *", timezone="UTC", run_immediately=True),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        is_paused_upon_creation=False,
+        doc_md=doc,
+        tags=["imagelabels", "reports", "config-error"],
+        default_args={"owner": "imagelabels", "retries": 1},
+    )
+    def image_label_report_config_errors() -> None:
+        @task
+        def report_config_errors() -> str:
+            from imagelabels.reports.run import fail_on_config_problems
+
+            return fail_on_config_problems()
+
+        report_config_errors()
+
+    return image_label_report_config_errors()
+
+
+_configs = read_report_configs()  # a mistake refuses its own entry, never the valid reports
+for _config in _configs.reports:
     cron = data_interval_cron(_config.period, _config.schedule)
     # a module global per report, named like its DAG id
     globals()[f"image_label_report_{_config.name}"] = report_dag(
         _config.name, _config.period, cron, _config.delivery.enabled_channels()
     )
+if _configs.problems:
+    globals()[ERRORS_DAG_ID] = config_errors_dag(problems_doc(_configs))

@@ -150,3 +150,60 @@ def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(  # type: ig
 
     for page in pages:
         assert max(ImageStat.Stat(Image.open(page).convert("L")).var) > 50, f"{page.name} is blank"
+
+
+BROKEN_WEEKLY = """
+version: 1
+reports:
+  - name: daily
+    period: daily
+    formats: [csv, json]
+    output: {uri: "s3://reports-bucket/labels/"}
+  - name: weekly
+    perod: weekly
+    top_n: many
+"""
+
+
+def test_a_broken_report_loses_only_its_dag_and_a_dag_lists_the_mistakes(  # type: ignore[no-untyped-def]
+    airflow_db, s3, es, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd, caplog
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    config = tmp_path / "reports.yaml"
+    config.write_text(BROKEN_WEEKLY)
+    monkeypatch.setenv("IMAGELABELS_REPORTS_CONFIG", str(config))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "image_label_report.py"))
+    assert bag.import_errors == {}
+    assert sorted(bag.dags) == ["image_label_report_config_errors", "image_label_report_daily"]
+    mistakes = (
+        "reports[1] 'weekly': unknown field(s) 'perod'",
+        "reports[1] 'weekly': field 'period' must be one of hourly, daily, weekly, monthly (got None)",
+        "reports[1] 'weekly': field 'top_n' must be an integer within 1..1000 (got 'many')",
+    )
+    errors = bag.dags["image_label_report_config_errors"]
+    assert "Refused entries: reports[1] 'weekly'" in errors.doc_md
+    for mistake in mistakes:
+        assert mistake in errors.doc_md
+
+    # its run fails at once, listing every mistake of the file as it is now
+    errors = load_dag("image_label_report", "image_label_report_config_errors")
+    run = errors.test()
+    assert str(run.state) == "failed"
+    (ti,) = run.get_task_instances()
+    assert ti.try_number == 1
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err + caplog.text
+    for mistake in mistakes:
+        assert mistake in logged
+
+    # the valid report still runs
+    s3.create_bucket(Bucket="reports-bucket")
+    daily = load_dag("image_label_report", "image_label_report_daily")
+    assert str(_run_day(daily, DAY1).state) == "success"
+    assert any(o["Key"].endswith(".csv") for o in s3.list_objects_v2(Bucket="reports-bucket")["Contents"])
+
+    # fixed: the errors DAG goes away
+    config.write_text(BROKEN_WEEKLY.replace("perod", "period").replace("many", "5"))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "image_label_report.py"))
+    assert sorted(bag.dags) == ["image_label_report_daily", "image_label_report_weekly"]

@@ -250,3 +250,116 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ReportConfigError) as raised:
         load_report_configs(bad)
     assert str(raised.value).startswith(f"{bad}: reports[0] 'daily': field 'period'")
+
+
+# --- every mistake, and only the broken entries are lost ---------------------------------------
+
+from imagelabels.reports import config as report_config  # noqa: E402  (new API, used below)
+
+TWO_BROKEN: dict[str, Any] = {
+    "version": 1,
+    "reports": [
+        {"name": "daily", "period": "daily"},
+        {"name": "weekly", "perod": "weekly", "top_n": 0, "delivery": {"emial": {"to": ["a@example.com"]}}},
+        {"name": "monthly", "period": "monthly", "formats": ["pdf", "docx"], "schedule": "every month"},
+        {"period": "hourly", "delivery": {"email": {"to": ["not-an-address"], "subject": "{nmae}"}}},
+    ],
+}
+
+
+def test_every_mistake_of_every_report_is_listed_with_report_and_field() -> None:
+    with pytest.raises(ReportConfigError) as raised:
+        parse_report_configs(TWO_BROKEN)
+    message = str(raised.value)
+    for expected in (
+        "reports[1] 'weekly': unknown field(s) 'perod'",
+        "reports[1] 'weekly': field 'period' must be one of hourly, daily, weekly, monthly (got None)",
+        "reports[1] 'weekly': field 'top_n' must be an integer within 1..1000 (got 0)",
+        "reports[1] 'weekly': unknown field(s) 'delivery.emial' (allowed: email, slack, webhook, attempts)",
+        "reports[2] 'monthly': field 'formats' entries must be among csv, xlsx, png, pdf, json (got 'docx')",
+        "reports[2] 'monthly': field 'schedule' must be a 5-field cron expression or an @preset "
+        "(got 'every month')",
+        "reports[3]: field 'name' is required and must match [a-z0-9_-]+ (got None)",
+        "reports[3]: field 'delivery.email.to' entries must be email addresses (got 'not-an-address')",
+        "reports[3]: field 'delivery.email.subject' may only use {name}, {period}, {interval} (got '{nmae}')",
+    ):
+        assert expected in message
+    assert "reports[0]" not in message
+    assert len(message.splitlines()) == 9  # one line per mistake
+
+
+def test_a_mistake_costs_only_the_report_it_is_in() -> None:
+    checked = report_config.check_report_configs(TWO_BROKEN)
+    assert [c.name for c in checked.reports] == ["daily"]
+    assert checked.invalid == ["reports[1] 'weekly'", "reports[2] 'monthly'", "reports[3]"]
+    assert len(checked.problems) == 9
+
+
+def test_a_task_finds_its_report_beside_a_broken_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "reports.yaml"
+    path.write_text(
+        "version: 1\nreports:\n  - {name: daily, period: daily}\n  - {name: weekly, period: fortnightly}\n"
+    )
+    monkeypatch.setenv("IMAGELABELS_REPORTS_CONFIG", str(path))
+    assert get_report_config("daily").period == "daily"
+    with pytest.raises(ReportConfigError) as raised:
+        get_report_config("weekly")
+    assert str(raised.value) == (
+        f"report 'weekly' is invalid:\n{path}: reports[1] 'weekly': field 'period' must be one of "
+        "hourly, daily, weekly, monthly (got 'fortnightly')"
+    )
+    read = report_config.read_report_configs()
+    assert ([c.name for c in read.reports], read.invalid, read.source) == (
+        ["daily"],
+        ["reports[1] 'weekly'"],
+        str(path),
+    )
+
+
+def test_an_unknown_top_level_field_refuses_nothing_but_a_wrong_version_refuses_all() -> None:
+    extra = report_config.check_report_configs({**VALID, "extra": 1})
+    assert [c.name for c in extra.reports] == ["daily", "weekly"]
+    assert extra.problems == ["unknown field(s) 'extra' (allowed: version, reports)"]
+    wrong = report_config.check_report_configs({**VALID, "version": 2})
+    assert (wrong.reports, wrong.problems) == ([], ["field 'version' must be 1 (got 2)"])
+
+
+def test_a_reserved_or_duplicate_name_refuses_that_entry_only() -> None:
+    data = copy.deepcopy(VALID)
+    data["reports"].append({"name": "config_errors", "period": "daily"})
+    data["reports"].append({"name": "daily", "period": "weekly"})
+    checked = report_config.check_report_configs(data)
+    assert [c.name for c in checked.reports] == ["daily", "weekly"]
+    assert checked.problems == [
+        "reports[2] 'config_errors': field 'name' is reserved (image_label_report_config_errors lists "
+        "the mistakes of this file)",
+        "reports[3] 'daily': field 'name' duplicates reports[0]",
+    ]
+
+
+def test_messages_never_repeat_a_long_or_token_like_value(tmp_path: Path) -> None:
+    secret = "xoxb-1234567890-abcdefghijklmnop"
+    data = with_change("top_n", secret)
+    data["reports"][1]["bucket"] = "x" * 300
+    with pytest.raises(ReportConfigError) as raised:
+        parse_report_configs(data)
+    message = str(raised.value)
+    assert (
+        f"field 'top_n' must be an integer within 1..1000 (got a string of {len(secret)} characters)"
+        in message
+    )
+    assert secret not in message
+    assert "x" * 50 not in message
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(f"version: 1\nreports:\n  - name: daily\n    password: *{secret}\n")
+    read = report_config.read_report_configs(broken)
+    assert read.problems == ["not valid YAML (line 4, column 15)"]
+
+
+def test_the_problems_page_lists_every_mistake_in_a_code_block() -> None:
+    checked = report_config.check_report_configs(TWO_BROKEN)
+    doc = report_config.problems_doc(checked)
+    assert "reports[1] 'weekly', reports[2] 'monthly', reports[3]" in doc
+    for problem in checked.problems:
+        assert problem in doc
+    assert "```text\n" in doc

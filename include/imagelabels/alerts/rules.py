@@ -350,7 +350,7 @@ def shown_value(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _shown_key(key: Any) -> str:
+def shown_key(key: Any) -> str:
     """A field name from the file as a message shows it: quoted when it looks like a field
     name, else described (a key can be a secret too)."""
     text = str(key)
@@ -395,7 +395,7 @@ def _describe(error: Any, data: Any) -> str:
         unknown = sorted(str(key) for key in error.instance if key not in allowed)
         noun = "field" if len(unknown) == 1 else "fields"
         scope = f" in {name!r}" if name else ""
-        return f"{where}: unknown {noun} {', '.join(_shown_key(key) for key in unknown)}{scope}"
+        return f"{where}: unknown {noun} {', '.join(shown_key(key) for key in unknown)}{scope}"
     if error.validator == "required":
         missing = [
             f"{name}.{key}" if name else str(key)

@@ -2,7 +2,8 @@
 
 ``build_and_store`` computes, renders and stores one interval's report and returns the stored
 URIs (XCom carries references, never the files); ``deliver_channel`` fetches them back on
-whichever worker runs the channel and delivers once per interval.
+whichever worker runs the channel and delivers once per interval; ``fail_on_config_problems``
+is the task of the DAG that exists while the report config has mistakes.
 """
 
 from __future__ import annotations
@@ -108,3 +109,22 @@ def deliver_channel(
         others = [f for f in files if f.suffix != ".json"]
         status = deliver_and_record(_es(), channel, config, report, others, links=links, force=redeliver)
     return {"report": name, "interval_key": report.interval_key, "channel": channel, "status": status}
+
+
+def fail_on_config_problems() -> str:
+    """Fail (without retries) listing every mistake of the report config, read afresh: the DAG
+    that runs this exists only while the file has mistakes, and a failed run is what reaches
+    people (failure notifications, the red run in the UI). A file fixed since the DAG was parsed
+    passes."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from imagelabels.reports.config import read_report_configs
+
+    configs = read_report_configs()
+    if configs.problems:
+        refused = ", ".join(configs.invalid) or "none"
+        raise AirflowFailException(
+            f"the report config has {len(configs.problems)} mistake(s); refused entries (no DAG): "
+            f"{refused}\n{configs.problems_text()}"
+        )
+    return f"{configs.source} has no mistakes any more; this DAG goes away at the next parse"
