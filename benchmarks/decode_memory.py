@@ -12,10 +12,14 @@ path's default concurrency, and prints that process's peak resident set:
   not measured), 16 threads: what preflight costs when nothing keeps pixels.
 
 The batch (moto server, noida-db, all on loopback): ``--pngs`` 15,800 x 15,800 RGBA PNGs
-(about 1.1 MB each, written row by row so the parent never holds their pixels), three large JPEGs
-(16,000 x 12,000 and 12,000 x 9,000 baseline, 12,000 x 9,000 progressive) and ``--photos``
-640 x 480 photos. The worker loads its model on one photo first; "floor" is its RSS then, "peak"
-its ``VmHWM`` at the end (the lifetime peak), "growth" their difference.
+(about 1.1 MB each, written row by row so the parent never holds their pixels), ``--near-cap``
+images just under the 50 MP full-decode cap that must be converted (7,000 x 7,000 RGBA PNGs with
+an EXIF rotation, 8,000 x 6,000 WebPs: what the decode budget has to bound once the caps let
+them through), three large JPEGs (16,000 x 12,000 and 12,000 x 9,000 baseline, 12,000 x 9,000
+progressive) and ``--photos`` 640 x 480 photos. ``--compare-unbounded`` runs each path again
+with the budget set out of reach, to show what the budget itself saves. The worker labels one
+photo first (models loaded); "floor" is its RSS then, "peak" its ``VmHWM`` at the end (the
+lifetime peak), "growth" their difference.
 
 The machine is shared and has no swap: the parent watches the worker's RSS and kills it once it
 passes ``--rss-limit-mb`` (default 9,000), reporting "stopped above" instead of a peak.
@@ -25,7 +29,7 @@ passes ``--rss-limit-mb`` (default 9,000), reporting "stopped above" instead of 
 header-based estimate (when the code has one): the estimate must stay above the measurement.
 
     .venv/bin/python benchmarks/decode_memory.py                    # both paths
-    .venv/bin/python benchmarks/decode_memory.py --paths local --calibrate
+    .venv/bin/python benchmarks/decode_memory.py --paths local --calibrate --compare-unbounded
 """
 
 from __future__ import annotations
@@ -123,13 +127,49 @@ def photos(count: int) -> dict[str, bytes]:
     return {f"photos/{index:03d}.jpg": body for index, (_, body) in enumerate(photo_variants(count).items())}
 
 
-def batch_images(pngs: int, photo_count: int) -> tuple[dict[str, bytes], dict[str, str]]:
+def near_cap_images(count: int) -> dict[str, tuple[bytes, str]]:
+    """The dearest images the caps still admit (just under 50 MP, converted, so nothing is sent
+    as it is): 7,000 x 7,000 RGBA PNGs with an EXIF rotation and 8,000 x 6,000 WebPs (libwebp
+    needs 16 bytes a pixel). They are what the budget, not a cap, has to bound."""
+    from PIL import Image
+
+    made: dict[str, tuple[bytes, str]] = {}
+    if count <= 0:
+        return made
+    ramp = Image.linear_gradient("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    side = 7_000
+    across, down = ramp.resize((side, side)), ramp.rotate(90).resize((side, side))
+    rgba = Image.merge("RGBA", [across, down, across, down])  # alpha from 0 to 255, top to bottom
+    del across, down
+    buffer = io.BytesIO()
+    rgba.save(buffer, "PNG", compress_level=1, exif=exif.tobytes())
+    png = buffer.getvalue()
+    del rgba
+    size = (8_000, 6_000)
+    rgb = Image.merge("RGB", [ramp.resize(size), ramp.rotate(90).resize(size), ramp.rotate(45).resize(size)])
+    buffer = io.BytesIO()
+    rgb.save(buffer, "WEBP", quality=80)
+    webp = buffer.getvalue()
+    del rgb
+    for index in range(count):
+        if index % 2 == 0:
+            made[f"near-cap/rgba-{side}-{index}.png"] = (png, f"PNG RGBA {side}x{side} rotated")
+        else:
+            made[f"near-cap/rgb-8000x6000-{index}.webp"] = (webp, "WebP 8000x6000")
+    return made
+
+
+def batch_images(pngs: int, near_cap: int, photo_count: int) -> tuple[dict[str, bytes], dict[str, str]]:
     """The batch: key -> bytes, and key -> a short description of its kind."""
     bodies: dict[str, bytes] = {}
     kinds: dict[str, str] = {}
     for index in range(pngs):
         key = f"bombs/rgba-{BOMB_SIDE}-{index}.png"
         bodies[key], kinds[key] = bomb_png(seed=index), f"PNG RGBA {BOMB_SIDE}x{BOMB_SIDE}"
+    for key, (body, kind) in near_cap_images(near_cap).items():
+        bodies[key], kinds[key] = body, kind
     for width, height, progressive in (
         (16_000, 12_000, False),
         (12_000, 9_000, False),
@@ -221,13 +261,15 @@ def _worker(path: str, urls: dict[str, str], env: dict[str, str], answers: Any) 
     )
 
 
-def run_path(path: str, urls: dict[str, str], env: dict[str, str], limit_mb: float) -> dict[str, Any]:
+def run_path(
+    path: str, urls: dict[str, str], env: dict[str, str], limit_mb: float, label: str | None = None
+) -> dict[str, Any]:
     """One fresh worker process for ``path``; its figures, or how far it got before the limit."""
     context = multiprocessing.get_context("spawn")
     answers = context.Queue()
     process = context.Process(target=_worker, args=(path, urls, env, answers), daemon=True)
     process.start()
-    result: dict[str, Any] = {"path": path}
+    result: dict[str, Any] = {"path": label or path}
     watched_peak = 0.0
     try:
         while True:
@@ -299,11 +341,11 @@ def calibrate(samples: dict[str, bytes]) -> list[tuple[str, str]]:
             answer = answers.get(timeout=600)
             process.join()
             estimated = answer["estimated"]
-            estimate = "n/a (no estimate in this code)" if estimated is None else f"{estimated / MB:,.0f} MB"
+            estimate = "n/a (no estimate in this code)" if estimated is None else f"{estimated / MB:,.1f} MB"
             rows.append(
                 (
                     f"{kind} ({'local' if keep_pixels else 'rekognition'})",
-                    f"measured {answer['growth_mb']:,.0f} MB, estimated {estimate}; {answer['outcome']}",
+                    f"measured {answer['growth_mb']:,.1f} MB, estimated {estimate}; {answer['outcome']}",
                 )
             )
     return rows
@@ -346,7 +388,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--pngs", type=int, default=4, help="15,800 x 15,800 RGBA PNGs in the batch")
+    parser.add_argument("--near-cap", type=int, default=4, help="PNGs and WebPs just under the 50 MP cap")
     parser.add_argument("--photos", type=int, default=20, help="640 x 480 photos in the batch")
+    parser.add_argument(
+        "--compare-unbounded",
+        action="store_true",
+        help="run each path again with IMAGELABELS_DECODE_BUDGET_MB=1000000: what the budget itself saves",
+    )
     parser.add_argument("--paths", default="local,rekognition", help="comma-separated: local,rekognition")
     parser.add_argument("--rss-limit-mb", type=float, default=9000.0, help="kill the worker above this RSS")
     parser.add_argument("--calibrate", action="store_true", help="also estimate vs measure per image kind")
@@ -355,7 +403,7 @@ def main() -> int:
 
     print(f"Decode memory · {machine()} · {load_average()}", flush=True)
     with Stopwatch() as making:
-        bodies, kinds = batch_images(args.pngs, args.photos)
+        bodies, kinds = batch_images(args.pngs, args.near_cap, args.photos)
     counts: dict[str, int] = {}
     for kind in kinds.values():
         counts[kind] = counts.get(kind, 0) + 1
@@ -377,9 +425,16 @@ def main() -> int:
             urls = {"moto": stack.moto_url, "es": stack.es_url, "standin": standin_url}
             for path in paths:
                 print(f"running {path} ... ({load_average()})", flush=True)
-                results.append(
-                    run_path(path, urls, {"IMAGELABELS_RATE_LIMIT_URL": "memory://"}, args.rss_limit_mb)
-                )
+                env = {"IMAGELABELS_RATE_LIMIT_URL": "memory://"}
+                results.append(run_path(path, urls, env, args.rss_limit_mb))
+                if args.compare_unbounded:
+                    print(
+                        f"running {path} with an unbounded decode budget ... ({load_average()})", flush=True
+                    )
+                    env = {**env, "IMAGELABELS_DECODE_BUDGET_MB": "1000000"}
+                    results.append(
+                        run_path(path, urls, env, args.rss_limit_mb, label=f"{path}, unbounded budget")
+                    )
                 time.sleep(1)
         finally:
             stop_standin()

@@ -61,6 +61,9 @@ decodes on 16 threads. So, before any pixel is decoded:
   time (no full-size temporary besides the result), the decoded image is released as soon as a
   smaller working copy exists, rotation happens on the final, fitted image, and the pixels kept
   for the local model are at most :data:`~imagelabels.prepared.PIXELS_MAX_SIDE` per side.
+* **Freed means freed.** On glibc, image-sized allocations are served by ``mmap`` so a freed
+  buffer leaves the resident set at once instead of staying in a thread's malloc arena
+  (:func:`_return_freed_images_to_the_os`); otherwise RSS would exceed what the budget admits.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ JPEG_QUALITY = 90
 FALLBACK_QUALITIES = (80, 70, 60)  # tried before downscaling when the JPEG is over 5 MB
 ORIENTATION_TAG = 0x0112
 READ_CHUNK_BYTES = 1024 * 1024
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+MMAP_THRESHOLD_BYTES = 1024 * 1024  # a 640 x 480 RGB image is 1.2 MB in Pillow
 SENT_AS_IS_MODES = frozenset({"RGB", "L", "RGBA", "P"})
 HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
@@ -129,8 +134,32 @@ def _reject(reason: str, message: str) -> LabelingError:
     return LabelingError(reason, message, retryable=False, stage="preflight")
 
 
+def _return_freed_images_to_the_os() -> bool:
+    """On glibc, serve every allocation of :data:`MMAP_THRESHOLD_BYTES` or more (image buffers)
+    with ``mmap``, so that freeing one gives it back to the OS at once. Returns whether it did.
+
+    By default glibc raises that threshold after the first large free (up to 32 MB) and then
+    keeps freed image buffers in per-thread arenas, where another thread cannot reuse them:
+    with 16 threads decoding within a 1 GB budget the worker reached 1.44 GB of RSS, 0.88 GB
+    with the threshold fixed (``benchmarks/decode_memory.py``). Process-wide, set once; left
+    alone when ``MALLOC_MMAP_THRESHOLD_`` is set (the operator decided) or on another C library.
+    """
+    import ctypes
+    import os
+    import platform
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
 def _init_pillow() -> None:
-    """Register the HEIF opener and raise Pillow's bomb limit, once per process.
+    """Register the HEIF opener, raise Pillow's bomb limit and make glibc return freed image
+    buffers (:func:`_return_freed_images_to_the_os`), once per process.
 
     Lazy because DAG files import this module and must not pay for Pillow; locked because
     batches prepare images on several threads.
@@ -147,6 +176,7 @@ def _init_pillow() -> None:
         pillow_heif.register_heif_opener()
         if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        _return_freed_images_to_the_os()
         _pillow_ready = True
 
 
@@ -352,6 +382,7 @@ STRIP_PIXELS = 1 << 20  # rows converted at once by _rgb_reduced: about 1 MP
 STRIP_BYTES = 24 * STRIP_PIXELS  # a strip's crop, conversion, RGBA, flattened copy, alpha and reduction
 ENCODED_BYTES_PER_PIXEL = 2  # a JPEG being written (quality 90 noise: ~0.9 byte/px) and its copy
 RGB_BYTES_PER_PIXEL = 4  # Pillow stores RGB in 4 bytes a pixel
+FIXED_DECODE_BYTES = 2 * 1024 * 1024  # whatever the size: libjpeg's pools, zlib's window, objects
 
 
 def pillow_bytes_per_pixel(mode: str) -> int:
@@ -416,8 +447,8 @@ def estimate_cost(header: Header, *, keep_pixels: bool) -> int:
     """The bytes :func:`prepare` holds at its peak for an image with this header.
 
     With ``px`` the decoded pixels, ``D = px x`` :func:`pillow_bytes_per_pixel` (Pillow's buffer)
-    and ``X = px x`` :data:`DECODER_BYTES_PER_PIXEL` ``+ coefficient_bytes + row_bytes`` (the
-    decoder's own), the phases are:
+    and ``X = px x`` :data:`DECODER_BYTES_PER_PIXEL` ``+ coefficient_bytes + row_bytes +``
+    :data:`FIXED_DECODE_BYTES` (the decoder's own), the phases are:
 
     * decode: ``D + X`` (all that a Rekognition-bound image sent as it is costs);
     * kept pixels of an image sent as it is: ``R + D + working copy + strip + pixels``;
@@ -426,7 +457,7 @@ def estimate_cost(header: Header, *, keep_pixels: bool) -> int:
       integer-reduced size; none when the decoded image is RGB at the right scale already),
       ``W'`` the working copy or ``D``, ``T`` the image fitted into 10,000 px (resized, then
       rotated: two copies of ``T`` at most, the second replacing ``W'``), and ``E`` the JPEG
-      being written (:data:`ENCODED_BYTES_PER_PIXEL`);
+      being written (:data:`ENCODED_BYTES_PER_PIXEL`); ``R`` includes the fixed 2 MB;
 
     and the estimate is the largest. Every term is an upper bound of what the code allocates
     (the decoded image is released once a working copy exists); ``benchmarks/decode_memory.py
@@ -436,12 +467,13 @@ def estimate_cost(header: Header, *, keep_pixels: bool) -> int:
     px = _pixels(size)
     decoded = px * pillow_bytes_per_pixel(header.mode)
     decoding = (
-        decoded
+        FIXED_DECODE_BYTES
+        + decoded
         + px * DECODER_BYTES_PER_PIXEL.get(header.source_format, DEFAULT_DECODER_BYTES_PER_PIXEL)
         + header.coefficient_bytes
         + header.row_bytes
     )
-    residue = px * RESIDUE_BYTES_PER_PIXEL.get(header.source_format, 0)
+    residue = FIXED_DECODE_BYTES + px * RESIDUE_BYTES_PER_PIXEL.get(header.source_format, 0)
     if header.as_is:
         if not keep_pixels:
             return decoding
