@@ -9,9 +9,10 @@ for `weekly`...), in place of Skedler:
    moderation hits, images per hour, images per bucket and prefix), renders CSV, XLSX, PNG charts
    and a PDF, and stores them under date-partitioned keys of the report's output location (S3).
    Files are keyed by interval: a rerun overwrites the same report.
-2. **deliver** is mapped over the report's channels (email, Slack, webhook): each channel retries
-   and records its outcome on its own, so one failing channel never stops the others. A channel
-   that already delivered this interval is skipped unless `redeliver` is set.
+2. **deliver** is mapped over the report's channels (email, Slack, webhook): each has its own
+   `delivery.attempts` tries (Airflow retries; one send per try) and outcome record. A channel
+   that delivered this interval is skipped, one whose last send may have arrived fails instead of
+   sending twice - unless `redeliver` is set.
 
 Backfilling the DAG over past days produces the past reports.
 """
@@ -26,7 +27,7 @@ from imagelabels.reports.config import ERRORS_DAG_ID, problems_doc, read_report_
 from imagelabels.reports.schedule import data_interval_cron
 
 
-def report_dag(name: str, period: str, cron: str, channels: list[str]):  # type: ignore[no-untyped-def]
+def report_dag(name: str, period: str, cron: str, channels: list[str], tries: int):  # type: ignore[no-untyped-def]
     @dag(
         dag_id=f"image_label_report_{name}",
         schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
@@ -49,7 +50,7 @@ def report_dag(name: str, period: str, cron: str, channels: list[str]):  # type:
 
             return build_and_store(name, dag_run.data_interval_start, dag_run.data_interval_end)
 
-        @task(map_index_template="{{ channel }}")
+        @task(map_index_template="{{ channel }}", retries=tries - 1, retry_exponential_backoff=2.0)
         def deliver(channel: str, built: dict, params: dict) -> dict:
             from imagelabels.reports.run import deliver_channel
 
@@ -90,7 +91,7 @@ for _config in _configs.reports:
     cron = data_interval_cron(_config.period, _config.schedule)
     # a module global per report, named like its DAG id
     globals()[f"image_label_report_{_config.name}"] = report_dag(
-        _config.name, _config.period, cron, _config.delivery.enabled_channels()
+        _config.name, _config.period, cron, _config.delivery.enabled_channels(), _config.delivery.attempts
     )
 if _configs.problems:
     globals()[ERRORS_DAG_ID] = config_errors_dag(problems_doc(_configs))

@@ -207,3 +207,77 @@ def test_a_broken_report_loses_only_its_dag_and_a_dag_lists_the_mistakes(  # typ
     config.write_text(BROKEN_WEEKLY.replace("perod", "period").replace("many", "5"))
     bag = DagBag(dag_folder=str(ROOT / "dags" / "image_label_report.py"))
     assert sorted(bag.dags) == ["image_label_report_daily", "image_label_report_weekly"]
+
+
+EMAIL_AND_WEBHOOK = """
+version: 1
+reports:
+  - name: daily
+    period: daily
+    formats: [csv, json]
+    output: {uri: "s3://reports-bucket/labels/"}
+    delivery:
+      attempts: 2
+      email: {conn_id: smtp_default, to: [team@example.com, gone@example.com]}
+      webhook: {conn_id: imagelabels_webhook, endpoint: /reports}
+"""
+
+
+def _dag_with(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The daily report DAG parsed with the config ``text`` (retry delays of a second)."""
+    config = tmp_path / "reports.yaml"
+    config.write_text(text)
+    monkeypatch.setenv("IMAGELABELS_REPORTS_CONFIG", str(config))
+    dag = load_dag("image_label_report", "image_label_report_daily")
+    for task in dag.tasks:
+        task.retry_delay = timedelta(seconds=1)
+    return dag
+
+
+def _tries(run) -> dict[str, tuple[str, int]]:  # type: ignore[no-untyped-def]
+    return {
+        ti.rendered_map_index: (str(ti.state), ti.try_number)
+        for ti in run.get_task_instances()
+        if ti.task_id == "deliver"
+    }
+
+
+def test_retries_are_airflows_and_never_send_twice(  # type: ignore[no-untyped-def]
+    airflow_db, s3, es, http_sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500-then-200 webhook is delivered by the second try of its task; an SMTP server that
+    refuses one recipient (the other gets the mail) is not a failure to retry."""
+    from tests.flaky_servers import FlakySmtpSink, smtp_connection
+
+    dag = _dag_with(EMAIL_AND_WEBHOOK, tmp_path, monkeypatch)
+    s3.create_bucket(Bucket="reports-bucket")
+    _index(es, DAY1, [("a/cat1.jpg", "Cat", 90.0)])
+    http_sink.fail_next(1, status=500)
+    with smtp_connection(monkeypatch, FlakySmtpSink(refuse=("gone@example.com",))) as smtp:
+        run = _run_day(dag, DAY1)
+        assert _tries(run) == {"email": ("success", 1), "webhook": ("success", 2)}
+        assert [r.status for r in http_sink.requests_to("/hook/reports")] == [500, 200]
+        assert [mail.rcpt_tos for mail in smtp.messages] == [("team@example.com",)]
+
+        rerun = _run_day(dag, DAY1)  # a rerun sends nothing again
+        assert {state for state, _ in _tries(rerun).values()} == {"success"}
+        assert len(http_sink.requests_to("/hook/reports")) == 2
+        assert len(smtp.messages) == 1
+    record = es.get(index=DELIVERIES_INDEX, id="daily:2026-03-02:webhook")["_source"]
+    assert (record["status"], record["attempts"]) == ("delivered", 2)
+
+
+def test_a_failing_webhook_is_tried_delivery_attempts_times_in_all(  # type: ignore[no-untyped-def]
+    airflow_db, s3, es, smtp_sink, http_sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dag = _dag_with(EMAIL_AND_WEBHOOK.replace(", gone@example.com", ""), tmp_path, monkeypatch)
+    s3.create_bucket(Bucket="reports-bucket")
+    _index(es, DAY1, [("a/cat1.jpg", "Cat", 90.0)])
+    http_sink.fail_always(500)
+
+    run = _run_day(dag, DAY1)
+    assert _tries(run) == {"email": ("success", 1), "webhook": ("failed", 2)}
+    assert [r.status for r in http_sink.requests_to("/hook/reports")] == [500, 500]  # attempts: 2
+    assert len(smtp_sink.messages) == 1
+    record = es.get(index=DELIVERIES_INDEX, id="daily:2026-03-02:webhook")["_source"]
+    assert (record["status"], record["attempts"]) == ("failed", 2)

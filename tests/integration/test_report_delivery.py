@@ -27,8 +27,8 @@ from imagelabels.reports.delivery import (
 )
 from imagelabels.reports.model import Column, Report, Totals, table
 from tests.conftest import SLACK_WEBHOOK_PATH
+from tests.flaky_servers import FlakySmtpSink, HangUpHttpServer, smtp_connection
 
-FAST = {"backoff_seconds": 0.01}
 LABELS = [("Cat", 50), ("<script>alert(1)</script>", 30), ("<b>bold</b> & co", 20), ("Dog", 10), ("Tree", 5)]
 
 
@@ -108,7 +108,7 @@ LINKS = {
 
 def test_email_carries_the_summary_and_the_configured_attachments(smtp_sink: Any, files: list[Path]) -> None:
     config = make_config(**ALL_CHANNELS)
-    assert deliver("email", config, make_report(), files, links=LINKS, **FAST) == 1
+    assert deliver("email", config, make_report(), files, links=LINKS) == ""  # nothing to note
 
     (mail,) = smtp_sink.wait_for(1)
     assert mail.message["Subject"] == "Label report daily 2026-11-28"
@@ -135,7 +135,7 @@ def test_email_attachments_subset_from_config(smtp_sink: Any, files: list[Path])
     config = make_config(
         email={"to": ["team@example.com"], "attachments": ["csv", "pdf"], "subject": "{period}/{name}"}
     )
-    deliver("email", config, make_report(), files, links={}, **FAST)
+    deliver("email", config, make_report(), files, links={})
     (mail,) = smtp_sink.wait_for(1)
     assert sorted(mail.attachments()) == [
         "label-report_daily_2026-11-28.pdf",
@@ -148,7 +148,7 @@ def test_email_attachments_subset_from_config(smtp_sink: Any, files: list[Path])
 
 
 def test_slack_post_is_escaped_and_carries_the_links(http_sink: Any, files: list[Path]) -> None:
-    deliver("slack", make_config(**ALL_CHANNELS), make_report(), files, links=LINKS, **FAST)
+    deliver("slack", make_config(**ALL_CHANNELS), make_report(), files, links=LINKS)
 
     (request,) = http_sink.wait_for(1)
     assert (request.method, request.path) == ("POST", SLACK_WEBHOOK_PATH)
@@ -165,7 +165,7 @@ def test_slack_post_is_escaped_and_carries_the_links(http_sink: Any, files: list
 
 def test_webhook_posts_the_json_summary(http_sink: Any, files: list[Path]) -> None:
     report = make_report()
-    deliver("webhook", make_config(**ALL_CHANNELS), report, files, links=LINKS, **FAST)
+    deliver("webhook", make_config(**ALL_CHANNELS), report, files, links=LINKS)
 
     (request,) = http_sink.wait_for(1)
     assert (request.method, request.path) == ("POST", "/hook/reports")
@@ -200,15 +200,6 @@ def test_webhook_posts_the_json_summary(http_sink: Any, files: list[Path]) -> No
     assert payload == json.loads(json.dumps(summary_payload(report, LINKS)))
 
 
-def test_webhook_failing_twice_is_retried_until_it_succeeds(http_sink: Any, files: list[Path]) -> None:
-    http_sink.fail_next(2, status=500)
-    used = deliver("webhook", make_config(**ALL_CHANNELS), make_report(), files, links={}, **FAST)
-
-    assert used == 3
-    assert [r.status for r in http_sink.requests] == [500, 500, 200]
-    assert all(r.path == "/hook/reports" for r in http_sink.requests)
-
-
 def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(
     es: Any, smtp_sink: Any, http_sink: Any, files: list[Path]
 ) -> None:
@@ -217,19 +208,17 @@ def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(
     http_sink.fail_always(status=500)
 
     with pytest.raises(DeliveryError) as raised:
-        deliver_and_record(es, "webhook", config, report, files, links=LINKS, **FAST)
-    assert raised.value.attempts == 3
-    assert "webhook via connection 'imagelabels_webhook' failed after 3 attempts: HTTP 500" in str(
-        raised.value
-    )
-    assert len(http_sink.requests_to("/hook/")) == 3
+        deliver_and_record(es, "webhook", config, report, files, links=LINKS)
+    assert not raised.value.uncertain  # the server said no: the next try may send again
+    assert "webhook via connection 'imagelabels_webhook' failed: HTTP 500" in str(raised.value)
+    assert len(http_sink.requests_to("/hook/")) == 1  # one send per try: retries are Airflow's
     failed = delivery_record(es, report, "webhook")
     assert failed is not None
-    assert (failed["status"], failed["attempts"], failed["interval_key"]) == ("failed", 3, "2026-11-28")
+    assert (failed["status"], failed["attempts"], failed["interval_key"]) == ("failed", 1, "2026-11-28")
     assert "HTTP 500" in failed["error"]
     assert not already_delivered(es, report, "webhook")
 
-    assert deliver_and_record(es, "email", config, report, files, links=LINKS, **FAST) == "delivered"
+    assert deliver_and_record(es, "email", config, report, files, links=LINKS) == "delivered"
     assert len(smtp_sink.wait_for(1)) == 1
     assert already_delivered(es, report, "email")
 
@@ -239,8 +228,8 @@ def test_a_second_delivery_is_skipped_unless_forced(es: Any, http_sink: Any, fil
     report = make_report()
     assert not already_delivered(es, report, "slack")  # no index yet: nothing delivered
 
-    assert deliver_and_record(es, "slack", config, report, files, links={}, **FAST) == "delivered"
-    assert deliver_and_record(es, "slack", config, report, files, links={}, **FAST) == "skipped"
+    assert deliver_and_record(es, "slack", config, report, files, links={}) == "delivered"
+    assert deliver_and_record(es, "slack", config, report, files, links={}) == "skipped"
     assert len(http_sink.requests) == 1
     record = delivery_record(es, report, "slack")
     assert record is not None
@@ -249,7 +238,7 @@ def test_a_second_delivery_is_skipped_unless_forced(es: Any, http_sink: Any, fil
     other = replace(report, start=datetime(2026, 11, 29, tzinfo=UTC), end=datetime(2026, 11, 30, tzinfo=UTC))
     assert not already_delivered(es, other, "slack")
 
-    assert deliver_and_record(es, "slack", config, report, files, links={}, force=True, **FAST) == "delivered"
+    assert deliver_and_record(es, "slack", config, report, files, links={}, force=True) == "delivered"
     assert len(http_sink.requests) == 2
     assert es.count(index=DELIVERIES_INDEX)["count"] == 1  # one record per report+interval+channel
 
@@ -259,14 +248,13 @@ def test_delivery_error_names_channel_and_connection_but_not_the_token(
 ) -> None:
     http_sink.fail_always(status=404)  # the answer echoes the request path, i.e. the webhook token
     with pytest.raises(DeliveryError) as raised:
-        deliver("slack", make_config(**ALL_CHANNELS), make_report(), files, links={}, attempts=2, **FAST)
+        deliver("slack", make_config(**ALL_CHANNELS), make_report(), files, links={})
     message = str(raised.value)
-    assert message.startswith("slack via connection 'slack_webhook_default' failed after 2 attempts: ")
+    assert message.startswith("slack via connection 'slack_webhook_default' failed: ")
     assert "404" in message
-    assert "T000/B000/XXX" in str(raised.value.__cause__.__cause__)  # what the library said...
+    assert "T000/B000/XXX" in str(raised.value.__cause__)  # what the library said...
     assert "T000/B000/XXX" not in message  # ...and what reaches logs and delivery records
-    assert raised.value.attempts == 2
-    assert len(http_sink.requests) == 2
+    assert len(http_sink.requests) == 1
 
 
 def test_an_unreachable_server_is_a_delivery_error(
@@ -279,7 +267,7 @@ def test_an_unreachable_server_is_a_delivery_error(
     with pytest.raises(
         DeliveryError, match=r"^webhook via connection 'webhook_down' failed: ConnectionError"
     ):
-        deliver("webhook", config, make_report(), files, links={}, attempts=1)
+        deliver("webhook", config, make_report(), files, links={})
 
 
 def test_a_channel_without_configuration_is_refused(files: list[Path]) -> None:
@@ -353,3 +341,143 @@ def test_summary_text_is_pure_and_escaped() -> None:
     )
     assert "&lt;script&gt;alert(1)&lt;/script&gt; (30)" in text
     assert "<" not in text.replace("&lt;", "")
+
+
+# --- one send per try: retries never deliver twice ----------------------------------------------
+#
+# Each call of deliver_and_record below is one try of the DAG's ``deliver`` task (Airflow's
+# retries call it again); the servers count exactly what they received.
+
+
+def _try(es: Any, channel: str, config: Any, report: Report, files: list[Path], **options: Any) -> str:
+    """One try: ``"delivered"``/``"skipped"``, or ``"error: <message>"``."""
+    try:
+        return deliver_and_record(es, channel, config, report, files, links={}, **options)
+    except DeliveryError as error:
+        return f"error: {error}"
+
+
+def test_a_500_then_200_webhook_is_delivered_once_by_the_next_try(
+    es: Any, http_sink: Any, files: list[Path]
+) -> None:
+    config, report = make_config(**ALL_CHANNELS), make_report()
+    http_sink.fail_next(1, status=500)
+
+    first = _try(es, "webhook", config, report, files)
+    assert first.startswith("error: webhook via connection 'imagelabels_webhook' failed: HTTP 500")
+    failed = delivery_record(es, report, "webhook")
+    assert failed is not None
+    assert (failed["status"], failed["attempts"]) == ("failed", 1)
+    assert _try(es, "webhook", config, report, files) == "delivered"
+    assert _try(es, "webhook", config, report, files) == "skipped"  # a later try or a rerun
+
+    assert [r.status for r in http_sink.requests_to("/hook/reports")] == [500, 200]
+    delivered = delivery_record(es, report, "webhook")
+    assert delivered is not None
+    assert (delivered["status"], delivered["attempts"], delivered["error"]) == ("delivered", 2, None)
+
+
+def test_a_failing_webhook_gets_one_request_per_try(es: Any, http_sink: Any, files: list[Path]) -> None:
+    config, report = make_config(**ALL_CHANNELS), make_report()
+    http_sink.fail_always(status=500)
+    for tries in (1, 2, 3):
+        assert _try(es, "webhook", config, report, files).startswith("error: ")
+        assert len(http_sink.requests) == tries
+        record = delivery_record(es, report, "webhook")
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("failed", tries)
+
+
+def test_an_smtp_server_refusing_one_recipient_delivers_once_to_the_others(
+    es: Any, monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> None:
+    config = make_config(email={"to": ["team@example.com", "gone@example.com"]})
+    report = make_report()
+    with smtp_connection(monkeypatch, FlakySmtpSink(refuse=("gone@example.com",))) as sink:
+        assert _try(es, "email", config, report, files) == "delivered"
+        assert _try(es, "email", config, report, files) == "skipped"
+        assert [mail.rcpt_tos for mail in sink.messages] == [("team@example.com",)]
+    record = delivery_record(es, report, "email")
+    assert record is not None
+    assert record["status"] == "delivered"
+    assert record["error"] == "recipients refused by the server: gone@example.com"
+
+
+def test_an_smtp_server_answering_451_gets_the_mail_once_from_the_next_try(
+    es: Any, monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> None:
+    config, report = make_config(email={"to": ["team@example.com"]}), make_report()
+    with smtp_connection(monkeypatch, FlakySmtpSink(tempfail_data=1)) as sink:
+        first = _try(es, "email", config, report, files)
+        assert first.startswith("error: email via connection 'smtp_default' failed: SMTPDataError")
+        assert "451" in first
+        assert sink.messages == []
+        assert _try(es, "email", config, report, files) == "delivered"
+        assert _try(es, "email", config, report, files) == "skipped"
+        assert len(sink.messages) == 1
+
+
+def test_a_mail_whose_answer_was_lost_is_not_sent_again_unless_redelivered(
+    es: Any, monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> None:
+    config, report = make_config(email={"to": ["team@example.com"]}), make_report()
+    with smtp_connection(monkeypatch, FlakySmtpSink(hang_up_after_data=1)) as sink:
+        first = _try(es, "email", config, report, files)
+        assert "the message may have arrived all the same" in first
+        assert len(sink.wait_for(1)) == 1
+        record = delivery_record(es, report, "email")
+        assert record is not None
+        assert record["status"] == "uncertain"
+
+        second = _try(es, "email", config, report, files)
+        assert "not sent again: try 1 began sending report 'daily' 2026-11-28" in second
+        assert "redeliver=true" in second
+        assert len(sink.messages) == 1
+
+        assert _try(es, "email", config, report, files, force=True) == "delivered"  # redeliver
+        assert len(sink.messages) == 2
+
+
+def test_a_webhook_that_hangs_up_after_the_request_is_not_posted_again(
+    es: Any, monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> None:
+    report = make_report()
+    with HangUpHttpServer() as server:
+        conn = {"conn_type": "http", "host": f"{server.url}/hook"}
+        monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_GONE", json.dumps(conn))
+        config = make_config(webhook={"conn_id": "webhook_gone", "endpoint": "/reports"})
+        first = _try(es, "webhook", config, report, files)
+        assert "the message may have arrived all the same" in first
+        assert "not sent again" in _try(es, "webhook", config, report, files)
+        assert [path for path, _ in server.received] == ["/hook/reports"]
+
+
+class _DeliveredRecordFails:
+    """The engine, except that recording ``delivered`` fails (the cluster went away right
+    after the message was sent)."""
+
+    def __init__(self, es: Any) -> None:
+        self._es = es
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._es, name)
+
+    def index(self, **params: Any) -> Any:
+        if params.get("document", {}).get("status") == "delivered":
+            raise ConnectionError("the engine went away")
+        return self._es.index(**params)
+
+
+def test_a_send_whose_record_was_lost_is_not_sent_again(
+    es: Any, http_sink: Any, monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> None:
+    from imagelabels.reports import delivery
+
+    monkeypatch.setattr(delivery, "RECORD_BACKOFF_SECONDS", 0.01, raising=False)
+    config, report = make_config(**ALL_CHANNELS), make_report()
+    with pytest.raises(ConnectionError):
+        deliver_and_record(_DeliveredRecordFails(es), "slack", config, report, files, links={})
+    assert len(http_sink.requests) == 1
+
+    assert "not sent again" in _try(es, "slack", config, report, files)  # Airflow's retry
+    assert len(http_sink.requests) == 1

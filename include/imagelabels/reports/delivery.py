@@ -1,11 +1,21 @@
 """Deliver a rendered report: store its files (S3 or a directory), then email, Slack, webhook.
 
-Channels are independent: the report DAG runs one task per channel and calls :func:`deliver`
-(or :func:`deliver_and_record`) for each, so a broken SMTP server never keeps the Slack post or
-the webhook from going out. Each channel is tried ``attempts`` times with a short backoff, and
-its outcome is recorded in the ``images-report-deliveries`` index under a deterministic id
-(report + interval + channel): a rerun of a task that already delivered is skipped instead of
-mailing everyone twice, and a channel that failed is on record with its reason.
+Channels are independent: the report DAG runs one task per channel and calls
+:func:`deliver_and_record` for each, so a broken SMTP server never keeps the Slack post or the
+webhook from going out.
+
+Retries are Airflow's, and only Airflow's: each try of a ``deliver`` task sends at most once,
+and the task has ``delivery.attempts - 1`` retries. A loop inside the task on top of Airflow's
+retries multiplied the sends (3 in-task attempts x 3 tries) and, worse, resent what had
+arrived; Airflow's retries also survive a lost worker, show every try with its error in the UI
+and hold no worker slot while waiting.
+
+Every send is bracketed by a record in the ``images-report-deliveries`` index under a
+deterministic id (report + interval + channel): ``sending`` before, then ``delivered``,
+``failed`` (the server said no: nothing arrived, a retry sends again) or ``uncertain`` (the
+answer was lost after the message went out). A try that finds ``delivered`` skips the channel;
+one that finds ``sending`` (a try that stopped mid-send) or ``uncertain`` does not send again
+and fails at once, saying so: nobody gets a report twice, and ``redeliver`` sends anyway.
 
 Storage keys are date-partitioned and stable for an interval
 (``<output>/<name>/<YYYY>/<MM>/<DD | Www>/``), so a rerun overwrites the same objects.
@@ -44,9 +54,10 @@ DELIVERY_MAPPINGS: dict[str, Any] = {
         "at": {"type": "date"},
     },
 }
-STATUSES = ("delivered", "failed")
+STATUSES = ("sending", "delivered", "failed", "uncertain")
 SUMMARY_TOP_LABELS = 5
-DEFAULT_BACKOFF_SECONDS = 2.0
+RECORD_TRIES = 3  # writing "delivered" after a send: an idempotent write, so retried in place
+RECORD_BACKOFF_SECONDS = 1.0
 TOP_LABELS_TABLE = "top_labels"
 MODERATION_TABLE = "moderation_hits"
 
@@ -264,15 +275,16 @@ def email_attachments(config: ReportConfig, files: Sequence[Path]) -> list[Path]
 
 def _sender(
     channel: str, config: ReportConfig, report: Report, files: Sequence[Path], links: Mapping[str, str]
-) -> tuple[str, Callable[[], None]]:
-    """The channel's connection id and a call that sends once."""
+) -> tuple[str, Callable[[], str]]:
+    """The channel's connection id and a call that sends once and returns what to note on the
+    record (refused recipients), or ``""``."""
     delivery = config.delivery
     if channel == "email" and delivery.email is not None:
         email = delivery.email
         attachments = email_attachments(config, files)
 
-        def send_email() -> None:
-            channels.send_email(
+        def send_email() -> str:
+            refused = channels.send_email(
                 conn_id=email.conn_id,
                 to=email.to,
                 cc=email.cc,
@@ -281,18 +293,27 @@ def _sender(
                 text=email_text(report, links),
                 attachments=attachments,
             )
+            return f"recipients refused by the server: {', '.join(refused)}" if refused else ""
 
         return email.conn_id, send_email
     if channel == "slack" and delivery.slack is not None:
         slack = delivery.slack
-        return slack.conn_id, lambda: channels.post_slack(
-            conn_id=slack.conn_id, text=slack_text(report, links)
-        )
+
+        def send_slack() -> str:
+            channels.post_slack(conn_id=slack.conn_id, text=slack_text(report, links))
+            return ""
+
+        return slack.conn_id, send_slack
     if channel == "webhook" and delivery.webhook is not None:
         hook = delivery.webhook
-        return hook.conn_id, lambda: channels.post_webhook(
-            conn_id=hook.conn_id, payload=summary_payload(report, links), endpoint=hook.endpoint
-        )
+
+        def send_webhook() -> str:
+            channels.post_webhook(
+                conn_id=hook.conn_id, payload=summary_payload(report, links), endpoint=hook.endpoint
+            )
+            return ""
+
+        return hook.conn_id, send_webhook
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}")
     raise ValueError(f"report {config.name!r} has no {channel} delivery configured")
@@ -305,33 +326,22 @@ def deliver(
     files: Sequence[Path],
     *,
     links: Mapping[str, str],
-    attempts: int | None = None,
-    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
-) -> int:
-    """Send the report on ``channel`` (email, slack or webhook); return the attempts it took.
+) -> str:
+    """Send the report on ``channel`` (email, slack or webhook) once; return what to note on
+    the record (``""`` when nothing).
 
-    A failure is retried up to ``attempts`` times in all (default: the config's
-    ``delivery.attempts``), waiting ``backoff_seconds``, then twice that...; the last failure is
-    raised as :class:`~imagelabels.channels.DeliveryError` carrying ``attempts``. A disabled
+    Failures raise :class:`~imagelabels.channels.DeliveryError` (an unexpected library error
+    too, redacted); retrying is the caller's decision (the DAG: Airflow's retries). A disabled
     channel is still sent when asked: the caller chose to call it.
     """
     conn_id, send = _sender(channel, config, report, files, links)
-    tries = attempts if attempts is not None else config.delivery.attempts
-    if tries < 1:
-        raise ValueError(f"attempts must be at least 1, got {tries}")
-    for attempt in range(1, tries + 1):
-        try:
-            send()
-            return attempt
-        except DeliveryError as error:
-            if attempt == tries:
-                raise DeliveryError(error.channel, error.conn_id, error.reason, attempts=attempt) from error
-        except Exception as error:  # a bug or an unexpected library error: same contract
-            if attempt == tries:
-                reason = channels.redact(f"{type(error).__name__}: {error}", conn_id)
-                raise DeliveryError(channel, conn_id, reason, attempts=attempt) from error
-        time.sleep(backoff_seconds * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        return send()
+    except DeliveryError:
+        raise
+    except Exception as error:  # a bug or an unexpected library error: same contract
+        reason = channels.redact(f"{type(error).__name__}: {error}", conn_id)
+        raise DeliveryError(channel, conn_id, reason) from error
 
 
 # --- delivery records --------------------------------------------------------------------------
@@ -409,22 +419,60 @@ def deliver_and_record(
     *,
     links: Mapping[str, str],
     force: bool = False,
-    attempts: int | None = None,
-    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
 ) -> str:
-    """Deliver once per interval: ``"skipped"`` when already delivered (unless ``force``), else
-    send, record the outcome and return ``"delivered"``; a failure is recorded with its reason
-    and re-raised so the task fails visibly."""
-    if not force and already_delivered(es, report, channel):
+    """One try at delivering ``channel`` for this interval, at most one send.
+
+    ``"skipped"`` when the channel already delivered (unless ``force``); otherwise records
+    ``sending``, sends once and records the outcome: ``"delivered"`` is returned; a failure is
+    recorded (``failed``, or ``uncertain`` when the message may have arrived) and the
+    :class:`~imagelabels.channels.DeliveryError` re-raised. A record left ``sending`` or
+    ``uncertain`` by an earlier try means the message may have arrived: nothing is sent and a
+    ``DeliveryError`` with ``uncertain`` set says why (``force`` sends anyway).
+    """
+    prior = None if force else delivery_record(es, report, channel)
+    status = prior.get("status") if prior else None
+    if status == "delivered":
         return "skipped"
+    if prior is not None and status in ("sending", "uncertain"):
+        raise _not_again(channel, config, report, prior)
+    attempt = int(prior.get("attempts") or 0) + 1 if prior is not None else 1
+    record_delivery(es, report=report, channel=channel, status="sending", attempts=attempt)
     try:
-        used = deliver(
-            channel, config, report, files, links=links, attempts=attempts, backoff_seconds=backoff_seconds
-        )
+        note = deliver(channel, config, report, files, links=links)
     except DeliveryError as error:
+        outcome = "uncertain" if error.uncertain else "failed"
         record_delivery(
-            es, report=report, channel=channel, status="failed", attempts=error.attempts, error=str(error)
+            es, report=report, channel=channel, status=outcome, attempts=attempt, error=str(error)
         )
         raise
-    record_delivery(es, report=report, channel=channel, status="delivered", attempts=used)
+    _record_delivered(es, report, channel, attempt, note or None)
     return "delivered"
+
+
+def _not_again(channel: str, config: ReportConfig, report: Report, prior: Mapping[str, Any]) -> DeliveryError:
+    """The error of a try that finds an earlier send of unknown outcome."""
+    conn_id = _sender(channel, config, report, [], {})[0]
+    why = prior.get("error") or "that try stopped before it could record the outcome"
+    return DeliveryError(
+        channel,
+        conn_id,
+        f"not sent again: try {prior.get('attempts')} began sending report {report.name!r} "
+        f"{report.interval_key} at {prior.get('at')} and its outcome is unknown ({why}). Check "
+        "with the recipients; trigger the run with redeliver=true to send it anyway",
+        uncertain=True,
+    )
+
+
+def _record_delivered(es: Any, report: Report, channel: str, attempt: int, note: str | None) -> None:
+    """Record a send that happened. The write is idempotent (same id), so a failing one is
+    retried here: giving up leaves ``sending``, and the next try would refuse to send."""
+    for write in range(1, RECORD_TRIES + 1):
+        try:
+            record_delivery(
+                es, report=report, channel=channel, status="delivered", attempts=attempt, error=note
+            )
+            return
+        except Exception:
+            if write == RECORD_TRIES:
+                raise
+            time.sleep(RECORD_BACKOFF_SECONDS * write)

@@ -88,9 +88,14 @@ def deliver_channel(
 ) -> dict[str, Any]:
     """Deliver the stored report on one channel, once per interval (unless ``redeliver``).
 
-    The outcome is recorded in ``images-report-deliveries``; a failure is recorded with its
-    reason and raised, so Airflow retries this channel alone.
+    Each try sends at most once (see :mod:`imagelabels.reports.delivery`). The outcome is
+    recorded in ``images-report-deliveries``; a failure is recorded with its reason and raised,
+    so Airflow retries this channel alone - unless the message may have arrived, which fails
+    the task at once (a retry could only send it twice).
     """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from imagelabels.channels import DeliveryError
     from imagelabels.reports.delivery import deliver_and_record, presigned_links
     from imagelabels.reports.model import Report
 
@@ -107,7 +112,12 @@ def deliver_channel(
             clients.presigning_s3_client(settings.aws_conn_id()), uris, expires_in=LINK_SECONDS
         )
         others = [f for f in files if f.suffix != ".json"]
-        status = deliver_and_record(_es(), channel, config, report, others, links=links, force=redeliver)
+        try:
+            status = deliver_and_record(_es(), channel, config, report, others, links=links, force=redeliver)
+        except DeliveryError as error:
+            if error.uncertain:
+                raise AirflowFailException(str(error)) from error
+            raise
     return {"report": name, "interval_key": report.interval_key, "channel": channel, "status": status}
 
 
