@@ -161,7 +161,7 @@ def label_batch(
     rate = report.listed / report.seconds if report.seconds else 0.0
     log.info(
         "batch %s: %d keys, %d already indexed, %d labeled, %d indexed, %d failed %s, "
-        "%d superseded in %.1fs (%.1f keys/s)",
+        "%d superseded, %d older versions' documents deleted in %.1fs (%.1f keys/s)",
         manifest["uri"],
         report.listed,
         report.already_indexed,
@@ -170,6 +170,7 @@ def label_batch(
         sum(report.failed.values()),
         dict(report.failed),
         report.superseded,
+        report.replaced,
         report.seconds,
         rate,
     )
