@@ -12,8 +12,9 @@ one of these stable reasons:
 ``not_an_image``        the magic bytes match no image format (text, PDF, zip, video...).
 ``unsupported_format``  a recognised image format this Pillow cannot decode (JPEG XL), or a
                         decoded pixel mode it cannot turn into RGB.
-``corrupt_image``       the header or the pixel data does not decode, truncation included: the
-                        image is fully decoded, and ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
+``corrupt_image``       the header or the pixel data does not decode, truncation included: every
+                        byte of it is decoded (a JPEG maybe at a reduced scale), and
+                        ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
 ``image_too_small``     a side under 80 px, or a strip so thin (over 125:1) that fitting its long
                         side into 10,000 px would leave the short one under 80 px.
 ``too_many_pixels``     over :data:`MAX_PIXELS` in the header, or more than :data:`MAX_DECODED_PIXELS`
@@ -29,7 +30,8 @@ Decision: the object is sent untouched, as an ``S3Object`` reference (``send_s3_
 the common case and costs the workers no upload. Anything else is converted to a JPEG of at most
 5 MB sent as bytes: first frame only (GIF, animated WebP, multi-page TIFF), EXIF orientation
 applied, alpha flattened on white, CMYK to RGB, 16-bit scaled to 8-bit, longest side down to
-10,000 px, quality 90, lowered and then downscaled until the bytes fit. ``transformations`` lists
+10,000 px (a JPEG over 50 MP: to what libjpeg decoded, see *Decoding memory*), quality 90,
+lowered and then downscaled until the bytes fit. ``transformations`` lists
 what was done, e.g. ``("exif_transpose", "cmyk_to_rgb", "resized:12000x900->10000x750",
 "converted:WEBP")``.
 

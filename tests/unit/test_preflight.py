@@ -651,8 +651,9 @@ def test_the_decode_cost_comes_from_the_header_without_decoding_a_pixel() -> Non
 
 def test_a_progressive_jpeg_is_costed_with_its_coefficients_and_never_drafted() -> None:
     """800 x 600, 4:2:0: libjpeg keeps every DCT coefficient of a multi-scan JPEG (2 bytes each,
-    per 8 x 8 block of each component, padded to whole 16 x 16 MCUs) at any scale, so the draft
-    would save nothing; a baseline one is only checked, at 1/8 scale (100 x 75)."""
+    per 8 x 8 block of each component, padded to whole 16 x 16 MCUs) at any scale, so it counts
+    as a full decode (capped at 50 MP) and is decoded at full size; a baseline one sent as it is
+    is only checked, at 1/8 scale (100 x 75)."""
     image = _noise(800, 600)
     baseline = _encode(image, "JPEG", quality=85)
     progressive = _encode(image, "JPEG", quality=85, progressive=True)
