@@ -33,6 +33,7 @@ from imagelabels.indexing import bulk_write, ensure_indices
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
 BUCKET = "photos"
+pytestmark = pytest.mark.both_engines
 DOTTED = "uploads/2026/../../odd/./cat.png"  # browsers normalise ../ and ./ in a URL's path
 QUOTED = 'uploads/l\'été "au lac" & co?#.jpg'
 POLYGLOT = "uploads/polyglot.png"
