@@ -462,3 +462,18 @@ def test_log_channel_writes_the_text_at_warning(es: Any, caplog: pytest.LogCaptu
     assert logged.levelno == logging.WARNING
     assert "k/gun.jpg" in logged.getMessage()
     assert "Weapon 90.0%" in logged.getMessage()
+
+
+def test_alert_links_open_the_image_search_page_when_the_ui_has_a_base_url(
+    es: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the UI's public address known, an alert links to the page's detail view (any key,
+    no expiry) instead of a presigned S3 link (which dies with the credentials that signed it)."""
+    monkeypatch.setenv("IMAGELABELS_UI_BASE_URL", "https://airflow.example.com/")
+    rule = LabelRule(name="weapon-detected", label="Weapon", min_confidence=80)
+    index_image(es, "k/../odd 'key'.jpg", [("Weapon", 90.0)], at=T0 - timedelta(minutes=1))
+    [notification] = evaluate_rules(es, [rule], now=T0, presign=lambda location: "https://s3/presigned")
+    doc_id = document_id("photos", "k/../odd 'key'.jpg", None, "etag-k/../odd 'key'.jpg")
+    [image] = notification.images
+    assert image.document_id == doc_id
+    assert image.url == f"https://airflow.example.com/image-search/?image={doc_id}"

@@ -597,8 +597,12 @@ def _check_bulk(response: Mapping[str, Any], what: str) -> None:
 def _image(record: Mapping[str, Any], presign: Callable[[str], str | None] | None) -> AlertImage:
     image = record.get("image") or {}
     location = str(image.get("s3_location") or "")
-    url = None
-    if presign is not None and location:
+    from imagelabels.search import image_page_url
+
+    # the Image search page's detail view: works whatever the key and outlives any credentials;
+    # a presigned S3 link only where no UI base URL is configured
+    url = image_page_url(str(image.get("document_id") or ""))
+    if url is None and presign is not None and location:
         url = presign(location)
     return AlertImage(
         document_id=str(image.get("document_id") or ""),
