@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import reduce
 from typing import Any
 
-from imagelabels.engine.base import FULL, Capabilities, SearchEngine
+from imagelabels.engine.base import SearchEngine
 from imagelabels.engine.errors import EngineError, EngineUnavailableError, describe_body, error_for_status
 
 
@@ -18,9 +18,6 @@ class ElasticsearchEngine(SearchEngine):
     """The keyword style of :class:`SearchEngine` is elasticsearch-py 8's own: calls pass through."""
 
     flavor = "elasticsearch"
-
-    def __init__(self, client: Any, *, description: str, capabilities: Capabilities = FULL) -> None:
-        super().__init__(client, description=description, capabilities=capabilities)
 
     def _invoke(self, api: str, kwargs: dict[str, Any]) -> Any:
         method = reduce(getattr, api.split("."), self.client)

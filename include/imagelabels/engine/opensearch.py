@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import reduce
 from typing import Any
 
-from imagelabels.engine.base import FULL, Capabilities, SearchEngine
+from imagelabels.engine.base import SearchEngine
 from imagelabels.engine.errors import EngineError, EngineUnavailableError, describe_body, error_for_status
 
 # Which keywords of each API belong in the request body (the rest are URL parameters).
@@ -98,18 +98,6 @@ class OpenSearchEngine(SearchEngine):
     """An OpenSearch cluster, an Amazon OpenSearch Service domain or a Serverless collection."""
 
     flavor = "opensearch"
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        description: str,
-        capabilities: Capabilities = FULL,
-        refresh_wait_s: float = 10.0,
-    ) -> None:
-        super().__init__(
-            client, description=description, capabilities=capabilities, refresh_wait_s=refresh_wait_s
-        )
 
     def _invoke(self, api: str, kwargs: dict[str, Any]) -> Any:
         method = reduce(getattr, api.split("."), self.client)

@@ -1,0 +1,106 @@
+"""The engine layer's translation (pure parts): Elasticsearch-8 keywords to opensearch-py's body,
+bulk actions to bulk lines, chunking, error bodies. The calls themselves run against real engines
+in tests/integration (noida-db and an OpenSearch node)."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagelabels.engine import errors
+from imagelabels.engine.base import _chunks, expand_action
+from imagelabels.engine.opensearch import server_seconds, split_body
+
+
+def test_search_keywords_move_into_the_body_and_params_stay() -> None:
+    args = split_body(
+        "search",
+        {
+            "index": "images",
+            "query": {"match_all": {}},
+            "source": False,
+            "from_": 10,
+            "size": 5,
+            "request_timeout": 9,
+        },
+    )
+    assert args == {
+        "index": "images",
+        "request_timeout": 9,
+        "body": {"query": {"match_all": {}}, "_source": False, "from": 10, "size": 5},
+    }
+
+
+def test_documents_operations_and_templates() -> None:
+    assert split_body("index", {"index": "i", "id": "1", "document": {"a": 1}}) == {
+        "index": "i",
+        "id": "1",
+        "body": {"a": 1},
+    }
+    assert split_body("bulk", {"operations": [{"create": {}}], "refresh": "wait_for"}) == {
+        "body": [{"create": {}}],
+        "refresh": "wait_for",
+    }
+    template = split_body(
+        "indices.put_index_template", {"name": "t", "index_patterns": ["x-*"], "meta": {"d": 1}}
+    )
+    assert template == {"name": "t", "body": {"index_patterns": ["x-*"], "_meta": {"d": 1}}}
+    # `source` is a reindex body field of its own, not search's `_source`
+    assert split_body("reindex", {"source": {"index": "a"}, "dest": {"index": "b"}, "refresh": True}) == {
+        "refresh": True,
+        "body": {"source": {"index": "a"}, "dest": {"index": "b"}},
+    }
+    assert split_body("cluster.health", {"index": "images", "timeout": "10s"}) == {
+        "index": "images",
+        "timeout": "10s",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("60s", 60.0), ("2m", 120.0), ("500ms", 0.5), (3, 3.0), ("1.5s", 1.5)]
+)
+def test_server_time_values(value: object, seconds: float) -> None:
+    assert server_seconds(value) == seconds
+
+
+def test_bulk_actions_become_bulk_lines() -> None:
+    assert expand_action({"_op_type": "create", "_index": "i", "_id": "a", "_source": {"x": 1}}) == (
+        "create",
+        [{"create": {"_index": "i", "_id": "a"}}, {"x": 1}],
+    )
+    assert expand_action({"_op_type": "delete", "_index": "i", "_id": "a"}) == (
+        "delete",
+        [{"delete": {"_index": "i", "_id": "a"}}],
+    )
+    assert expand_action({"_index": "i", "_id": "b", "_routing": "r", "y": 2}) == (
+        "index",
+        [{"index": {"_index": "i", "_id": "b", "routing": "r"}}, {"y": 2}],
+    )
+
+
+def test_chunks_respect_count_and_bytes_and_keep_every_action_in_order() -> None:
+    actions = [
+        {"_op_type": "index", "_index": "i", "_id": str(n), "_source": {"t": "x" * 100}} for n in range(10)
+    ]
+    by_count = list(_chunks(actions, chunk_size=4, max_chunk_bytes=10**6))
+    assert [len(chunk) for chunk in by_count] == [4, 4, 2]
+    by_bytes = list(_chunks(actions, chunk_size=500, max_chunk_bytes=400))
+    assert all(len(chunk) <= 2 for chunk in by_bytes)
+    ids = [lines[0]["index"]["_id"] for chunk in by_bytes for _op, lines in chunk]
+    assert ids == [str(n) for n in range(10)]
+
+
+def test_error_bodies_of_every_shape() -> None:
+    assert errors.describe_body(
+        {"error": {"type": "index_not_found_exception", "reason": "no such index"}}
+    ) == (
+        "index_not_found_exception",
+        "no such index",
+    )
+    assert errors.describe_body({"error": {"root_cause": [{"type": "t", "reason": "r"}]}}) == ("t", "r")
+    assert errors.describe_body({"message": "The security token included in the request is invalid."}) == (
+        "",
+        "The security token included in the request is invalid.",
+    )
+    assert errors.error_for_status(None) is errors.EngineUnavailableError
+    assert errors.error_for_status(403) is errors.AuthorizationError
+    assert errors.error_for_status(429) is errors.EngineError
