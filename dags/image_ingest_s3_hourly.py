@@ -16,7 +16,11 @@ Every hour, label the images that arrived in the S3 bucket/prefix during the run
 
 Backfills (UI "Trigger → Backfill" or `airflow backfill create`) process exactly their intervals;
 rerunning an interval skips every image already indexed and changes nothing. `retry_failed`
-reprocesses the keys recorded in `images-failures` instead of listing.
+reprocesses the keys recorded in `images-failures` instead of listing. A run triggered without a
+logical date processes the last complete hour before it was triggered.
+
+Bad Params or settings (a misspelled Param, a missing bucket, Jinja in `prefix`) fail the first
+task at once, without retries.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from datetime import datetime
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.params import ingestion_params
+from imagelabels.params import ingestion_params, reject_unknown_params
 
 
 @dag(
@@ -37,17 +41,17 @@ from imagelabels.params import ingestion_params
     params=ingestion_params(),
     doc_md=__doc__,
     tags=["imagelabels", "ingestion", "s3"],
-    default_args={"owner": "imagelabels", "retries": 2},
+    default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_ingest_s3_hourly() -> None:
     @task
-    def list_batches(params: dict, run_id: str, dag_run=None, task=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels import settings
-        from imagelabels.tasks import plan_listing
+    def list_batches(params: dict, run_id: str, dag_run=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from imagelabels.tasks import HOURLY, plan_interval, run_interval
 
-        prefix = task.render_template(params["prefix"] or settings.env("PREFIX"), get_current_context())
-        start, end = dag_run.data_interval_start, dag_run.data_interval_end
-        return plan_listing(params, prefix, dag_run.dag_id, run_id, start, end)
+        start, end = run_interval(
+            dag_run.data_interval_start, dag_run.data_interval_end, dag_run.run_after, HOURLY
+        )
+        return plan_interval(params, dag_run.dag_id, run_id, start, end)
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]

@@ -29,7 +29,7 @@ from datetime import datetime
 from airflow.sdk import dag, task
 
 from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.params import queue_params
+from imagelabels.params import queue_params, reject_unknown_params
 from imagelabels.sensors import SqsMessagesAvailableSensor
 
 
@@ -41,12 +41,12 @@ from imagelabels.sensors import SqsMessagesAvailableSensor
     params=queue_params(),
     doc_md=__doc__,
     tags=["imagelabels", "ingestion", "sqs"],
-    default_args={"owner": "imagelabels", "retries": 2},
+    default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_ingest_sqs() -> None:
     wait = SqsMessagesAvailableSensor(
         task_id="wait_for_messages",
-        queue_url="{{ params.queue_url }}",
+        queue_url="{{ params.queue_url or '' }}",  # the value is inserted, never evaluated
         skip_when="{{ params.retry_failed }}",
     )
 

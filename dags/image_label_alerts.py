@@ -25,6 +25,7 @@ from datetime import datetime
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from imagelabels.assets import IMAGES_INDEXED
+from imagelabels.params import reject_unknown_params
 
 
 @dag(
@@ -36,8 +37,8 @@ from imagelabels.assets import IMAGES_INDEXED
     max_active_runs=1,  # two evaluations at once could send the same pending firing twice
     params={
         "rules_file": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description=(
                 "Rules file to evaluate (.yaml, in config/ or a folder of IMAGELABELS_RULES_DIRS; "
                 "relative paths start at the project folder); empty: IMAGELABELS_ALERT_RULES, "
@@ -47,7 +48,7 @@ from imagelabels.assets import IMAGES_INDEXED
     },
     doc_md=__doc__,
     tags=["imagelabels", "alerts"],
-    default_args={"owner": "imagelabels", "retries": 2},
+    default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_label_alerts() -> None:
     @task
@@ -57,7 +58,7 @@ def image_label_alerts() -> None:
 
         from imagelabels.alerts.task import evaluate_and_notify
 
-        return evaluate_and_notify(clock.now(UTC), params["rules_file"])
+        return evaluate_and_notify(clock.now(UTC), params["rules_file"] or "")
 
     evaluate_and_notify()
 

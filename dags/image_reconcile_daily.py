@@ -6,6 +6,10 @@ order, streaming (`include/imagelabels/reconcile.py`). **plan** deletes document
 gone (orphans) or was overwritten (stale) and writes manifests of objects without a current
 document (except bad images that already failed: `known_bad`); **label_and_index** labels them
 as the hourly DAG does; **report** returns the counts. `dry_run` counts and changes nothing.
+
+`prefix` placeholders (`{ds}`...) take the run's data interval start; a run triggered without a
+logical date takes the last complete day (03:00 to 03:00 UTC) before it. Bad Params or settings
+fail **plan** at once, before any change.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import datetime
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.params import ingestion_params, labeling_params
+from imagelabels.params import ingestion_params, labeling_params, reject_unknown_params
 
 PARAMS = {
     **{name: p for name, p in ingestion_params().items() if name in ("bucket", "prefix")},
@@ -42,34 +46,19 @@ PARAMS = {
     params=PARAMS,
     doc_md=__doc__,
     tags=["imagelabels", "reconciliation", "s3"],
-    default_args={"owner": "imagelabels", "retries": 2},
+    default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_reconcile_daily() -> None:
     @task
-    def plan(params: dict, run_id: str, dag_run=None, task=None, ti=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels import clients, settings
-        from imagelabels.params import labeler_name, labeling_settings
-        from imagelabels.pipeline import RunContext
-        from imagelabels.reconcile import plan_reconciliation
-        from imagelabels.tasks import bound_map_length
+    def plan(params: dict, run_id: str, dag_run=None, ti=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from imagelabels.tasks import DAILY, HOURLY, plan_reconcile_run, run_interval
 
-        labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any change
-        bucket = settings.source_bucket(params["bucket"])
-        result = plan_reconciliation(
-            s3_client=clients.aws_client("s3", settings.aws_conn_id()),
-            es=clients.search_engine(settings.es_conn_id()),
-            bucket=bucket,
-            prefix=task.render_template(params["prefix"] or settings.env("PREFIX"), get_current_context()),
-            staging_uri=settings.staging_uri(bucket),
-            run=RunContext(dag_run.dag_id, run_id),
-            batch_size=params["batch_size"],
-            dry_run=params["dry_run"],
-            min_age_hours=params["min_age_hours"],
-            refresh=settings.es_refresh(),
-            confirm_mass_delete=params["confirm_mass_delete"],
+        start, _ = run_interval(
+            dag_run.data_interval_start, dag_run.data_interval_end, dag_run.run_after, DAILY, 3 * HOURLY
         )
-        ti.xcom_push("counts", result.counts.as_xcom())  # a mapped task can only expand return_value
-        return bound_map_length([manifest.as_xcom() for manifest in result.manifests])
+        batches, counts = plan_reconcile_run(params, dag_run.dag_id, run_id, start)
+        ti.xcom_push("counts", counts)  # a mapped task can only expand return_value
+        return batches
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]

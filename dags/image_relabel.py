@@ -24,7 +24,7 @@ from datetime import datetime
 from airflow.sdk import dag, get_current_context, task
 
 from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.params import relabel_params
+from imagelabels.params import reject_unknown_params, relabel_params
 
 
 @dag(
@@ -35,7 +35,7 @@ from imagelabels.params import relabel_params
     params=relabel_params(),
     doc_md=__doc__,
     tags=["imagelabels", "relabel", "backfill"],
-    default_args={"owner": "imagelabels", "retries": 2},
+    default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_relabel() -> None:
     @task

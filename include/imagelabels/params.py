@@ -1,14 +1,89 @@
 """The Params of the ingestion DAGs: shown, with their descriptions, in the trigger form that
 users also use for backfills. Kept here so every ingestion DAG offers the same knobs.
+
+A Param value is data typed by whoever triggers a run, never a template: nothing here is
+rendered by Jinja. ``prefix`` offers a small fixed set of date placeholders that this module
+substitutes itself (:func:`render_prefix`). Text Params are nullable (``None`` by default) so the
+trigger and backfill forms can be submitted with them empty; empty (``None`` or ``""``) always
+means "use the setting".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from imagelabels.settings import ConfigurationError
 
 if TYPE_CHECKING:
     from imagelabels.labelers.base import LabelingSettings
+
+# The only placeholders a prefix may hold: strftime formats of the run's data interval start (UTC).
+PREFIX_PLACEHOLDERS: dict[str, str] = {"ds": "%Y-%m-%d", "hour": "%H", "yyyy": "%Y", "mm": "%m", "dd": "%d"}
+ALLOWED_PLACEHOLDERS = ", ".join(f"{{{name}}}" for name in PREFIX_PLACEHOLDERS)
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def render_prefix(template: str, when: datetime, source: str = "Param 'prefix'") -> str:
+    """``template`` with its placeholders replaced by ``when`` (UTC); anything else refused.
+
+    Jinja here once let a trigger form read connection secrets into the task log, so the value
+    is never evaluated: ``{{``, ``{%``, an unknown ``{name}`` or a stray brace raise
+    :class:`ConfigurationError` naming ``source`` and the allowed placeholders.
+    """
+    shown = template if len(template) <= 120 else template[:117] + "..."
+
+    def refuse(why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"{source} {shown!r}: {why}. A prefix is plain text; the only placeholders are "
+            f"{ALLOWED_PLACEHOLDERS} (the run's data interval start, UTC), e.g. 'uploads/{{ds}}/'"
+        )
+
+    if any(marker in template for marker in _TEMPLATE_MARKERS):
+        raise refuse("Jinja templates are not rendered")
+    utc = when.astimezone(UTC)
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in PREFIX_PLACEHOLDERS:
+            raise refuse(f"unknown placeholder {match.group(0)!r}")
+        return utc.strftime(PREFIX_PLACEHOLDERS[name])
+
+    rendered = _PLACEHOLDER.sub(substitute, template)
+    if "{" in rendered or "}" in rendered:
+        raise refuse("a brace outside a placeholder")
+    return rendered
+
+
+def text_param(params: Mapping[str, Any], name: str) -> str:
+    """A nullable text Param, stripped: ``None`` and ``""`` both read as ``""`` (use the setting)."""
+    value = params.get(name)
+    return "" if value is None else str(value).strip()
+
+
+def unknown_params(given: Mapping[str, Any], declared: Mapping[str, Any]) -> list[str]:
+    """Keys of a run's conf that the DAG does not declare (a misspelled Param), sorted."""
+    return sorted(str(key) for key in given if key not in declared)
+
+
+def reject_unknown_params(context: Mapping[str, Any]) -> None:
+    """``pre_execute`` of every task: fail at once, without retries, on a conf key the DAG does
+    not declare. Airflow passes such keys through silently, so ``min_confidance`` would run
+    with the default ``min_confidence`` (and, for a paid labeler, pay for it)."""
+    dag_run, dag = context.get("dag_run"), context.get("dag")
+    conf = getattr(dag_run, "conf", None) or {}
+    declared = getattr(dag, "params", None) or {}
+    unknown = unknown_params(conf, declared)
+    if unknown:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"unknown Param(s) {', '.join(map(repr, unknown))} in the run's conf; "
+            f"{getattr(dag, 'dag_id', 'this DAG')} takes: {', '.join(sorted(declared))}"
+        )
 
 
 def ingestion_params() -> dict[str, Any]:
@@ -17,15 +92,19 @@ def ingestion_params() -> dict[str, Any]:
 
     return {
         "bucket": Param(
-            "", type="string", description="Source bucket. Empty: the IMAGELABELS_BUCKET setting."
+            None,
+            type=["null", "string"],
+            description="Source bucket. Empty: the IMAGELABELS_BUCKET setting (required when that is unset).",
         ),
         "prefix": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description=(
-                "Key prefix to list (empty: IMAGELABELS_PREFIX). Jinja is rendered, e.g. "
-                "`uploads/{{ data_interval_start | ds }}/` lists one date partition instead of the "
-                "whole prefix every hour."
+                "Key prefix to list. Empty: the IMAGELABELS_PREFIX setting, else the whole bucket. "
+                "Plain text (never a template) with optional placeholders of the run's data "
+                "interval start (UTC): {ds} (YYYY-MM-DD), {hour} (HH), {yyyy}, {mm}, {dd}; e.g. "
+                "`uploads/{ds}/` lists one date partition instead of the whole prefix every hour. "
+                "Any other brace is refused."
             ),
         ),
         **labeling_params(),
@@ -58,27 +137,35 @@ def relabel_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
     return {
-        "bucket": Param("", type="string", description="Bucket of the documents. Empty: IMAGELABELS_BUCKET."),
-        "prefix": Param("", type="string", description="Only keys under this prefix (empty: every key)."),
+        "bucket": Param(
+            None,
+            type=["null", "string"],
+            description="Bucket of the documents. Empty: the IMAGELABELS_BUCKET setting.",
+        ),
+        "prefix": Param(
+            None,
+            type=["null", "string"],
+            description="Only keys under this literal prefix (no placeholders). Empty: every key.",
+        ),
         "since": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description=(
                 "Only images whose `timestamp` (S3 LastModified) is at or after this ISO date or "
                 "date-time, UTC unless it says otherwise (empty: no lower bound)."
             ),
         ),
         "until": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description="Only images whose `timestamp` is before this ISO date or date-time (empty: no upper bound).",
         ),
         **{
             name: p for name, p in labeling_params().items() if name != "reprocess"
         },  # re-label is reprocessing
         "label_model_version": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description=(
                 "The current LabelModelVersion. Empty: the local model's own version; for Rekognition "
                 "the newest version already in the index (Rekognition reports it only in paid answers)."
@@ -113,17 +200,23 @@ def queue_params() -> dict[str, Any]:
 
     return {
         "queue_url": Param(
-            "", type="string", description="SQS queue receiving the S3 events. Empty: IMAGELABELS_QUEUE_URL."
+            None,
+            type=["null", "string"],
+            description="SQS queue receiving the S3 events. Empty: the IMAGELABELS_QUEUE_URL setting.",
         ),
         "bucket": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description=(
                 "Bucket for batch manifests and for retry-failed (empty: IMAGELABELS_BUCKET); events "
                 "name their own buckets."
             ),
         ),
-        "prefix": Param("", type="string", description="Prefix for retry-failed only (empty: all keys)."),
+        "prefix": Param(
+            None,
+            type=["null", "string"],
+            description="Literal prefix for retry-failed only (no placeholders). Empty: all keys.",
+        ),
         "max_messages": Param(
             5000, type="integer", minimum=1, maximum=100000, description="At most this many messages per run."
         ),
@@ -167,9 +260,9 @@ def labeling_params() -> dict[str, Any]:
             250, type="integer", minimum=1, maximum=1000, description="Images per mapped labeling task."
         ),
         "labeler": Param(
-            "",
-            type="string",
-            enum=["", *sorted(AVAILABLE_LABELERS)],
+            None,
+            type=["null", "string"],
+            enum=[None, "", *sorted(AVAILABLE_LABELERS)],
             description=(
                 "`local` (offline model, free) or `rekognition` (AWS, paid per image and feature). "
                 "Empty: the IMAGELABELS_LABELER setting, else `local`."
@@ -230,7 +323,7 @@ def labeler_name(params: Mapping[str, Any]) -> str:
     """The ``labeler`` Param, else the deployment's default."""
     from imagelabels.labelers.registry import default_labeler
 
-    return str(params.get("labeler") or "") or default_labeler()
+    return text_param(params, "labeler") or default_labeler()
 
 
 def labeling_settings(params: Mapping[str, Any]) -> LabelingSettings:

@@ -10,6 +10,12 @@ import os
 from imagelabels.manifests import default_staging_uri
 
 
+class ConfigurationError(ValueError):
+    """A Param or setting that is wrong for this run: the same value fails the same way on every
+    try, so tasks fail at once on it instead of retrying (see :func:`imagelabels.tasks.fail_at_once`).
+    The message names the Param or setting and what it accepts."""
+
+
 def env(name: str, default: str = "") -> str:
     """One ``IMAGELABELS_*`` setting."""
     return os.environ.get(f"IMAGELABELS_{name}", default)
@@ -27,7 +33,7 @@ def source_bucket(param: str | None) -> str:
     """The bucket to ingest: the ``bucket`` Param, else ``IMAGELABELS_BUCKET``."""
     bucket = (param or "").strip() or env("BUCKET").strip()
     if not bucket:
-        raise ValueError("no bucket: set the 'bucket' Param or IMAGELABELS_BUCKET")
+        raise ConfigurationError("no bucket: set the 'bucket' Param or IMAGELABELS_BUCKET")
     return bucket
 
 

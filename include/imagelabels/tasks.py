@@ -6,12 +6,36 @@ clients from Airflow connections (:mod:`imagelabels.clients`) and calls the plai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 from imagelabels import clients, settings
-from imagelabels.params import labeler_name, labeling_settings
+from imagelabels.params import labeler_name, labeling_settings, render_prefix, text_param
 from imagelabels.pipeline import RunContext
+from imagelabels.settings import ConfigurationError
+
+HOURLY = timedelta(hours=1)
+DAILY = timedelta(days=1)
+
+
+@contextmanager
+def fail_at_once() -> Iterator[None]:
+    """Errors no retry can fix fail the task at once, without its retries.
+
+    Wrap only checks of Params and settings (and the cost guard): every ``ValueError`` raised
+    there (:class:`~imagelabels.settings.ConfigurationError`, a bad labeling setting, a bad price
+    table) and a cost stop would fail every try the same way - a missing bucket used to take two
+    5-minute retries to fail. Transient errors (engine unavailable, throttling, network) are not
+    ``ValueError`` and keep their retries.
+    """
+    from imagelabels import costs
+
+    try:
+        yield
+    except (ValueError, costs.CostLimitExceeded) as error:
+        raise _fail(error) from error
 
 
 def _s3() -> Any:
@@ -19,7 +43,17 @@ def _s3() -> Any:
 
 
 def _es() -> Any:
-    return clients.search_engine(settings.es_conn_id())
+    """The search engine of the connection; a connection that is missing or of a type we cannot
+    use is a configuration error (no retry), a server that does not answer is not (raised later)."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        with fail_at_once():
+            return clients.search_engine(settings.es_conn_id())
+    except AirflowNotFoundException as error:
+        raise _fail(
+            ConfigurationError(f"{error} (IMAGELABELS_ES_CONN_ID={settings.es_conn_id()!r})")
+        ) from error
 
 
 def _labeler(params: Mapping[str, Any]) -> Any:
@@ -36,7 +70,7 @@ def queue_settings(params: Mapping[str, Any]) -> Any:
     from imagelabels.sqs import QueueSettings
 
     return QueueSettings(
-        queue_url=str(params.get("queue_url") or "").strip() or settings.env("QUEUE_URL").strip(),
+        queue_url=text_param(params, "queue_url") or settings.env("QUEUE_URL").strip(),
         wait_seconds=int(params.get("wait_seconds", 5)),
         visibility_timeout=int(params.get("visibility_timeout", 900)),
         max_messages=int(params.get("max_messages", 5000)),
@@ -47,7 +81,9 @@ def check_bucket_reachable(bucket: str) -> None:
     """One quick ``HeadBucket`` through the AWS connection before a run lists or labels.
 
     A wrong endpoint, region or credentials then fails the first task within seconds, naming
-    the connection and the bucket, instead of after a minute of adaptive retries per try.
+    the connection and the bucket, instead of after a minute of adaptive retries per try. A
+    bucket that does not exist or may not be read fails without retries (the next try would
+    get the same answer); a server error, throttling or no answer at all keeps the retries.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -62,14 +98,69 @@ def check_bucket_reachable(bucket: str) -> None:
             "404": "does not exist",
             "NoSuchBucket": "does not exist",
             "403": "is not readable (access denied)",
+            "400": "is not a valid bucket name here (bad request)",
         }
-        reason = what.get(code) or what.get(str(status)) or f"cannot be read ({code or status})"
-        raise ValueError(f"s3://{bucket}/ {reason} through aws connection {conn_id!r}") from error
+        reason = what.get(code) or what.get(str(status))
+        if reason is None:  # 5xx, SlowDown, throttling: worth another try
+            raise ConnectionError(
+                f"s3://{bucket}/ cannot be read ({code or status}) through aws connection {conn_id!r}"
+            ) from error
+        raise _fail(
+            ConfigurationError(f"s3://{bucket}/ {reason} through aws connection {conn_id!r}")
+        ) from error
     except BotoCoreError as error:
         endpoint = client.meta.endpoint_url
         raise ConnectionError(
             f"cannot reach S3 at {endpoint} (s3://{bucket}/) through aws connection {conn_id!r}: {error}"
         ) from error
+
+
+def run_interval(
+    start: datetime | None,
+    end: datetime | None,
+    run_after: datetime,
+    period: timedelta,
+    offset: timedelta = timedelta(0),
+) -> tuple[datetime, datetime]:
+    """The run's data interval; for a run without one, the last complete interval before
+    ``run_after`` on the DAG's grid (``period`` long, starting ``offset`` after midnight UTC).
+
+    The REST API may trigger a run without a logical date; its data interval is then ``None``
+    and listing "the interval" crashed on ``None <= datetime``. The same rule a manual run with a
+    logical date gets from the timetable (the hourly DAG: the last complete hour) keeps such a
+    run idempotent: run twice, it lists the same window.
+    """
+    if start is not None and end is not None:
+        return start, end
+    grid = datetime(1970, 1, 1, tzinfo=run_after.tzinfo) + offset
+    end = run_after - (run_after - grid) % period
+    return end - period, end
+
+
+def validate_params(params: Mapping[str, Any]) -> None:
+    """The Params and settings every labeling run needs, checked in its first task before any
+    change or paid call; a bad one fails the task at once (no retries), naming it."""
+    from imagelabels import costs
+
+    with fail_at_once():
+        labeling_settings(params), labeler_name(params)
+        costs.parse_max_cost(params.get("max_cost"))
+
+
+def listing_prefix(params: Mapping[str, Any], when: datetime) -> str:
+    """The ``prefix`` Param (else ``IMAGELABELS_PREFIX``) with its placeholders filled from
+    ``when`` (the data interval start); a template or a stray brace fails the task at once."""
+    with fail_at_once():
+        if text_param(params, "prefix"):
+            return render_prefix(text_param(params, "prefix"), when, "Param 'prefix'")
+        return render_prefix(settings.env("PREFIX").strip(), when, "setting IMAGELABELS_PREFIX")
+
+
+def plan_interval(
+    params: Mapping[str, Any], dag_id: str, run_id: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The hourly ``list_batches`` task: list the interval under the rendered prefix."""
+    return plan_listing(params, listing_prefix(params, start), dag_id, run_id, start, end)
 
 
 def plan_listing(
@@ -78,15 +169,17 @@ def plan_listing(
     """List ``[start, end)`` (or the recorded failures) into batch manifests."""
     from imagelabels.ingest import plan_batches
 
-    labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
-    bucket = settings.source_bucket(params.get("bucket"))
+    validate_params(params)  # fail fast on bad Params, before any call
+    with fail_at_once():
+        bucket = settings.source_bucket(params.get("bucket"))
+        staging = settings.staging_uri(bucket)
     check_bucket_reachable(bucket)
     plan = plan_batches(
         s3_client=_s3(),
         es=_es(),
         bucket=bucket,
         prefix=prefix,
-        staging_uri=settings.staging_uri(bucket),
+        staging_uri=staging,
         start=start,
         end=end,
         run=RunContext(dag_id, run_id),
@@ -94,6 +187,37 @@ def plan_listing(
         retry_failed=bool(params.get("retry_failed")),
     )
     return bound_map_length([{**manifest.as_xcom(), "kind": "objects"} for manifest in plan.manifests])
+
+
+def plan_reconcile_run(
+    params: Mapping[str, Any], dag_id: str, run_id: str, start: datetime
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The reconciliation ``plan`` task: batch references for XCom, and the run's counts.
+
+    Params, settings and the bucket are checked before the walk deletes anything."""
+    from imagelabels.reconcile import plan_reconciliation
+
+    validate_params(params)
+    prefix = listing_prefix(params, start)
+    with fail_at_once():
+        bucket = settings.source_bucket(params.get("bucket"))
+        staging = settings.staging_uri(bucket)
+    check_bucket_reachable(bucket)
+    result = plan_reconciliation(
+        s3_client=_s3(),
+        es=_es(),
+        bucket=bucket,
+        prefix=prefix,
+        staging_uri=staging,
+        run=RunContext(dag_id, run_id),
+        batch_size=int(params["batch_size"]),
+        dry_run=bool(params.get("dry_run")),
+        min_age_hours=float(params["min_age_hours"]),
+        refresh=settings.es_refresh(),
+        confirm_mass_delete=bool(params.get("confirm_mass_delete")),
+    )
+    batches = bound_map_length([manifest.as_xcom() for manifest in result.manifests])
+    return batches, result.counts.as_xcom()
 
 
 def drain_or_plan_retries(params: Mapping[str, Any], dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -104,12 +228,13 @@ def drain_or_plan_retries(params: Mapping[str, Any], dag_id: str, run_id: str) -
 
     if params.get("retry_failed"):
         now = datetime.now(UTC)
-        return plan_listing(params, str(params.get("prefix") or ""), dag_id, run_id, now, now)
-    labeling_settings(params), labeler_name(params)  # fail fast on bad Params, before any call
+        return plan_listing(params, text_param(params, "prefix"), dag_id, run_id, now, now)
+    validate_params(params)  # fail fast on bad Params, before any call
     config = precheck_queue_cost(params, queue_settings(params))
-    staging = settings.env("STAGING_URI") or settings.staging_uri(
-        settings.source_bucket(params.get("bucket"))
-    )
+    with fail_at_once():
+        staging = settings.env("STAGING_URI") or settings.staging_uri(
+            settings.source_bucket(params.get("bucket"))
+        )
     manifests, _ = plan_event_batches(
         sqs_client=clients.aws_client("sqs", settings.aws_conn_id()),
         s3_client=_s3(),
@@ -221,7 +346,8 @@ def summarize_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fail(error: Exception) -> Exception:
-    """An error retrying cannot fix (a cost limit, a bad price table): fail without retries."""
+    """An error retrying cannot fix (a cost limit, a bad price table, a bad Param or setting):
+    fail without retries. ``AirflowFailException`` is what the task SDK of Airflow 3 offers."""
     from airflow.sdk.exceptions import AirflowFailException
 
     failure = AirflowFailException(str(error))
@@ -236,13 +362,11 @@ def cost_guard(
     (no retries: the same plan would cost the same) when it is above ``max_cost``."""
     from imagelabels import costs
 
-    try:
+    with fail_at_once():
         estimate = costs.estimate_cost(
             costs.images_in(batches), labeler_name(params), labeling_settings(params)
         )
         costs.check_budget(estimate, costs.parse_max_cost(params.get("max_cost")), what=what)
-    except (costs.CostLimitExceeded, costs.PriceTableError) as error:
-        raise _fail(error) from error
     return estimate.as_xcom()
 
 
@@ -279,8 +403,9 @@ def relabel_target(params: Mapping[str, Any], es: Any) -> Any:
     """The settings a re-label run brings documents to (Params, deployment defaults, model version)."""
     from imagelabels.relabel import Target, current_model_version
 
-    name = labeler_name(params)
-    version = current_model_version(es, name, str(params.get("label_model_version") or ""))
+    with fail_at_once():
+        name = labeler_name(params)
+    version = current_model_version(es, name, text_param(params, "label_model_version"))
     return Target.of(name, labeling_settings(params), version)
 
 
@@ -291,18 +416,17 @@ def plan_relabel_run(
     from imagelabels import costs
     from imagelabels.relabel import parse_bound, plan_relabel
 
-    try:  # bad Params fail the run at once: a retry would read the same Params
+    validate_params(params)
+    with fail_at_once():  # bad Params fail the run at once: a retry would read the same Params
         since, until = parse_bound(params.get("since"), "since"), parse_bound(params.get("until"), "until")
         bucket = settings.source_bucket(params.get("bucket"))
-    except ValueError as error:
-        raise _fail(error) from error
     es = _es()
     target = relabel_target(params, es)
     plan = plan_relabel(
         s3_client=_s3(),
         es=es,
         bucket=bucket,
-        prefix=str(params.get("prefix") or ""),
+        prefix=text_param(params, "prefix"),
         since=since,
         until=until,
         target=target,
