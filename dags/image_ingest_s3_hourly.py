@@ -20,7 +20,7 @@ reprocesses the keys recorded in `images-failures` instead of listing. A run tri
 logical date processes the last complete hour before it was triggered.
 
 Bad Params or settings (a misspelled Param, a missing bucket, Jinja in `prefix`) fail the first
-task at once, without retries.
+task at once, without retries; a failed run is notified as `IMAGELABELS_FAILURE_*` says.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from datetime import datetime
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from imagelabels.assets import IMAGES_INDEXED
+from imagelabels.notify_failures import notify_failures
 from imagelabels.params import ingestion_params, reject_unknown_params
 
 
@@ -41,6 +42,7 @@ from imagelabels.params import ingestion_params, reject_unknown_params
     params=ingestion_params(),
     doc_md=__doc__,
     tags=["imagelabels", "ingestion", "s3"],
+    on_failure_callback=notify_failures,
     default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_ingest_s3_hourly() -> None:

@@ -29,6 +29,7 @@ from datetime import datetime
 from airflow.sdk import dag, task
 
 from imagelabels.assets import IMAGES_INDEXED
+from imagelabels.notify_failures import notify_failures
 from imagelabels.params import queue_params, reject_unknown_params
 from imagelabels.sensors import SqsMessagesAvailableSensor
 
@@ -41,6 +42,7 @@ from imagelabels.sensors import SqsMessagesAvailableSensor
     params=queue_params(),
     doc_md=__doc__,
     tags=["imagelabels", "ingestion", "sqs"],
+    on_failure_callback=notify_failures,
     default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_ingest_sqs() -> None:

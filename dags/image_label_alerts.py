@@ -25,6 +25,7 @@ from datetime import datetime
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from imagelabels.assets import IMAGES_INDEXED
+from imagelabels.notify_failures import notify_failures
 from imagelabels.params import reject_unknown_params
 
 
@@ -48,6 +49,7 @@ from imagelabels.params import reject_unknown_params
     },
     doc_md=__doc__,
     tags=["imagelabels", "alerts"],
+    on_failure_callback=notify_failures,
     default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_label_alerts() -> None:

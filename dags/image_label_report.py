@@ -23,6 +23,7 @@ from datetime import datetime
 
 from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable, Param, dag, task
 
+from imagelabels.notify_failures import notify_failures
 from imagelabels.params import reject_unknown_params
 from imagelabels.reports.config import ERRORS_DAG_ID, problems_doc, read_report_configs
 from imagelabels.reports.schedule import data_interval_cron
@@ -42,6 +43,7 @@ def report_dag(name: str, period: str, cron: str, channels: list[str], tries: in
         },
         doc_md=__doc__,
         tags=["imagelabels", "reports", period],
+        on_failure_callback=notify_failures,
         default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
     )
     def image_label_report() -> None:

@@ -9,7 +9,7 @@ as the hourly DAG does; **report** returns the counts. `dry_run` counts and chan
 
 `prefix` placeholders (`{ds}`...) take the run's data interval start; a run triggered without a
 logical date takes the last complete day (03:00 to 03:00 UTC) before it. Bad Params or settings
-fail **plan** at once, before any change.
+fail **plan** at once, before any change; a failed run is notified as `IMAGELABELS_FAILURE_*` says.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from datetime import datetime
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from imagelabels.assets import IMAGES_INDEXED
+from imagelabels.notify_failures import notify_failures
 from imagelabels.params import ingestion_params, labeling_params, reject_unknown_params
 
 PARAMS = {
@@ -46,6 +47,7 @@ PARAMS = {
     params=PARAMS,
     doc_md=__doc__,
     tags=["imagelabels", "reconciliation", "s3"],
+    on_failure_callback=notify_failures,
     default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_reconcile_daily() -> None:

@@ -24,6 +24,7 @@ from datetime import datetime
 from airflow.sdk import dag, get_current_context, task
 
 from imagelabels.assets import IMAGES_INDEXED
+from imagelabels.notify_failures import notify_failures
 from imagelabels.params import reject_unknown_params, relabel_params
 
 
@@ -35,6 +36,7 @@ from imagelabels.params import reject_unknown_params, relabel_params
     params=relabel_params(),
     doc_md=__doc__,
     tags=["imagelabels", "relabel", "backfill"],
+    on_failure_callback=notify_failures,
     default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
 )
 def image_relabel() -> None:

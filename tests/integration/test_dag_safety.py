@@ -5,7 +5,8 @@
 * empty (``None``) Params fall back to the settings;
 * a misspelled Param fails the first task at once, naming it;
 * errors no retry can fix fail at once, transient ones keep their retries;
-* a run without a logical date gets a defined interval.
+* a run without a logical date gets a defined interval;
+* a failed run notifies the configured channels, and nobody when none is configured.
 """
 
 from __future__ import annotations
@@ -281,3 +282,51 @@ def test_a_reconcile_run_without_a_logical_date_takes_the_last_complete_day(reco
     assert str(run.state) == "success"
     assert run.data_interval_start is None
     assert _indexed_keys(es) == [f"uploads/{day}/coffee.png"]
+
+
+# --- 5. failure notifications -------------------------------------------------------------------
+
+
+def _failing_run(dag: Any, s3: Any) -> Any:
+    hour = _upload(s3, "uploads/coffee.png")
+    run = dag.test(logical_date=hour + timedelta(hours=1), run_conf={"bucket": "no-such-bucket"})
+    assert str(run.state) == "failed"
+    return run
+
+
+def test_a_failed_run_sends_one_mail_and_one_slack_message_naming_dag_run_and_task(  # type: ignore[no-untyped-def]
+    hourly_dag, s3, es, smtp_sink, http_sink, monkeypatch
+) -> None:
+    from tests.conftest import SLACK_WEBHOOK_PATH
+
+    monkeypatch.setenv("IMAGELABELS_FAILURE_EMAIL", "oncall@example.com, data@example.com")
+    monkeypatch.setenv("IMAGELABELS_FAILURE_SLACK", "true")
+    run = _failing_run(hourly_dag, s3)
+
+    (mail,) = smtp_sink.wait_for(1)
+    assert sorted(mail.rcpt_tos) == ["data@example.com", "oncall@example.com"]
+    subject = str(mail.message["Subject"])
+    assert "image_ingest_s3_hourly" in subject
+    assert "list_batches" in subject
+    body = mail.html()
+    for part in ("image_ingest_s3_hourly", run.run_id, "list_batches", "task_failure"):
+        assert part in body, part
+    (post,) = http_sink.wait_for(1)
+    assert post.path == SLACK_WEBHOOK_PATH
+    text = post.json()["text"]
+    assert "image_ingest_s3_hourly" in text
+    assert "list_batches" in text
+    assert run.run_id in text
+    assert len(smtp_sink.messages) == 1  # one mail per failed run, not one per failed try
+
+
+def test_with_no_channel_configured_a_failed_run_notifies_nobody(  # type: ignore[no-untyped-def]
+    hourly_dag, s3, es, smtp_sink, http_sink, monkeypatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("IMAGELABELS_FAILURE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("IMAGELABELS_FAILURE_EMAIL__IMAGE_RELABEL", "oncall@example.com")  # another DAG
+    _failing_run(hourly_dag, s3)
+    assert smtp_sink.messages == []
+    assert http_sink.requests == []

@@ -1,5 +1,6 @@
 """Params and settings are data: the prefix placeholders, nullable Params, unknown Params,
-configuration errors that fail at once, and a run without a data interval."""
+configuration errors that fail at once, a run without a data interval, and who hears of a
+failed run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+from imagelabels import notify_failures as nf
 from imagelabels.params import reject_unknown_params, render_prefix
 from imagelabels.settings import ConfigurationError
 from imagelabels.tasks import DAILY, HOURLY, fail_at_once, listing_prefix, run_interval
@@ -246,3 +248,107 @@ def test_a_run_without_an_interval_takes_the_last_complete_one_on_the_dags_grid(
     assert run_interval(None, None, utc(run_after), period, offset) == (utc(start), utc(end))
     given = (utc("2026-01-01T00:00:00"), utc("2026-01-01T01:00:00"))
     assert run_interval(*given, utc(run_after), period, offset) == given  # a set interval is kept
+
+
+# --- failure notifications ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "dag_id", "email", "slack"),
+    [
+        ({}, "image_ingest_sqs", (), False),
+        (
+            {"IMAGELABELS_FAILURE_EMAIL": "a@example.com, b@example.com"},
+            "x",
+            ("a@example.com", "b@example.com"),
+            False,
+        ),
+        (
+            {"IMAGELABELS_FAILURE_EMAIL": "a@example.com;b@example.com"},
+            "x",
+            ("a@example.com", "b@example.com"),
+            False,
+        ),
+        ({"IMAGELABELS_FAILURE_SLACK": "true"}, "x", (), True),
+        ({"IMAGELABELS_FAILURE_SLACK": "false"}, "x", (), False),
+        (  # per DAG: replaces the general setting for that DAG only
+            {
+                "IMAGELABELS_FAILURE_EMAIL": "team@example.com",
+                "IMAGELABELS_FAILURE_EMAIL__IMAGE_LABEL_REPORT_DAILY": "reports@example.com",
+            },
+            "image_label_report_daily",
+            ("reports@example.com",),
+            False,
+        ),
+        (  # per DAG, empty: off for that DAG
+            {
+                "IMAGELABELS_FAILURE_EMAIL": "team@example.com",
+                "IMAGELABELS_FAILURE_EMAIL__IMAGE_LABEL_ALERTS": "",
+            },
+            "image_label_alerts",
+            (),
+            False,
+        ),
+        (
+            {"IMAGELABELS_FAILURE_SLACK": "true", "IMAGELABELS_FAILURE_SLACK__IMAGE_RELABEL": "off"},
+            "image_relabel",
+            (),
+            False,
+        ),
+        ({"IMAGELABELS_FAILURE_SLACK__IMAGE_RELABEL": "yes"}, "image_relabel", (), True),
+        ({"IMAGELABELS_FAILURE_SLACK__IMAGE_RELABEL": "yes"}, "image_ingest_sqs", (), False),
+    ],
+)
+def test_failure_channels_come_from_the_settings(
+    environ: dict[str, str], dag_id: str, email: tuple[str, ...], slack: bool
+) -> None:
+    channels = nf.channels_for(dag_id, environ)
+    assert (channels.email, channels.slack) == (email, slack)
+    assert bool(channels) == bool(email or slack)
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        (
+            {"IMAGELABELS_FAILURE_EMAIL": "team@example.com, {{ conn.smtp_default.password }}"},
+            "IMAGELABELS_FAILURE_EMAIL",
+        ),
+        ({"IMAGELABELS_FAILURE_EMAIL__X": "nobody"}, "IMAGELABELS_FAILURE_EMAIL__X"),
+        ({"IMAGELABELS_FAILURE_SLACK": "maybe"}, "IMAGELABELS_FAILURE_SLACK='maybe'"),
+    ],
+)
+def test_bad_failure_settings_are_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError, match=named.replace("{", r"\{").replace("}", r"\}")):
+        nf.channels_for("x", environ)
+
+
+def test_the_message_names_dag_run_and_task_and_treats_them_as_data() -> None:
+    hostile = "manual__<b>{{ conn.aws_default.password }}</b>\nBcc: x@evil.example"
+    message = nf.FailureMessage(
+        dag_id="image_ingest_s3_hourly",
+        run_id=hostile,
+        task="label_and_index[3]",
+        reason="task_failure",
+        interval="[a, b)",
+        log_url="http://airflow/log?x=1&y=<2>",
+    )
+    assert "\n" not in message.subject
+    assert message.subject.startswith("[imagelabels] image_ingest_s3_hourly failed: task label_and_index[3]")
+    assert "<b>" not in message.html()
+    assert "&lt;b&gt;{{ conn.aws_default.password }}&lt;/b&gt;" in message.html()
+    assert "<b>" not in message.slack_text()
+    assert "&lt;b&gt;" in message.slack_text()
+    assert "label_and_index[3]" in message.slack_text()
+
+
+def test_nothing_configured_builds_no_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("IMAGELABELS_FAILURE_"):
+            monkeypatch.delenv(name)
+
+    def built(*args: Any) -> list[Any]:
+        raise AssertionError("no channel is configured: no notifier may be built")
+
+    monkeypatch.setattr(nf, "_notifiers", built)
+    nf.notify_failures({"dag": SimpleNamespace(dag_id="image_relabel"), "run_id": "r"})
