@@ -4,11 +4,10 @@
 For the run's data interval `[data_interval_start, data_interval_end)` (a day for `daily`, a week
 for `weekly`...), in place of Skedler:
 
-1. **build_report** computes the figures with Elasticsearch aggregations (images indexed /
-   rejected by reason / failed, top labels with average confidence, labels new in the interval,
-   moderation hits, images per hour, images per bucket and prefix), renders CSV, XLSX, PNG charts
-   and a PDF, and stores them under date-partitioned keys of the report's output location (S3).
-   Files are keyed by interval: a rerun overwrites the same report.
+1. **build_report** computes the figures with search-engine aggregations (images indexed /
+   rejected / failed by reason, top and new labels, moderation hits, images per hour and prefix),
+   renders CSV, XLSX, PNG charts and a PDF, and stores them under date-partitioned keys of the
+   report's output location (S3); keyed by interval, so a rerun overwrites the same report.
 2. **deliver** is mapped over the report's channels (email, Slack, webhook): each has its own
    `delivery.attempts` tries (Airflow retries; one send per try) and outcome record. A channel
    that delivered this interval is skipped, one whose last send may have arrived fails instead of
@@ -76,6 +75,7 @@ def config_errors_dag(doc: str):  # type: ignore[no-untyped-def]
         doc_md=doc,
         tags=["imagelabels", "reports", "config-error"],
         default_args={"owner": "imagelabels", "retries": 1},
+        on_failure_callback=notify_failures,  # the daily failure reaches people
     )
     def image_label_report_config_errors() -> None:
         @task
