@@ -7,16 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "banner"),
+    [("elasticsearch", "noida-db (Elasticsearch):"), ("opensearch", "OpenSearch 2.19 node:")],
+)
+def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path, engine: str, banner: str) -> None:
+    """`make demo` (noida-db, pip-only) and `make demo ENGINE=opensearch` (a real node)."""
     env = {**os.environ, "IMAGELABELS_DEMO_STATE": str(tmp_path)}
-    first = subprocess.run(
-        [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    command = [sys.executable, "scripts/demo.py", "--engine", engine]
+    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     for expected in (
+        banner,
         "Documents in index 'images': 5",
         "labeler:                       local",
         "1. Images that represent '",
@@ -47,9 +54,7 @@ def test_demo_runs_end_to_end_twice_without_duplicates(tmp_path: Path) -> None:
     assert "Cat" in description, description
     assert "Animal" in description, description
 
-    second = subprocess.run(
-        [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "5 already indexed, 0 labeled, 0 indexed, 0 failed" in second.stdout, second.stdout
     assert "Documents in index 'images': 5" in second.stdout
