@@ -84,7 +84,7 @@ def ensure_index(es: SearchEngine, index: str, mappings: dict[str, Any], *, upgr
         return
     try:
         es.indices.create(
-            index=index, settings={"number_of_shards": 1, "number_of_replicas": 0}, mappings=mappings
+            index=index, settings={"number_of_shards": 1, "auto_expand_replicas": "0-1"}, mappings=mappings
         )
     except BadRequestError as error:
         if error.error_type != "resource_already_exists_exception":

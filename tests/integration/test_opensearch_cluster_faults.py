@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from imagelabels import opensearch_node
-from imagelabels.documents import INDEX_ALIAS, versioned_index_name
+from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, versioned_index_name
 from imagelabels.embedded import covering_hours
 from imagelabels.engine import EngineUnavailableError, from_url
 from imagelabels.indexing import ensure_indices, require_writable
@@ -67,8 +67,10 @@ def test_a_data_node_lost_while_the_hourly_run_indexes_loses_and_duplicates_noth
     es = from_url(cluster.url, flavor="opensearch")
     ensure_indices(es)
     es.cluster_health(index=INDEX_ALIAS, wait_for_status="green", timeout="60s")
-    shards = es.indices.get_settings(index=CONCRETE)[CONCRETE]["settings"]["index"]
-    assert shards["auto_expand_replicas"] == "0-1"
+    for index in (CONCRETE, FAILURES_INDEX):  # the failure records must survive the node too
+        shards = es.indices.get_settings(index=index)[index]["settings"]["index"]
+        assert shards["auto_expand_replicas"] == "0-1", index
+    es.cluster_health(index=FAILURES_INDEX, wait_for_status="green", timeout="60s")
     monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", _opensearch_connection(cluster.url))
     keys = _upload(s3, 12, bad=1)
     batches: list[int] = []

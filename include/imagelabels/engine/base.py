@@ -78,7 +78,7 @@ class _Indices:
             body["settings"] = {
                 k: v
                 for k, v in body["settings"].items()
-                if k not in ("number_of_shards", "number_of_replicas")
+                if k not in ("number_of_shards", "number_of_replicas", "auto_expand_replicas")
             }
             if not body["settings"]:
                 del body["settings"]
