@@ -11,12 +11,29 @@ per round, in one run on one machine:
   way the first seed indexed (one HTTP round trip each).
 
 Rounds alternate the order (bulk first, then one-per-document first) so that neither side always
-meets a warmer or fuller server. The only Elasticsearch-API server here is **noida-db** (a
-Python reimplementation), not Elasticsearch: its per-request overhead is printed too (the median
+meets a warmer or fuller server. The server's per-request overhead is printed too (the median
 of ``--probes`` empty ``GET /`` round trips), because the ratio depends on it.
+
+The server is ``--engine``:
+
+* ``noida-db`` (default): the embedded stack's Elasticsearch API (a Python reimplementation, not
+  Elasticsearch);
+* ``opensearch``: a real OpenSearch 2.19 node (:func:`imagelabels.opensearch_node.start`, one JVM,
+  ``--heap``, default index settings: 1 s refresh, ``translog.durability: request``) through the
+  engine layer. ``--warm`` documents are written both ways first, outside the timings, so the
+  JVM's JIT has compiled the indexing path before either side is timed.
+
+``--corpus zipf`` writes the documents of ``benchmarks/opensearch_scale.py`` (5-10 Zipf labels each,
+:class:`_common.ZipfCorpus`) instead of the fixed five labels; ``--bulk-documents`` lets the bulk
+side write more documents than the one-per-document side (the rates, docs/s, are compared);
+``--single-api index`` sends ``es.index(...)`` per document instead of ``es.create(...)`` (the
+same one HTTP request per document; ``create`` only adds the "must not exist" check that bulk's
+``create`` actions make too).
 
     .venv/bin/python benchmarks/p3_bulk_indexing.py                       # 2,000 documents, 2 rounds
     .venv/bin/python benchmarks/p3_bulk_indexing.py --documents 5000 --rounds 1
+    .venv/bin/python benchmarks/p3_bulk_indexing.py --engine opensearch --corpus zipf \\
+        --documents 3000 --bulk-documents 20000 --single-api index --rounds 2
 """
 
 from __future__ import annotations
@@ -25,13 +42,15 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Stopwatch, embedded_stack, machine, table
+from _common import Stopwatch, ZipfCorpus, embedded_stack, load_average, machine, table
 
 BUCKET = "p3-photos"
 LONG_AGO = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -53,6 +72,12 @@ LABELS = [
     {"Name": "Animal", "Confidence": 97.1, "Parents": []},
     {"Name": "Pet", "Confidence": 81.0, "Parents": [{"Name": "Animal"}]},
 ]
+
+
+def zipf_documents(count: int) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` (id, document) pairs of :class:`_common.ZipfCorpus` (opensearch_scale's documents)."""
+    corpus = ZipfCorpus()
+    return [corpus.document(number) for number in range(count)]
 
 
 def documents(count: int) -> list[tuple[str, dict[str, Any]]]:
@@ -111,14 +136,33 @@ def index_bulk(es: Any, docs: list[tuple[str, dict[str, Any]]]) -> float:
     return watch.seconds
 
 
-def index_one_by_one(es: Any, docs: list[tuple[str, dict[str, Any]]]) -> float:
-    """Seconds to write ``docs`` with one ``create`` request each."""
+def index_one_by_one(es: Any, docs: list[tuple[str, dict[str, Any]]], api: str = "create") -> float:
+    """Seconds to write ``docs`` with one ``create`` (or ``index``) request each."""
     from imagelabels.documents import INDEX_ALIAS
 
     with Stopwatch() as watch:
-        for doc_id, source in docs:
-            es.create(index=INDEX_ALIAS, id=doc_id, document=source)
+        if api == "index":
+            for doc_id, source in docs:
+                es.index(index=INDEX_ALIAS, id=doc_id, document=source)
+        else:
+            for doc_id, source in docs:
+                es.create(index=INDEX_ALIAS, id=doc_id, document=source)
     return watch.seconds
+
+
+@contextmanager
+def server(engine: str, heap: str) -> Iterator[Any]:
+    """The engine to write to: noida-db in the embedded stack, or a real OpenSearch node."""
+    if engine == "noida-db":
+        with embedded_stack() as stack:
+            yield stack.elasticsearch()
+        return
+    from imagelabels import opensearch_node
+    from imagelabels.engine import from_url
+
+    with opensearch_node.start(heap=heap, timeout=300) as node:
+        print(f"OpenSearch node at {node.url}, pid {node.pid}, heap {heap}", flush=True)
+        yield from_url(node.url, flavor="opensearch", timeout=300)
 
 
 def round_trip_ms(es: Any, probes: int) -> float:
@@ -145,51 +189,80 @@ def main() -> int:
         default=[1.0, 5.0],
         help="print the ratio with this much added per request (arithmetic on the measured times)",
     )
+    parser.add_argument("--engine", choices=("noida-db", "opensearch"), default="noida-db")
+    parser.add_argument("--heap", default="2g", help="OpenSearch -Xms/-Xmx (--engine opensearch)")
+    parser.add_argument("--corpus", choices=("fixed", "zipf"), default="fixed", help="which documents")
+    parser.add_argument(
+        "--bulk-documents", type=int, default=None, help="documents for the bulk side (default --documents)"
+    )
+    parser.add_argument("--single-api", choices=("create", "index"), default="create")
+    parser.add_argument(
+        "--warm",
+        type=int,
+        default=None,
+        help="documents written both ways before timing (default 50; 2,000 on OpenSearch)",
+    )
     args = parser.parse_args()
 
     import json
 
-    docs = documents(args.documents)
+    make = zipf_documents if args.corpus == "zipf" else documents
+    bulk_docs = make(max(args.documents, args.bulk_documents or 0))[: args.bulk_documents or args.documents]
+    docs = bulk_docs[: args.documents] if len(bulk_docs) >= args.documents else make(args.documents)
+    warm = args.warm if args.warm is not None else (2000 if args.engine == "opensearch" else 50)
     size = statistics.mean(len(json.dumps(source)) for _, source in docs[:200])
-    print(f"P3 · {machine()}")
+    print(f"P3 · {machine()} · {load_average()}")
     print(
-        f"{args.documents:,} documents from build_document, {size:,.0f} bytes of JSON each; server: noida-db"
+        f"{len(bulk_docs):,} (bulk) / {len(docs):,} (one per document) documents from build_document "
+        f"({args.corpus} labels), {size:,.0f} bytes of JSON each; server: {args.engine}",
+        flush=True,
     )
     bulk_seconds: list[float] = []
     single_seconds: list[float] = []
-    with embedded_stack() as stack:
-        es = stack.elasticsearch()
+    with server(args.engine, args.heap) as es:
         fresh_index(es)
-        index_bulk(es, documents(50))  # warm the client and the server once, outside the timings
+        # warm the client and the server, outside the timings
+        index_bulk(es, make(warm))
+        fresh_index(es)
+        index_one_by_one(es, make(min(warm, 500)), args.single_api)
         floor_ms = round_trip_ms(es, args.probes)
         for number in range(args.rounds):
-            order = [("bulk", index_bulk), ("single", index_one_by_one)]
-            for name, write in order if number % 2 == 0 else reversed(order):
+            order = [
+                ("bulk", lambda es: index_bulk(es, bulk_docs), len(bulk_docs)),
+                ("single", lambda es: index_one_by_one(es, docs, args.single_api), len(docs)),
+            ]
+            for name, write, count in order if number % 2 == 0 else reversed(order):
                 fresh_index(es)
-                seconds = write(es, docs)
-                if count_documents(es) != len(docs):
-                    raise RuntimeError(f"{name}: expected {len(docs)} documents in the index")
+                seconds = write(es)
+                if count_documents(es) != count:
+                    raise RuntimeError(f"{name}: expected {count} documents in the index")
                 (bulk_seconds if name == "bulk" else single_seconds).append(seconds)
                 print(
-                    f"round {number + 1}: {name:<6} {seconds:7.2f} s  {len(docs) / seconds:8.1f} docs/s",
+                    f"round {number + 1}: {name:<6} {seconds:7.2f} s  {count / seconds:8.1f} docs/s  "
+                    f"({count:,} documents; {load_average()})",
                     flush=True,
                 )
     bulk, single = statistics.median(bulk_seconds), statistics.median(single_seconds)
-    bulk_rate, single_rate = len(docs) / bulk, len(docs) / single
+    bulk_rate, single_rate = len(bulk_docs) / bulk, len(docs) / single
     print(
         "\n"
         + table(
             [
-                ("documents", f"{len(docs):,} per write, fresh index each time, {args.rounds} round(s)"),
+                (
+                    "documents",
+                    f"{len(bulk_docs):,} (bulk) / {len(docs):,} (one per document) per write, "
+                    f"fresh index each time, {args.rounds} round(s)",
+                ),
                 ("bulk_write (chunks of 500)", f"{bulk:.2f} s median, {bulk_rate:,.1f} docs/s"),
-                ("one create per document", f"{single:.2f} s median, {single_rate:,.1f} docs/s"),
+                (f"one {args.single_api} per document", f"{single:.2f} s median, {single_rate:,.1f} docs/s"),
                 ("per-document request", f"{single / len(docs) * 1000:.2f} ms each"),
-                ("empty request (GET /)", f"{floor_ms:.2f} ms median round trip (noida-db)"),
+                ("empty request (GET /)", f"{floor_ms:.2f} ms median round trip ({args.engine})"),
                 ("ratio bulk / one-per-document", f"{bulk_rate / single_rate:.1f}x"),
             ]
         )
     )
     requests = -(-len(docs) // 500)
+    bulk = len(docs) / bulk_rate  # the projections below are for --documents on both sides
     for added in args.project_ms:
         projected = (single + len(docs) * added / 1000) / (bulk + requests * added / 1000)
         print(
@@ -197,7 +270,8 @@ def main() -> int:
             f"translog fsync) the ratio would be {projected:.1f}x ({len(docs):,} vs {requests} requests)"
         )
     print(
-        f"P3 result: bulk indexes {bulk_rate / single_rate:.1f}x faster than one request per document (target >= 20x)"
+        f"P3 result ({args.engine}): bulk indexes {bulk_rate / single_rate:.1f}x faster than one request "
+        f"per document (target >= 20x); {load_average()}"
     )
     return 0
 

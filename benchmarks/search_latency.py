@@ -137,16 +137,12 @@ def group_rss_mb(pgid: int) -> float:
 
 def load(es: Any, size: int, names: list[str], pgid: int, chunk: int, max_rss_mb: float) -> tuple[int, float]:
     """Stream the documents in; stop early if noida-db's RSS passes ``max_rss_mb``."""
-    from elasticsearch.helpers import streaming_bulk
-
     from imagelabels.documents import INDEX_ALIAS
     from imagelabels.indexing import ensure_indices
 
     ensure_indices(es)
     loaded, peak, started = 0, group_rss_mb(pgid), time.perf_counter()
-    for ok, info in streaming_bulk(
-        es, documents(size, names), chunk_size=chunk, max_retries=3, raise_on_error=False
-    ):
+    for ok, info in es.streaming_bulk(documents(size, names), chunk_size=chunk, max_retries=3):
         if not ok:
             raise RuntimeError(f"bulk failure: {info}")
         loaded += 1
@@ -184,6 +180,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from imagelabels.documents import INDEX_ALIAS
+    from imagelabels.engine import from_url
     from imagelabels.search import describe_image, images_with_label
 
     names = vocabulary()
@@ -192,7 +189,7 @@ def main() -> None:
         f"load average at start {os.getloadavg()[0]:.2f} (other work on this machine counts in the figures)\n"
     )
     with embedded_stack() as stack:
-        es = stack.elasticsearch().options(request_timeout=600)
+        es = from_url(stack.es_url, flavor=stack.engine_flavor, timeout=600)
         pgid = stack.processes[-1].pid
         idle = group_rss_mb(pgid)
         with Stopwatch() as loading:
