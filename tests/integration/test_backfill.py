@@ -41,4 +41,5 @@ def test_backfill_runs_tile_the_requested_hours(airflow_db) -> None:  # type: ig
         ]
         intervals = sorted((run.data_interval_start, run.data_interval_end) for run in runs)
     hour = datetime(2026, 10, 1, tzinfo=UTC)
-    assert intervals == [(hour + timedelta(hours=h), hour + timedelta(hours=h + 1)) for h in range(3)]
+    expected = [(hour + timedelta(hours=h), hour + timedelta(hours=h + 1)) for h in range(3)]
+    assert intervals == expected, f"backfill create said:\n{created.stdout[-3000:]}\n{created.stderr[-3000:]}"
