@@ -41,34 +41,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Stopwatch, embedded_stack, machine, table
+from _common import Stopwatch, embedded_stack, machine, made_up_names, table
 
 BUCKET = "bench-photos"
 VOCABULARY = 500
 PARENT_POOL = 40
 COMMON = range(0, 20)
 RARE = range(400, 500)
-SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 STARTED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 def vocabulary(seed: int = 7) -> list[str]:
-    """500 distinct made-up label names of one or two capitalised words."""
-    rng = random.Random(seed)
-    names: list[str] = []
-    seen: set[str] = set()
-    while len(names) < VOCABULARY:
-        words = [
-            "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
-            for _ in range(1 if rng.random() < 0.7 else 2)
-        ]
-        name = " ".join(words)
-        # No word shared between names: "all words" matching then finds exactly one name.
-        if name not in seen and not any(word.lower() in seen for word in words):
-            seen.add(name)
-            seen.update(word.lower() for word in words)
-            names.append(name)
-    return names
+    """500 distinct made-up label names (no word shared between names)."""
+    return made_up_names(VOCABULARY, seed)
 
 
 def title_of(number: int) -> str:
