@@ -163,17 +163,24 @@ def plan_interval(
     return plan_listing(params, listing_prefix(params, start), dag_id, run_id, start, end)
 
 
+def checked_source(params: Mapping[str, Any]) -> tuple[str, str]:
+    """Params, the bucket setting and the bucket itself checked before any work: the source
+    bucket and where its manifests go. Configuration mistakes fail at once, without retries."""
+    validate_params(params)
+    with fail_at_once():
+        bucket = settings.source_bucket(params.get("bucket"))
+        staging = settings.staging_uri(bucket)
+    check_bucket_reachable(bucket)
+    return bucket, staging
+
+
 def plan_listing(
     params: Mapping[str, Any], prefix: str, dag_id: str, run_id: str, start: Any, end: Any
 ) -> list[dict[str, Any]]:
     """List ``[start, end)`` (or the recorded failures) into batch manifests."""
     from imagelabels.ingest import plan_batches
 
-    validate_params(params)  # fail fast on bad Params, before any call
-    with fail_at_once():
-        bucket = settings.source_bucket(params.get("bucket"))
-        staging = settings.staging_uri(bucket)
-    check_bucket_reachable(bucket)
+    bucket, staging = checked_source(params)
     plan = plan_batches(
         s3_client=_s3(),
         es=_es(),
@@ -198,11 +205,8 @@ def plan_reconcile_run(
     from imagelabels.reconcile import plan_reconciliation
 
     validate_params(params)
-    prefix = listing_prefix(params, start)
-    with fail_at_once():
-        bucket = settings.source_bucket(params.get("bucket"))
-        staging = settings.staging_uri(bucket)
-    check_bucket_reachable(bucket)
+    prefix = listing_prefix(params, start)  # before any client: a refused prefix touches no AWS
+    bucket, staging = checked_source(params)
     result = plan_reconciliation(
         s3_client=_s3(),
         es=_es(),
