@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from imagelabels.labelers.person import (
     detect_people,
     face_labels,
     letterbox,
+    merge_labels,
     person_box,
     ssd_anchors,
     weighted_nms,
@@ -262,3 +264,57 @@ def test_labels_do_not_share_mutable_lists() -> None:
     (second,) = detect_people(photo("astronaut.png"))
     assert second["Aliases"] == [{"Name": "Human"}]
     assert person.PERSON["Aliases"] == [{"Name": "Human"}]
+
+
+def _label(name: str, confidence: float, parents: tuple[str, ...] = (), instances: int = 0) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "Confidence": confidence,
+        "Instances": [{"BoundingBox": {}, "Confidence": confidence}] * instances,
+        "Parents": [{"Name": p} for p in parents],
+        "Aliases": [],
+        "Categories": [{"Name": "Person Description"}],
+    }
+
+
+def test_merge_labels_sorts_merges_and_adds_missing_parents() -> None:
+    classifier = [_label("Scuba Diver", 80.0, ("Person",)), _label("Person", 80.0), _label("Sea Life", 75.0)]
+    people = [_label("Person", 91.0, instances=1)]
+    merged = merge_labels(classifier, people)
+    assert [(label["Name"], label["Confidence"]) for label in merged] == [
+        ("Person", 91.0),
+        ("Scuba Diver", 80.0),
+        ("Sea Life", 75.0),
+    ]
+    assert len(merged[0]["Instances"]) == 1  # the detector's box joins the classifier's Person
+    # a stronger classifier Person keeps its confidence and still gains the boxes
+    (strong,) = merge_labels([_label("Person", 95.0)], people)
+    assert strong["Confidence"] == 95.0
+    assert len(strong["Instances"]) == 1
+    # Face without Person: Head comes with it (face_labels), Person is added as their parent
+    faces = face_labels([{"Confidence": 99.0}])
+    names = [(label["Name"], label["Confidence"]) for label in merge_labels([_label("Cat", 99.5)], faces)]
+    assert names == [("Cat", 99.5), ("Face", 99.0), ("Head", 99.0), ("Person", 99.0)]
+    # a face at 99 % makes the detector's Person at 81.8 % as sure; its box stays
+    raised = merge_labels([_label("Person", 81.8, instances=1)], faces)
+    assert [(label["Name"], label["Confidence"]) for label in raised] == [
+        ("Face", 99.0),
+        ("Head", 99.0),
+        ("Person", 99.0),
+    ]
+    assert len(raised[2]["Instances"]) == 1
+    added = merge_labels([], faces)[-1]
+    assert added["Aliases"] == [{"Name": "Human"}]
+    assert added["Parents"] == []
+    assert merge_labels([], []) == []
+
+
+def test_person_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(person.ENABLED_ENV, raising=False)
+    assert person.person_enabled()
+    for value, expected in (("0", False), ("off", False), ("False", False), ("1", True), ("on", True)):
+        monkeypatch.setenv(person.ENABLED_ENV, value)
+        assert person.person_enabled() is expected
+    monkeypatch.setenv(person.ENABLED_ENV, "maybe")
+    with pytest.raises(ValueError, match="IMAGELABELS_LOCAL_PERSON"):
+        person.person_enabled()

@@ -33,6 +33,7 @@ call from several threads at once; nothing is downloaded or written.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -52,13 +53,17 @@ __all__ = [
     "detect_people",
     "face_labels",
     "letterbox",
+    "merge_labels",
     "person_box",
+    "person_enabled",
     "person_model_version",
     "ssd_anchors",
     "weighted_nms",
 ]
 
 MODEL_PATH = MODELS_DIR / "pose_detection.onnx"
+# "0", "false", "no" or "off" turn the Person detector off (default on).
+ENABLED_ENV = "IMAGELABELS_LOCAL_PERSON"
 INPUT_SIZE = 224
 # MediaPipe pose_detection_cpu.pbtxt: SsdAnchorsCalculator and TensorsToDetectionsCalculator.
 ANCHOR_STRIDES = (8, 16, 32, 32, 32)
@@ -387,3 +392,55 @@ def face_labels(face_details: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for name, parents in (("Face", FACE_PARENTS), ("Head", HEAD_PARENTS))
     ]
+
+
+def person_enabled() -> bool:
+    """Whether the local labeler runs the Person detector (``IMAGELABELS_LOCAL_PERSON``, default
+    on; ``0``/``false``/``no``/``off`` turn it off)."""
+    raw = os.environ.get(ENABLED_ENV, "").strip().lower()
+    if raw in ("", "1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{ENABLED_ENV} must be on or off (1/0, true/false, yes/no), got {raw!r}")
+
+
+def merge_labels(labels: list[dict[str, Any]], extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``labels`` (DetectLabels order) with ``extra`` merged in, sorted like DetectLabels.
+
+    A label already there (the classifier also says ``Person``, as the parent of "Scuba Diver")
+    keeps the higher confidence and gains the instances it lacked. Every parent of an added
+    label becomes a label too when missing (``Face`` brings ``Person``), with the child's
+    confidence and no instances, as Rekognition lists ancestors; one already there is raised to
+    the child's confidence when below it, as the classifier's aggregated parents never are. Sorted by confidence, then name;
+    the caller applies its filters and ``MaxLabels`` afterwards.
+    """
+    merged = {label["Name"]: label for label in labels}
+    for label in extra:
+        current = merged.get(label["Name"])
+        if current is None:
+            merged[label["Name"]] = label
+            continue
+        merged[label["Name"]] = {
+            **current,
+            "Confidence": max(float(current["Confidence"]), float(label["Confidence"])),
+            "Instances": current.get("Instances") or label.get("Instances") or [],
+        }
+    for label in extra:
+        for parent in label.get("Parents", []):
+            name = parent["Name"]
+            if name in merged:  # a parent is at least as sure as its child (a face is a person)
+                current = merged[name]
+                if float(current["Confidence"]) < float(label["Confidence"]):
+                    merged[name] = {**current, "Confidence": float(label["Confidence"])}
+                continue
+            known = PERSON if name == PERSON["Name"] else None
+            merged[name] = {
+                "Name": name,
+                "Confidence": float(label["Confidence"]),
+                "Instances": [],
+                "Parents": [dict(p) for p in known["Parents"]] if known else [],
+                "Aliases": [dict(a) for a in known["Aliases"]] if known else [],
+                "Categories": [dict(c) for c in (known or label)["Categories"]],
+            }
+    return sorted(merged.values(), key=lambda label: (-float(label["Confidence"]), label["Name"]))
