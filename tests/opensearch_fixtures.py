@@ -32,7 +32,9 @@ def require_java() -> None:
     if not (shutil.which("java") or (java_home and (Path(java_home) / "bin" / "java").is_file())):
         pytest.fail("OpenSearch node needs java (17+) on PATH or in JAVA_HOME: run scripts/setup_system.sh")
     if not shutil.which("mvn") and not (opensearch.DEFAULT_CACHE / "java.args").is_file():
-        pytest.fail("OpenSearch node needs Maven (mvn) once to resolve and compile it: run scripts/setup_system.sh")
+        pytest.fail(
+            "OpenSearch node needs Maven (mvn) once to resolve and compile it: run scripts/setup_system.sh"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from imagelabels.documents import (
     INDEX_VERSION,
     failure_id,
     versioned_index_name,
+    with_label_features,
 )
 from imagelabels.engine import BadRequestError, EngineUnavailableError, SearchEngine
 
@@ -59,7 +60,7 @@ def ensure_indices(es: SearchEngine) -> None:
 
 def _migrate_older_index(es: SearchEngine, concrete: str) -> None:
     """Move the alias from an older ``images-vN`` to this version's index: create it (the
-    template gives the new mapping), copy every document with ``_reindex`` (same ids, so
+    template gives the new mapping), copy every document in this version's schema (same ids, so
     nothing is duplicated), then swap the alias in one atomic ``_aliases`` call."""
     current = sorted(es.indices.get_alias(name=INDEX_ALIAS))
     if current == [concrete] or concrete in current:
@@ -67,11 +68,39 @@ def _migrate_older_index(es: SearchEngine, concrete: str) -> None:
     if not es.indices.exists(index=concrete):
         es.indices.create(index=concrete)
     for old in current:
-        es.reindex(source_index=old, dest_index=concrete)
+        copy_documents(es, old, concrete)
     es.indices.update_aliases(
         actions=[{"remove": {"index": old, "alias": INDEX_ALIAS}} for old in current]
         + [{"add": {"index": concrete, "alias": INDEX_ALIAS, "is_write_index": True}}]
     )
+
+
+def copy_documents(es: SearchEngine, source: str, dest: str, *, page_size: int = 500) -> int:
+    """Copy every document of ``source`` into ``dest`` under the same id, adding the fields this
+    version derives from a document's own content (``label_confidence`` from ``Labels``).
+
+    Client-side (``search_after`` pages + bulk) rather than ``_reindex``: the derived fields need
+    code that only Python has here, and OpenSearch Serverless has no ``_reindex``. A document
+    that cannot be written fails the migration, naming it; the alias is then left where it was."""
+    actions = (
+        {
+            "_op_type": "index",
+            "_index": dest,
+            "_id": hit["_id"],
+            "_source": with_label_features(hit["_source"]),
+        }
+        for hit in sorted_hits(
+            es, index=source, field="s3_location", query={"match_all": {}}, source=["*"], page_size=page_size
+        )
+    )
+    outcome = bulk_write(es, actions, refresh=es.capabilities.refresh)
+    if outcome.failures:
+        first = outcome.failures[0]
+        raise RuntimeError(
+            f"copying {source} into {dest}: {len(outcome.failures)} document(s) failed, e.g. "
+            f"{first.doc_id} ({first.status}: {first.reason}); the alias still points at {source}"
+        )
+    return outcome.created + outcome.updated
 
 
 def ensure_index(es: SearchEngine, index: str, mappings: dict[str, Any], *, upgrade: bool = True) -> None:

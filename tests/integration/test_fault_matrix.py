@@ -194,7 +194,9 @@ def test_es_acting_on_a_bulk_whose_answer_is_lost_creates_no_duplicate(s3, es, s
     [manifest] = _plan(s3, es)
     with OutageProxy(stack.es_url) as proxy:
         proxy.trip_on(on_path("/_bulk"), "reply_lost")
-        report = _label(s3, elasticsearch_engine(proxy.url, request_timeout=30), _moto_labeler(stack), manifest)
+        report = _label(
+            s3, elasticsearch_engine(proxy.url, request_timeout=30), _moto_labeler(stack), manifest
+        )
     assert proxy.replies_lost == 1
     assert [path for _, path, outcome in proxy.log if "_bulk" in path] == ["/_bulk?refresh=wait_for"] * 2
     assert (report.labeled, report.indexed, report.index_errors) == (6, 6, [])  # 6 x 409 "already there"

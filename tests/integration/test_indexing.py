@@ -7,9 +7,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
+from imagelabels import search
+from imagelabels.documents import (
+    IMAGE_MAPPINGS,
+    INDEX_ALIAS,
+    LabelResult,
+    ObjectInfo,
+    build_document,
+    document_id,
+)
 from imagelabels.engine.elastic import connect as elasticsearch_engine
-from imagelabels.indexing import bulk_write, ensure_indices, existing_ids
+from imagelabels.indexing import bulk_write, copy_documents, ensure_indices, existing_ids
 from tests.helpers import ThrottlingProxy
 
 WHEN = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -31,11 +39,10 @@ def _doc(key: str, labels: list[tuple[str, float]], bucket: str = "mys3bucket") 
 def test_ensure_indices_is_idempotent_and_creates_alias_over_versioned_index(es) -> None:  # type: ignore[no-untyped-def]
     ensure_indices(es)
     ensure_indices(es)
-    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v2"]
-    assert (
-        es.indices.get_mapping(index="images-v2")["images-v2"]["mappings"]["properties"]["Labels"]["type"]
-        == "nested"
-    )
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v3"]
+    properties = es.indices.get_mapping(index="images-v3")["images-v3"]["mappings"]["properties"]
+    assert properties["Labels"]["type"] == "nested"
+    assert properties["label_confidence"]["type"] == "rank_features"
     assert es.indices.exists(index="images-failures")
 
 
@@ -171,15 +178,43 @@ def test_delete_by_query_and_existing_ids(es) -> None:  # type: ignore[no-untype
 
 @both_engines
 def test_an_older_index_version_is_migrated_under_the_alias(es) -> None:  # type: ignore[no-untyped-def]
-    """An ``images-v1`` from before ``include_in_root`` is copied into ``images-v2`` (same ids)
-    and the alias moves in one step; a second call changes nothing."""
-    es.indices.create(index="images-v1", aliases={INDEX_ALIAS: {"is_write_index": True}})
-    doc = _doc("old.jpg", [("Cat", 91.0)])
-    es.index(index="images-v1", id=doc["_id"], document=doc["_source"], refresh=True)
+    """An ``images-v2`` from before ``label_confidence`` (its mapping and documents without the
+    field) is copied into ``images-v3`` under the same ids, each document gaining the field from
+    its own labels, and the alias moves in one step; a second call changes nothing."""
+    old_mapping = {**IMAGE_MAPPINGS, "properties": dict(IMAGE_MAPPINGS["properties"])}
+    del old_mapping["properties"]["label_confidence"]
+    es.indices.create(
+        index="images-v2", mappings=old_mapping, aliases={INDEX_ALIAS: {"is_write_index": True}}
+    )
+    docs = [_doc(f"old-{n}.jpg", [("Cat", 80.0 + n), ("Sofa", 70.0)]) for n in range(7)]
+    for doc in docs:
+        source = {k: v for k, v in doc["_source"].items() if k != "label_confidence"}
+        es.index(index="images-v2", id=doc["_id"], document=source, refresh=True)
     ensure_indices(es)
-    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v2"]
-    assert es.count(index=INDEX_ALIAS)["count"] == 1
-    assert es.get(index="images-v2", id=doc["_id"])["_source"]["s3key"] == "old.jpg"
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v3"]
+    assert es.count(index=INDEX_ALIAS)["count"] == 7
+    assert es.get(index="images-v3", id=docs[0]["_id"])["_source"]["s3key"] == "old-0.jpg"
+    page = search.search_labels(es, "cat", min_confidence=84)
+    assert [(hit.s3key, hit.confidence) for hit in page.hits] == [
+        ("old-6.jpg", 86.0),
+        ("old-5.jpg", 85.0),
+        ("old-4.jpg", 84.0),
+    ]
     ensure_indices(es)
-    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v2"]
-    assert es.count(index=INDEX_ALIAS)["count"] == 1
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v3"]
+    assert es.count(index=INDEX_ALIAS)["count"] == 7
+
+
+@both_engines
+def test_copying_documents_pages_through_all_of_them(es) -> None:  # type: ignore[no-untyped-def]
+    """The client-side copy pages with search_after (a page smaller than the index here) and
+    writes every document once, with its features."""
+    ensure_indices(es)
+    docs = [_doc(f"p/{n:02}.jpg", [("Dog", 60.0 + n)]) for n in range(11)]
+    assert bulk_write(es, docs, refresh="wait_for").created == 11
+    es.indices.create(index="copy-target", mappings=IMAGE_MAPPINGS)
+    assert copy_documents(es, INDEX_ALIAS, "copy-target", page_size=3) == 11
+    es.indices.refresh(index="copy-target")
+    assert es.count(index="copy-target")["count"] == 11
+    top = search.search_labels(es, "Dog", size=2, index="copy-target")
+    assert [(hit.s3key, hit.confidence) for hit in top.hits] == [("p/10.jpg", 70.0), ("p/09.jpg", 69.0)]

@@ -12,9 +12,11 @@ from imagelabels.documents import (
     FAILURE_MAPPINGS,
     FAILURES_INDEX,
     INDEX_ALIAS,
+    INDEX_VERSION,
     LabelResult,
     document_id,
     failure_id,
+    versioned_index_name,
 )
 from imagelabels.indexing import ensure_indices
 from imagelabels.labelers import LabelingError, LabelingSettings
@@ -215,7 +217,7 @@ def test_unexpected_labeler_error_is_recorded_and_retried_not_fatal_to_the_batch
 def test_document_refused_by_elasticsearch_gets_a_failure_record(s3, es, labeler) -> None:  # type: ignore[no-untyped-def]
     # an index whose mapping drifted: `labeler` is numeric, so every document is refused (400)
     es.indices.create(
-        index="images-v2",
+        index=versioned_index_name(),
         mappings={"properties": {"labeler": {"type": "long"}}},
         aliases={INDEX_ALIAS: {"is_write_index": True}},
     )
@@ -249,16 +251,18 @@ def test_malformed_labeler_answer_is_recorded_not_fatal(s3, es, labeler) -> None
 
 
 def test_a_drifted_index_mapping_fails_setup_with_a_clear_message(es) -> None:  # type: ignore[no-untyped-def]
-    es.indices.create(index="images-v2", mappings={"properties": {"labeler": {"type": "long"}}})
-    with pytest.raises(RuntimeError, match=r"mapping of 'images' conflicts .* reindex into 'images-v3'"):
+    es.indices.create(index=versioned_index_name(), mappings={"properties": {"labeler": {"type": "long"}}})
+    following = versioned_index_name(INDEX_VERSION + 1)
+    with pytest.raises(RuntimeError, match=rf"mapping of 'images' conflicts .* reindex into '{following}'"):
         ensure_indices(es)
 
 
 def test_an_index_from_an_older_version_gains_the_new_fields(es) -> None:  # type: ignore[no-untyped-def]
+    concrete = versioned_index_name()  # created by an earlier release of this version
     es.indices.create(
-        index="images-v2", mappings={"dynamic": "strict", "properties": {"title": {"type": "text"}}}
+        index=concrete, mappings={"dynamic": "strict", "properties": {"title": {"type": "text"}}}
     )
     ensure_indices(es)
-    mapped = es.indices.get_mapping(index="images-v2")["images-v2"]["mappings"]["properties"]
+    mapped = es.indices.get_mapping(index=concrete)[concrete]["mappings"]["properties"]
     assert mapped["ModerationLabels"]["type"] == "nested"
     assert es.indices.exists_alias(name=INDEX_ALIAS)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from imagelabels.documents import INDEX_ALIAS, document_id
+from imagelabels.documents import INDEX_ALIAS, document_id, versioned_index_name
 from imagelabels.event_ingest import plan_event_batches, process_event_batch
 from imagelabels.events import eventbridge_body, s3_event_body, sns_envelope
 from imagelabels.labelers import LabelingSettings
@@ -247,9 +247,9 @@ def test_failed_indexing_leaves_messages_on_the_queue_and_a_rerun_indexes_them_o
         sqs_client=sqs, s3_client=s3, es=es, settings=settings, staging_uri=STAGING, run=RUN, batch_size=10
     )
     # the index starts refusing every document (a drifted mapping behind the alias)
-    es.indices.delete(index="images-v2")
+    es.indices.delete(index=versioned_index_name())
     es.indices.create(
-        index="images-v2",
+        index=versioned_index_name(),
         mappings={"properties": {"labeler": {"type": "long"}}},
         aliases={INDEX_ALIAS: {"is_write_index": True}},
     )
@@ -266,7 +266,7 @@ def test_failed_indexing_leaves_messages_on_the_queue_and_a_rerun_indexes_them_o
             refresh="wait_for",
         )
     assert _queue_counts(sqs, queue["url"])[1] == 1  # in flight, not deleted
-    es.indices.delete(index="images-v2")  # the operator fixes the index
+    es.indices.delete(index=versioned_index_name())  # the operator fixes the index
     time.sleep(2.5)  # the visibility timeout expires: the message is back
     _, reports = _drain_and_process(sqs, s3, es, queue["url"])
     assert sum(r["indexed"] for r in reports) == 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -118,6 +119,10 @@ def test_build_document_is_the_full_schema() -> None:
         ],
         "label_names": ["Mobile Phone", "Phone"],
         "label_categories": ["Technology and Computing"],
+        "label_confidence": {
+            "mobile phone": pytest.approx(math.exp(0.8 * REKOGNITION_LABEL["Confidence"])),
+            "phone": pytest.approx(math.exp(0.8 * 99.9)),
+        },
         "labeler": "rekognition",
         "LabelModelVersion": "3.0",
         "labeling": {"min_confidence": 70.0, "max_labels": 50},
@@ -158,6 +163,9 @@ def _document_paths(value: object, prefix: str = "") -> set[str]:
     paths: set[str] = set()
     if isinstance(value, dict):
         for name, inner in value.items():
+            if prefix + name == "label_confidence":  # rank_features: its keys are feature names
+                paths.add(name)
+                continue
             paths.add(prefix + name)
             paths |= _document_paths(inner, prefix + name + ".")
     elif isinstance(value, list):
@@ -288,7 +296,8 @@ def test_labels_are_nested_with_text_names() -> None:
     assert labels["type"] == "nested"
     assert labels["properties"]["Name"]["type"] == "text"
     assert IMAGE_MAPPINGS["properties"]["label_names"]["type"] == "keyword"
-    assert versioned_index_name() == "images-v2"
+    assert versioned_index_name() == "images-v3"
+    assert IMAGE_MAPPINGS["properties"]["label_confidence"] == {"type": "rank_features"}
 
 
 @pytest.mark.parametrize(

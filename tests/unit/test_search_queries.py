@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from imagelabels import cli, search
+from imagelabels.documents import label_key
 
 
 def _walk_keys(node: Any) -> set[str]:
@@ -19,16 +21,43 @@ def _walk_keys(node: Any) -> set[str]:
     return set()
 
 
-def test_label_and_confidence_are_matched_inside_one_nested_object() -> None:
+def test_label_and_confidence_are_matched_on_the_same_label() -> None:
+    """The confidence floor applies to the searched label's own feature (not any label of the
+    image), and the score is that label's confidence."""
     query = search.label_query("Pizza", 90)
-    nested = query["nested"]
-    assert nested["path"] == "Labels"
-    must = nested["query"]["function_score"]["query"]["bool"]["must"]
-    assert must == [
-        {"match": {"Labels.Name": {"query": "Pizza", "operator": "and"}}},
-        {"range": {"Labels.Confidence": {"gte": 90.0}}},
-    ]
-    assert nested["query"]["function_score"]["field_value_factor"]["field"] == "Labels.Confidence"
+    scored = query["function_score"]
+    assert scored["query"] == {
+        "rank_feature": {"field": "label_confidence.pizza", "log": {"scaling_factor": 1}, "boost": 1.25}
+    }
+    assert scored["min_score"] == pytest.approx(90.0 - 0.005, abs=1e-6)
+    assert search.label_query("Pizza") == scored["query"]
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 5.0, 50.0, 90.0, 99.9, 100.0])
+def test_feature_scores_invert_to_the_confidence_the_floor_needs(confidence: float) -> None:
+    """log(1 + exp(0.8 c)) x 1.25 is c for every confidence but the smallest, and is monotone,
+    so min_score = feature_score(N) keeps exactly the labels at or above N."""
+    from imagelabels.documents import confidence_feature
+
+    score = 1.25 * math.log1p(confidence_feature(confidence))
+    assert score == pytest.approx(search.feature_score(confidence))
+    if confidence >= 6:
+        assert score == pytest.approx(confidence, abs=0.005)
+    assert (
+        search.feature_score(max(confidence - 0.01, 0.0)) < search.feature_score(confidence) or not confidence
+    )
+
+
+def test_label_keys_fold_case_and_escape_dots() -> None:
+    from imagelabels.documents import label_features, label_key
+
+    assert label_key("  Hot   Dog ") == "hot dog"
+    assert label_key("St. Bernard") == "st%2E bernard"
+    assert label_key("100% Juice") == "100%25 juice"
+    assert label_key("a.b") != label_key("a%2Eb")  # one-to-one
+    features = label_features([{"Name": "Cat", "Confidence": 80.0}, {"Name": "cat", "Confidence": 90.0}])
+    assert list(features) == ["cat"]
+    assert math.log(features["cat"]) / 0.8 == pytest.approx(90.0)
 
 
 def test_fuzzy_label_query_uses_match_fuzziness() -> None:
@@ -44,12 +73,18 @@ def test_user_input_never_reaches_a_query_string(hostile: str) -> None:
     filters = search.Filters(bucket=hostile, prefix=hostile, since=hostile, exclude_moderated=True)
     queries = [
         search.label_query(hostile, 10, fuzzy=True),
-        search.like_query([(hostile, 50.0)]),
-        search._filtered(search.label_query(hostile), filters),
+        search._filtered(search.label_query(hostile, fuzzy=True), filters),
     ]
     for query in queries:
         assert not _walk_keys(query) & {"query_string", "simple_query_string"}
         assert hostile in json.dumps(query, ensure_ascii=False).replace('\\"', '"')
+    # exact names: the input is one feature name under label_confidence, never a path out of it
+    fields = {
+        clause["rank_feature"]["field"]
+        for clause in [search.label_query(hostile), *search.like_query([(hostile, 50.0)])["bool"]["should"]]
+    }
+    assert fields == {"label_confidence." + label_key(hostile)}
+    assert "." not in label_key(hostile)
 
 
 def test_filters_become_filter_and_must_not_clauses() -> None:
@@ -74,13 +109,10 @@ def test_filters_become_filter_and_must_not_clauses() -> None:
 
 def test_like_query_weights_each_label_by_the_examples_confidence() -> None:
     should = search.like_query([("Coffee", 90.0), ("Cup", 50.0)])["bool"]["should"]
-    scored = [clause["nested"]["query"]["function_score"] for clause in should]
-    assert [s["field_value_factor"]["factor"] for s in scored] == [0.9, 0.5]
-    assert {s["boost_mode"] for s in scored} == {"replace"}
-    assert [
-        clause["nested"]["query"]["function_score"]["query"]["match"]["Labels.Name"]["query"]
-        for clause in should
-    ] == ["Coffee", "Cup"]
+    features = [clause["rank_feature"] for clause in should]
+    assert [f["field"] for f in features] == ["label_confidence.coffee", "label_confidence.cup"]
+    assert [f["boost"] for f in features] == pytest.approx([1.25 * 0.9, 1.25 * 0.5])
+    assert {json.dumps(f["log"]) for f in features} == {'{"scaling_factor": 1}'}
 
 
 class _FakeS3:
