@@ -94,6 +94,8 @@ class BatchReport:
     superseded: int = 0
     labeled: int = 0
     indexed: int = 0
+    # indexed with no label at all (no label search can find them): counted, never silent
+    without_labels: int = 0
     replaced: int = 0  # documents of older versions of the batch's keys, deleted
     failed: Counter[str] = field(default_factory=Counter)
     retryable_failures: int = 0
@@ -107,6 +109,7 @@ class BatchReport:
             "superseded": self.superseded,
             "labeled": self.labeled,
             "indexed": self.indexed,
+            "without_labels": self.without_labels,
             "replaced": self.replaced,
             "failed": dict(self.failed),
             "retryable_failures": self.retryable_failures,
@@ -121,6 +124,7 @@ class BatchReport:
         self.superseded += other.superseded
         self.labeled += other.labeled
         self.indexed += other.indexed
+        self.without_labels += other.without_labels
         self.replaced += other.replaced
         self.failed.update(other.failed)
         self.retryable_failures += other.retryable_failures
@@ -394,6 +398,10 @@ def process_batch(
     report.replaced = outcome.deleted + outcome.not_found  # not found: another run deleted it first
     report.index_errors = outcome.failures
     refused = {f.doc_id: f for f in outcome.failures}
+    for action in actions:
+        if action["_op_type"] != "delete" and not action["_source"]["Labels"] and action["_id"] not in refused:
+            report.without_labels += 1
+            log.info("indexed without labels (no label search finds it): %s", action["_source"]["s3_location"])
     already_failed = {failure.key for failure in failures}
     unfinished: set[str] = set()
     for action in actions:
@@ -445,6 +453,7 @@ def summarize(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "superseded": 0,
         "labeled": 0,
         "indexed": 0,
+        "without_labels": 0,
         "failed": Counter(),
         "index_errors": 0,
     }
@@ -452,7 +461,15 @@ def summarize(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for report in reports:
         if report.get("replaced"):  # only when older versions' documents were deleted
             totals["replaced"] = totals.get("replaced", 0) + int(report["replaced"])
-        for name in ("listed", "already_indexed", "superseded", "labeled", "indexed", "index_errors"):
+        for name in (
+            "listed",
+            "already_indexed",
+            "superseded",
+            "labeled",
+            "indexed",
+            "without_labels",
+            "index_errors",
+        ):
             totals[name] += int(report.get(name, 0))
         for name in optional:
             if name in report:

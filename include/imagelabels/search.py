@@ -484,6 +484,20 @@ def top_labels(
     ]
 
 
+# The top-labels requests people send most: the CLI's default, the Image search page's facets
+# and the pool its suggestions are picked from.
+SUGGEST_POOL = 1000
+COMMON_TOP_LABEL_SIZES = (10, 20, SUGGEST_POOL)
+
+
+def warm_top_labels(es: Any, *, index: str = INDEX_ALIAS) -> None:
+    """Ask the common :func:`top_labels` questions once, so that the engine's shard request
+    cache holds their answers: at 1,000,000 images the exact aggregation takes ~340 ms, a cached
+    answer ~5 ms, until the next refresh that changes the index (so: after each ingest run)."""
+    for size in COMMON_TOP_LABEL_SIZES:
+        top_labels(es, size=size, index=index)
+
+
 # --- the example image of "images like this" ---------------------------------------------------
 
 

@@ -345,7 +345,15 @@ def summarize_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     from imagelabels.pipeline import summarize
 
     totals = summarize(reports)
-    logging.getLogger(__name__).info("run totals: %s", totals)
+    log = logging.getLogger(__name__)
+    log.info("run totals: %s", totals)
+    if totals.get("indexed"):
+        try:
+            from imagelabels.search import warm_top_labels
+
+            warm_top_labels(_es())
+        except Exception as error:  # a cold cache is slower, never wrong: the run still succeeds
+            log.warning("could not warm the top-labels cache: %s", error)
     return totals
 
 

@@ -58,7 +58,7 @@ from imagelabels.documents import INDEX_ALIAS
 from imagelabels.preflight import sniff_format
 
 CLIENT_TTL_SECONDS = 300.0
-SUGGEST_POOL = 1000  # most frequent labels the suggestions are picked from
+SUGGEST_POOL = search.SUGGEST_POOL  # most frequent labels the suggestions are picked from
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 _NO_STORE = {"Cache-Control": "no-store"}
 _DETAIL_SOURCE = [

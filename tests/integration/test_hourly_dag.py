@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hou
         )
         ingested_at = datetime.fromisoformat(source.pop("ingested_at"))
         assert ingested_at.tzinfo is not None
+        # exp(0.8 x confidence) is ~1e34: compared to a relative precision, not 9 decimals
+        assert source.pop("label_confidence") == {
+            "mobile phone": pytest.approx(math.exp(0.8 * 99.9364013671875))
+        }
         assert _rounded(source) == _rounded(
             {
                 "title": name,

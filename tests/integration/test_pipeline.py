@@ -250,6 +250,28 @@ def test_malformed_labeler_answer_is_recorded_not_fatal(s3, es, labeler) -> None
     assert record["message"] == "KeyError: 'Confidence'"
 
 
+def test_an_image_indexed_without_labels_is_counted_and_logged(s3, es, labeler, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A labeler that finds nothing still gets the image indexed (its other fields are
+    searchable), but the batch report counts it and the log names it: never silent."""
+    ensure_indices(es)
+    listed = _upload(s3, "photos", ["chelsea.png", "coffee.png"])
+
+    class NothingOnCoffee(RecordingLabeler):
+        def label(self, image: PreparedImage) -> LabelResult:
+            result = super().label(image)
+            if image.obj.key == "in/coffee.png":
+                return LabelResult([], result.labeler, "3.0", 70, 10)
+            return result
+
+    with caplog.at_level("INFO", logger="imagelabels.pipeline"):
+        report = _run(s3, es, NothingOnCoffee(labeler.inner), listed)
+    assert (report.indexed, report.without_labels) == (2, 1)
+    assert report.as_xcom()["without_labels"] == 1
+    assert "indexed without labels (no label search finds it): s3://photos/in/coffee.png" in caplog.text
+    rerun = _run(s3, es, NothingOnCoffee(labeler.inner), listed)
+    assert (rerun.indexed, rerun.without_labels) == (0, 0)  # nothing written again, nothing counted
+
+
 def test_a_drifted_index_mapping_fails_setup_with_a_clear_message(es) -> None:  # type: ignore[no-untyped-def]
     es.indices.create(index=versioned_index_name(), mappings={"properties": {"labeler": {"type": "long"}}})
     following = versioned_index_name(INDEX_VERSION + 1)

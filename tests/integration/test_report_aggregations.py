@@ -185,7 +185,13 @@ def test_every_table_and_total_of_the_day(seeded) -> None:  # type: ignore[no-un
     assert report.scope == {}
     assert [t.name for t in report.tables] == list(TABLE_NAMES)
     assert report.totals == Totals(
-        indexed=14, rejected=3, failed=1, moderation_hits=3, distinct_labels=15, new_labels=10
+        indexed=14,
+        rejected=3,
+        failed=1,
+        moderation_hits=3,
+        distinct_labels=15,
+        new_labels=10,
+        without_labels=1,  # the one document without labels
     )
     assert report.totals.processed == 18
 
@@ -280,7 +286,13 @@ def test_bucket_and_folder_prefix_scope_every_query(seeded) -> None:  # type: ig
 
     assert report.scope == {"bucket": "photos", "prefix": "2026/03/"}
     assert report.totals == Totals(
-        indexed=7, rejected=3, failed=0, moderation_hits=1, distinct_labels=7, new_labels=5
+        indexed=7,
+        rejected=3,
+        failed=0,
+        moderation_hits=1,
+        distinct_labels=7,
+        new_labels=5,
+        without_labels=1,  # 2026/03/none.jpg
     )
     assert _rows(report, "outcomes") == [
         ("indexed", "", 7),

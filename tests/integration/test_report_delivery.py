@@ -52,7 +52,13 @@ def make_report(period: str = "daily", start: datetime = datetime(2026, 11, 28, 
         end=ends[period],
         generated_at=datetime(2026, 11, 29, 0, 5, tzinfo=UTC),
         totals=Totals(
-            indexed=100, rejected=15, failed=5, moderation_hits=3, distinct_labels=40, new_labels=7
+            indexed=100,
+            rejected=15,
+            failed=5,
+            moderation_hits=3,
+            distinct_labels=40,
+            new_labels=7,
+            without_labels=2,
         ),
         tables=(top,),
     )
@@ -156,7 +162,7 @@ def test_slack_post_is_escaped_and_carries_the_links(http_sink: Any, files: list
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; co (20)" in text
     assert "<b>" not in text
     assert "<script>" not in text
-    assert "120 processed: 100 indexed, 15 rejected, 5 failed" in text
+    assert "120 processed: 100 indexed (2 without labels), 15 rejected, 5 failed" in text
     assert "Sixth" not in text
     for name, url in LINKS.items():
         assert f"<{slack_escape(url)}|{name}>" in text
@@ -192,6 +198,7 @@ def test_webhook_posts_the_json_summary(http_sink: Any, files: list[Path]) -> No
         "moderation_hits": 3,
         "distinct_labels": 40,
         "new_labels": 7,
+        "without_labels": 2,
     }
     assert payload["interval_key"] == "2026-11-28"
     assert payload["start"] == "2026-11-28T00:00:00+00:00"

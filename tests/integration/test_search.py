@@ -6,6 +6,7 @@ The set (also used by the CLI golden tests) has the trap of the issue: ``trap.jp
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -373,3 +374,25 @@ def test_a_presigned_link_names_a_file_with_quotes_and_accents(seeded, clean_sta
         assert response.read() == b"\xff\xd8\xff jpeg"
     assert disposition.startswith("inline; filename=\"l'_t_ _au lac_.jpg\"; filename*=UTF-8''")
     assert unquote(disposition.split("UTF-8''", 1)[1]) == 'l\'été "au lac".jpg'
+
+
+def _request_cache(url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{url}/{INDEX_ALIAS}/_stats/request_cache", timeout=30) as reply:
+        stats = json.load(reply)["_all"]["total"]["request_cache"]
+    return {name: int(stats[name]) for name in ("hit_count", "miss_count")}
+
+
+@pytest.mark.opensearch_only
+def test_warming_puts_the_common_top_labels_answers_in_the_request_cache(seeded, clean_stack) -> None:  # type: ignore[no-untyped-def]
+    """After an ingest run, the top-labels questions people ask (CLI default, the page's facets,
+    the suggestion pool) are answered from the shard request cache, not recounted."""
+    seeded.indices.refresh(index=INDEX_ALIAS)
+    before = _request_cache(clean_stack.es_url)
+    search.warm_top_labels(seeded)
+    warmed = _request_cache(clean_stack.es_url)
+    assert warmed["miss_count"] - before["miss_count"] == len(search.COMMON_TOP_LABEL_SIZES)
+    for size in search.COMMON_TOP_LABEL_SIZES:
+        search.top_labels(seeded, size=size)
+    after = _request_cache(clean_stack.es_url)
+    assert after["hit_count"] - warmed["hit_count"] == len(search.COMMON_TOP_LABEL_SIZES)
+    assert after["miss_count"] == warmed["miss_count"]

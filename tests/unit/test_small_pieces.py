@@ -150,7 +150,7 @@ def test_report_raises_only_when_a_retry_is_needed() -> None:
 
 def test_summarize_adds_up_batches() -> None:
     reports = [
-        BatchReport(listed=2, labeled=2, indexed=2).as_xcom(),
+        BatchReport(listed=2, labeled=2, indexed=2, without_labels=1).as_xcom(),
         BatchReport(
             listed=3, already_indexed=1, labeled=1, indexed=1, failed=Counter({"object_gone": 1})
         ).as_xcom(),
@@ -162,6 +162,7 @@ def test_summarize_adds_up_batches() -> None:
         "superseded": 0,
         "labeled": 3,
         "indexed": 3,
+        "without_labels": 1,
         "failed": {"object_gone": 1},
         "index_errors": 0,
         "failed_total": 1,

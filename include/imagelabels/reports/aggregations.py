@@ -171,6 +171,7 @@ def compute_report(
         moderation_hits=moderated_total,
         distinct_labels=distinct,
         new_labels=len(new_labels.rows),
+        without_labels=int(aggs.get("without_labels", {}).get("doc_count", 0)),
     )
     generated_at = (now or datetime.now(UTC)).astimezone(UTC)
     return Report(name, period, start, end, generated_at, totals, tables, scope.as_dict())
@@ -245,6 +246,8 @@ def _documents_query(
         # only used if the terms above were cut at _MAX_TERMS (then the count is approximate)
         "distinct": {"cardinality": {"field": "label_names"}},
         "moderated": {"filter": {"term": {"moderated": True}}},
+        # an empty label_names list is no value at all: "does not exist"
+        "without_labels": {"filter": {"bool": {"must_not": [{"exists": {"field": "label_names"}}]}}},
         "per_hour": {
             "date_histogram": {
                 "field": "ingested_at",

@@ -172,7 +172,8 @@ def interval_text(report: Report) -> str:
 def _totals_line(report: Report) -> str:
     t = report.totals
     return (
-        f"{t.processed:,} processed: {t.indexed:,} indexed, {t.rejected:,} rejected, {t.failed:,} failed"
+        f"{t.processed:,} processed: {t.indexed:,} indexed ({t.without_labels:,} without labels), "
+        f"{t.rejected:,} rejected, {t.failed:,} failed"
         f" \u00b7 {t.moderation_hits:,} moderation hits \u00b7 {t.distinct_labels:,} distinct labels"
         f" ({t.new_labels:,} new)"
     )

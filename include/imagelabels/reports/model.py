@@ -58,6 +58,8 @@ class Totals:
     moderation_hits: int
     distinct_labels: int
     new_labels: int
+    #: indexed with no label at all: no label search can find them (counted, never silent)
+    without_labels: int = 0
 
     @property
     def processed(self) -> int:
@@ -105,6 +107,7 @@ class Report:
                 "moderation_hits": self.totals.moderation_hits,
                 "distinct_labels": self.totals.distinct_labels,
                 "new_labels": self.totals.new_labels,
+                "without_labels": self.totals.without_labels,
             },
             "tables": [
                 {

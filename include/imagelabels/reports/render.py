@@ -166,6 +166,7 @@ def totals_items(report: Report) -> list[tuple[str, int]]:
     return [
         ("Processed", t.processed),
         ("Indexed", t.indexed),
+        ("Indexed without labels", t.without_labels),
         ("Rejected", t.rejected),
         ("Failed", t.failed),
         ("Moderation hits", t.moderation_hits),
