@@ -63,7 +63,8 @@ def test_a_data_node_lost_while_the_hourly_run_indexes_loses_and_duplicates_noth
 ) -> None:
     """Between the run's first and second batch, node 2 stops. The index has one replica (the
     template's auto_expand_replicas on three nodes): the replica on a surviving node is promoted,
-    the cluster turns yellow (still writable), and every later batch indexes normally."""
+    the cluster turns yellow (still writable; green again once the copies are rebuilt), and every
+    later batch indexes normally."""
     es = from_url(cluster.url, flavor="opensearch")
     ensure_indices(es)
     es.cluster_health(index=INDEX_ALIAS, wait_for_status="green", timeout="60s")
@@ -87,7 +88,10 @@ def test_a_data_node_lost_while_the_hourly_run_indexes_loses_and_duplicates_noth
         assert len(batches) >= 3  # the node went away with batches still to index
         health = es.cluster_health(index=INDEX_ALIAS)
         assert health is not None
-        assert (health["number_of_nodes"], health["status"]) == (2, "yellow")
+        # yellow while the lost copies are rebuilt on the two survivors, green once they are:
+        # on a loaded machine the run can outlast the recovery (found with a CPU hog beside it)
+        assert health["number_of_nodes"] == 2
+        assert health["status"] in ("yellow", "green")
         es.indices.refresh(index=INDEX_ALIAS)
         accounting = assert_nothing_lost(es, s3, BUCKET, PREFIX)
         assert sorted(accounting.indexed) == keys[:12]
