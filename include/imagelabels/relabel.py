@@ -121,9 +121,9 @@ def current_model_version(es: Any, labeler: str, override: str = "") -> str | No
     if override.strip():
         return override.strip()
     if labeler == "local":
-        from imagelabels.labelers.local_models import CLASSIFIER
+        from imagelabels.labelers.local import label_model_version
 
-        return CLASSIFIER.get().version
+        return label_model_version()
     return newest_model_version(es, labeler)
 
 

@@ -25,6 +25,7 @@ from imagelabels.documents import ObjectInfo
 from imagelabels.labelers import local, local_models
 from imagelabels.labelers.base import LabelingError, LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
+from imagelabels.labelers.person import person_model_version
 from imagelabels.preflight import decode_cost
 from imagelabels.prepared import PIXELS_MAX_SIDE, PreparedImage
 
@@ -502,3 +503,37 @@ def test_local_threads_setting_rejects_nonsense(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("IMAGELABELS_LOCAL_THREADS", raw)
     with pytest.raises(ValueError, match="IMAGELABELS_LOCAL_THREADS"):
         local_models.local_threads()
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "grace_hopper.jpg"])
+def test_people_photos_get_person_with_a_box_at_the_default_settings(name: str) -> None:
+    """The portraits ImageNet's classes miss: at the defaults (min confidence 70) the labeler
+    names a Person with one box around her, and the model version says the detector ran."""
+    result = LocalLabeler(LabelingSettings(features=("labels",))).label(prepared(name))
+    person = next(label for label in result.labels if label["Name"] == "Person")
+    assert person["Confidence"] >= 70
+    (instance,) = person["Instances"]
+    box = instance["BoundingBox"]
+    assert 0.3 < box["Width"] <= 1
+    assert 0.3 < box["Height"] <= 1
+    assert result.label_model_version.endswith("+" + person_model_version())
+
+
+@pytest.mark.parametrize("name", ["chelsea.png", "coffee.png", "rocket.jpg"])
+def test_photos_without_people_get_no_person(name: str) -> None:
+    result = LocalLabeler(LabelingSettings(min_confidence=0, features=("labels",))).label(prepared(name))
+    assert "Person" not in {label["Name"] for label in result.labels if label["Confidence"] >= 50}
+
+
+def test_faces_add_face_and_head_under_person(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the faces feature, a found face is also a Face label (parents Head, Person), like
+    Rekognition; the switch turns the person detector off but not what faces give."""
+    monkeypatch.setenv("IMAGELABELS_LOCAL_PERSON", "off")
+    result = LocalLabeler(LabelingSettings(features=("labels", "faces"))).label(prepared("astronaut.png"))
+    names = {label["Name"]: label for label in result.labels}
+    assert [p["Name"] for p in names["Face"]["Parents"]] == ["Head", "Person"]
+    assert "Person" in names
+    assert "Head" in names
+    assert "+" not in result.label_model_version  # the detector did not run
+    plain = LocalLabeler(LabelingSettings(features=("labels",))).label(prepared("astronaut.png"))
+    assert "Person" not in {label["Name"] for label in plain.labels}

@@ -125,6 +125,15 @@ def detect_labels(
 
 
 @cache
+def label_model_version() -> str:
+    """The ``LabelModelVersion`` a document labeled now gets: the classifier's, and the person
+    detector's after a ``+`` when it runs (so a re-label finds documents made without it)."""
+    from imagelabels.labelers.person import person_enabled, person_model_version
+
+    version = CLASSIFIER.get().version
+    return f"{version}+{person_model_version()}" if person_enabled() else version
+
+
 def moderation_model_version() -> str:
     """``ModerationModelVersion`` of :func:`detect_moderation_labels`."""
     from importlib.metadata import version
@@ -342,19 +351,32 @@ class LocalLabeler:
 
         return max(2, (os.cpu_count() or 1) // local_threads())
 
-    def _labels(self, pixels: Image) -> tuple[list[dict[str, Any]], str]:
+    def _labels(self, pixels: Image, faces: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+        """The classifier's labels plus ``Person`` (BlazePose's person detector, unless
+        ``IMAGELABELS_LOCAL_PERSON=off``) and, from found faces, ``Face``/``Head``, merged as
+        Rekognition would list them; filters, then ``max_labels``."""
+        from imagelabels.labelers.person import detect_people, face_labels, merge_labels, person_enabled
+
         settings = self._settings
         response = detect_labels(pixels, min_confidence=settings.min_confidence, max_labels=None)
-        labels = apply_label_filters(response["Labels"], settings.label_filters)
+        extra = face_labels(faces)
+        if person_enabled():
+            extra = detect_people(pixels) + extra
+        version = label_model_version()
+        extra = [label for label in extra if label["Confidence"] >= settings.min_confidence]
+        labels = apply_label_filters(merge_labels(response["Labels"], extra), settings.label_filters)
         if settings.max_labels is not None:
             labels = labels[: settings.max_labels]
-        return labels, str(response["LabelModelVersion"])
+        return labels, version
 
     def label(self, image: PreparedImage) -> LabelResult:
         """Run the asked features on one prepared image."""
         settings = self._settings
         pixels = _decode(image)
-        labels, version = _run("labels", lambda: self._labels(pixels))
+        faces: list[dict[str, Any]] = []
+        if settings.wants("faces"):  # first: found faces become Face/Head labels too
+            faces = _run("faces", lambda: detect_faces(pixels))["FaceDetails"]
+        labels, version = _run("labels", lambda: self._labels(pixels, faces))
         moderation: dict[str, Any] = {}
         if settings.wants("moderation"):
             moderation = _run(
@@ -366,9 +388,6 @@ class LocalLabeler:
             text = _run("text", lambda: detect_text(pixels, min_confidence=settings.text_min_confidence))[
                 "TextDetections"
             ]
-        faces: list[dict[str, Any]] = []
-        if settings.wants("faces"):
-            faces = _run("faces", lambda: detect_faces(pixels))["FaceDetails"]
         return LabelResult(
             labels=labels,
             labeler=self.name,
