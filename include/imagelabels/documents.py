@@ -382,12 +382,16 @@ def confidence_feature(confidence: float) -> float:
 
 
 def label_features(labels: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """``label_confidence`` of a document: each label's key -> its (highest) confidence feature."""
+    """``label_confidence`` of a document: the key of each label, and of each of its ``Aliases``
+    (Rekognition's, or the local taxonomy's: "Cell Phone" for Mobile Phone, "kitty" for Cat), ->
+    the label's (highest) confidence feature, so a search by an alias finds the image too."""
     features: dict[str, float] = {}
     for label in labels:
-        key = label_key(str(label.get("Name", "")))
-        if key:
-            features[key] = max(features.get(key, 0.0), confidence_feature(label.get("Confidence", 0.0)))
+        value = confidence_feature(label.get("Confidence", 0.0))
+        for name in (label.get("Name", ""), *(alias.get("Name", "") for alias in label.get("Aliases") or [])):
+            key = label_key(str(name))
+            if key:
+                features[key] = max(features.get(key, 0.0), value)
     return features
 
 

@@ -57,6 +57,7 @@ _SOURCE = [
     "Labels.Name",
     "Labels.Confidence",
     "Labels.Parents",
+    "Labels.Aliases",
     "ModerationLabels.Name",
     "ModerationLabels.Confidence",
     "object.content_type",
@@ -199,8 +200,16 @@ def feature_score(confidence: float) -> float:
 
 
 def label_names_for(label: str) -> list[str]:
-    """The label names a search for ``label`` means: the name itself (any case)."""
-    return [label]
+    """The label names a search for ``label`` means: the name itself (any case) and the labels it
+    is an alias of in the local taxonomy ("kitty" -> Cat, "people" -> Person, "coffee" -> Coffee,
+    Espresso...). Documents also carry their labels' own ``Aliases`` as features, so Rekognition's
+    aliases need no list here; this one also finds documents indexed before aliases were."""
+    from imagelabels.labelers.aliases import names_for
+
+    names: dict[str, str] = {label_key(label): label}
+    for name in names_for(label):
+        names.setdefault(label_key(name), name)
+    return list(names.values())
 
 
 def label_query(label: str, min_confidence: float | None = None, *, fuzzy: bool = False) -> dict[str, Any]:
@@ -249,7 +258,8 @@ def _matched_confidence(raw: dict[str, Any], names: Sequence[str] = ()) -> float
         found = [
             float(label["Confidence"])
             for label in raw.get("_source", {}).get("Labels", [])
-            if label_key(str(label.get("Name", ""))) in keys and "Confidence" in label
+            if "Confidence" in label
+            and keys & {label_key(str(n)) for n in [label.get("Name", ""), *_alias_names(label)]}
         ]
         return max(found) if found else None
     inner = raw.get("inner_hits", {}).get("Labels", {}).get("hits", {}).get("hits", [])
@@ -263,6 +273,10 @@ def _matched_confidence(raw: dict[str, Any], names: Sequence[str] = ()) -> float
     if isinstance(offset, int) and 0 <= offset < len(labels) and "Confidence" in labels[offset]:
         return float(labels[offset]["Confidence"])
     return None
+
+
+def _alias_names(label: dict[str, Any]) -> list[str]:
+    return [str(alias.get("Name", "")) for alias in label.get("Aliases") or []]
 
 
 def _hit(raw: dict[str, Any], matched: Sequence[str] = ()) -> Hit:

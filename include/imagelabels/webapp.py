@@ -44,7 +44,7 @@ import math
 import posixpath
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -287,12 +287,35 @@ def label_facets(
     return [(str(bucket["key"]), int(bucket["doc_count"])) for bucket in buckets]
 
 
-def suggestions(names: list[tuple[str, int]], prefix: str, limit: int) -> list[str]:
+def suggestions(
+    names: list[tuple[str, int]],
+    prefix: str,
+    limit: int,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
     """Label names for ``prefix``: those starting with it (most frequent first), then those with
-    a word starting with it, then those containing it; case-insensitive."""
+    a word starting with it, then those containing it; case-insensitive. Then the ``aliases``
+    (word -> label names) starting with it for indexed labels not offered by name already
+    ("kitty" for Cat, but not "cats" after Cat): a search for the word finds them
+    (:func:`imagelabels.search.label_names_for`)."""
     wanted = prefix.strip().casefold()
     if not wanted:
         return [name for name, _ in names[:limit]]
+    found = _name_suggestions(names, wanted)
+    if aliases:  # words for indexed labels that the names above do not already offer
+        indexed = {name.casefold() for name, _ in names}
+        shown = {name.casefold() for name in found}
+        found += sorted(
+            word
+            for word, targets in aliases.items()
+            if word.startswith(wanted)
+            and word not in shown
+            and any(t.casefold() in indexed and t.casefold() not in shown for t in targets)
+        )
+    return found[:limit]
+
+
+def _name_suggestions(names: list[tuple[str, int]], wanted: str) -> list[str]:
     starts, words, contains = [], [], []
     for name, _count in names:
         folded = name.casefold()
@@ -302,7 +325,7 @@ def suggestions(names: list[tuple[str, int]], prefix: str, limit: int) -> list[s
             words.append(name)
         elif wanted in folded:
             contains.append(name)
-    return (starts + words + contains)[:limit]
+    return starts + words + contains
 
 
 def _backend_error(error: Exception) -> HTTPException:
@@ -424,7 +447,10 @@ def create_app(
             if _no_index(error):
                 return JSONResponse({"suggestions": []}, headers=_NO_STORE)
             raise _backend_error(error) from error
-        return JSONResponse({"suggestions": suggestions(names, prefix, limit)}, headers=_NO_STORE)
+        from imagelabels.labelers.aliases import label_aliases
+
+        found = suggestions(names, prefix, limit, label_aliases())
+        return JSONResponse({"suggestions": found}, headers=_NO_STORE)
 
     @app.get("/api/images/{doc_id}", dependencies=[user_dep])
     def image(request: Request, doc_id: str) -> JSONResponse:

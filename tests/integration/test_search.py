@@ -396,3 +396,40 @@ def test_warming_puts_the_common_top_labels_answers_in_the_request_cache(seeded,
     after = _request_cache(clean_stack.es_url)
     assert after["hit_count"] - warmed["hit_count"] == len(search.COMMON_TOP_LABEL_SIZES)
     assert after["miss_count"] == warmed["miss_count"]
+
+
+def test_a_search_by_an_alias_finds_the_label(es) -> None:  # type: ignore[no-untyped-def]
+    """ "kitty", "people", "coffee", "cell phone": words people type find the labels they stand
+    for, through the local taxonomy's aliases (documents without any Aliases too) and through
+    the Aliases a document's labels carry (Rekognition's); the confidence shown is the label's."""
+    ensure_indices(es)
+
+    def doc(key: str, labels: list[dict[str, Any]]) -> dict[str, Any]:
+        obj = ObjectInfo("photos", key, 1, f"etag-{key}", INGESTED)
+        result = LabelResult(labels, "rekognition", "3.0", 50.0, 10)
+        source = build_document(obj, result, dag_id="d", run_id="r", ingested_at=INGESTED)
+        return {
+            "_op_type": "create",
+            "_index": INDEX_ALIAS,
+            "_id": document_id("photos", key, None, f"etag-{key}"),
+            "_source": source,
+        }
+
+    actions = [
+        doc("cat.jpg", [{"Name": "Cat", "Confidence": 91.0}]),
+        doc("crowd.jpg", [{"Name": "Person", "Confidence": 88.0}, {"Name": "Crowd", "Confidence": 70.0}]),
+        doc("espresso.jpg", [{"Name": "Espresso", "Confidence": 93.0}]),
+        doc("phone.jpg", [{"Name": "Mobile Phone", "Confidence": 97.0, "Aliases": [{"Name": "Cell Phone"}]}]),
+        doc("dog.jpg", [{"Name": "Dog", "Confidence": 99.0}]),
+    ]
+    assert bulk_write(es, actions, refresh="wait_for").created == 5
+
+    def found(word: str) -> list[tuple[str, float | None]]:
+        return [(hit.s3key, hit.confidence) for hit in search.search_labels(es, word).hits]
+
+    assert found("kitty") == [("cat.jpg", 91.0)]
+    assert found("People") == [("crowd.jpg", 88.0)]
+    assert found("coffee") == [("espresso.jpg", 93.0)]
+    assert found("cell phone") == [("phone.jpg", 97.0)]
+    assert found("Mobile Phone") == [("phone.jpg", 97.0)]
+    assert search.search_labels(es, "kitty", min_confidence=95).hits == []

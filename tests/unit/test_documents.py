@@ -121,6 +121,7 @@ def test_build_document_is_the_full_schema() -> None:
         "label_categories": ["Technology and Computing"],
         "label_confidence": {
             "mobile phone": pytest.approx(math.exp(0.8 * REKOGNITION_LABEL["Confidence"])),
+            "cell phone": pytest.approx(math.exp(0.8 * REKOGNITION_LABEL["Confidence"])),  # its alias
             "phone": pytest.approx(math.exp(0.8 * 99.9)),
         },
         "labeler": "rekognition",

@@ -214,3 +214,41 @@ def test_cli_without_any_connection_settings_says_how_to_give_them(
     with pytest.raises(SystemExit, match="--es-url") as exit_info:
         cli.main(["top-labels", "--state", str(tmp_path)])
     assert "stack.json" in str(exit_info.value)
+
+
+def test_alias_words_expand_to_the_labels_they_stand_for() -> None:
+    assert search.label_names_for("kitty") == ["kitty", "Cat"]
+    assert "Person" in search.label_names_for("People")
+    assert {"Espresso"} <= set(search.label_names_for("coffee"))
+    assert search.label_names_for("Pizza") == ["Pizza"]
+    query = search.label_query("kitty")["dis_max"]["queries"]
+    assert [q["rank_feature"]["field"] for q in query] == ["label_confidence.kitty", "label_confidence.cat"]
+
+
+def test_a_labels_aliases_are_features_with_its_confidence() -> None:
+    from imagelabels.documents import label_features
+
+    features = label_features(
+        [
+            {
+                "Name": "Mobile Phone",
+                "Confidence": 90.0,
+                "Aliases": [{"Name": "Cell Phone"}, {"Name": "cellphone"}],
+            }
+        ]
+    )
+    assert sorted(features) == ["cell phone", "cellphone", "mobile phone"]
+    assert len(set(features.values())) == 1
+
+
+def test_suggestions_offer_alias_words_of_indexed_labels() -> None:
+    from imagelabels.webapp import suggestions
+
+    aliases = {"kitty": ["Cat"], "kitten": ["Cat"], "puppy": ["Dog"], "cat": ["Cat"]}
+    indexed = [("Cat", 5), ("Catamaran", 1)]
+    assert suggestions(indexed, "kit", 8, aliases) == ["kitten", "kitty"]
+    assert suggestions(indexed, "ca", 8, {**aliases, "cats": ["Cat"]}) == [
+        "Cat",
+        "Catamaran",
+    ]  # Cat is offered
+    assert suggestions(indexed, "pup", 8, aliases) == []  # no Dog indexed: nothing to find

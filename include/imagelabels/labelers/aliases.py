@@ -14,7 +14,7 @@ from functools import cache
 
 from imagelabels.labelers.local_models import TAXONOMY_PATH
 
-__all__ = ["label_aliases"]
+__all__ = ["label_aliases", "names_for"]
 
 
 @cache
@@ -31,6 +31,11 @@ def _load() -> dict[str, tuple[str, ...]]:
         word: tuple(sorted(names, key=lambda name: (name.lower() != word, name)))
         for word, names in found.items()
     }
+
+
+def names_for(word: str) -> tuple[str, ...]:
+    """The label names ``word`` stands for (any case and spacing), ``()`` when none."""
+    return _load().get(" ".join(word.split()).lower(), ())
 
 
 def label_aliases() -> dict[str, list[str]]:

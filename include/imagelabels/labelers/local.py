@@ -124,7 +124,6 @@ def detect_labels(
     return {"Labels": labels, "LabelModelVersion": classifier.version}
 
 
-@cache
 def label_model_version() -> str:
     """The ``LabelModelVersion`` a document labeled now gets: the classifier's, and the person
     detector's after a ``+`` when it runs (so a re-label finds documents made without it)."""
@@ -134,6 +133,7 @@ def label_model_version() -> str:
     return f"{version}+{person_model_version()}" if person_enabled() else version
 
 
+@cache
 def moderation_model_version() -> str:
     """``ModerationModelVersion`` of :func:`detect_moderation_labels`."""
     from importlib.metadata import version
