@@ -171,6 +171,18 @@ IMAGE_MAPPINGS: dict[str, Any] = {
         },
         "airflow": {"properties": {"dag_id": _KEYWORD, "run_id": _KEYWORD}},
         "ingested_at": {"type": "date"},
+        # visual similarity (imagelabels.similarity): pHash (and its mirror's) as hex, LSH bands
+        # for engine-independent candidate lookup, the int8 embedding (stored, never indexed) and
+        # the near-duplicate flag set at index time
+        "visual": {
+            "properties": {
+                "phash": _KEYWORD,
+                "phash_mirror": _KEYWORD,
+                "bands": _KEYWORD,
+                "embedding": {"type": "binary"},
+                "near_duplicate_of": _KEYWORD,
+            }
+        },
     },
 }
 
@@ -245,6 +257,9 @@ class LabelResult:
     text_detections: list[dict[str, Any]] = field(default_factory=list)
     face_details: list[dict[str, Any]] = field(default_factory=list)
     image_properties: dict[str, Any] | None = None
+    # visual similarity (imagelabels.similarity): the pooled features of the labeling pass,
+    # centred, L2-normalised, int8, base64 (local labeler only)
+    embedding: str | None = None
 
 
 def document_id(bucket: str, key: str, version_id: str | None, etag: str) -> str:
@@ -416,11 +431,14 @@ def build_document(
     ingested_at: datetime,
     source_format: str | None = None,
     transformations: Sequence[str] = (),
+    phash: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build the one document for an object version and everything its labeler found.
 
     Fields of features that were not run are left out (absent, not empty), so a query for
     "images without moderation hits" does not match images that were never checked.
+    ``phash`` (the image's pHash and its mirror's, from preflight) and ``result.embedding`` make
+    the ``visual`` object (:func:`imagelabels.similarity.visual_fields`).
     """
     labels = [normalize_label(label) for label in result.labels]
     names = [label["Name"] for label in labels]
@@ -473,4 +491,10 @@ def build_document(
     properties = normalize_image_properties(result.image_properties)
     if properties is not None:
         document["image_properties"] = properties
+    from imagelabels.similarity import visual_fields
+
+    hashes = phash or (None, None)
+    visual = visual_fields(hashes[0], hashes[1], result.embedding)
+    if visual is not None:
+        document["visual"] = visual
     return document

@@ -267,6 +267,7 @@ def label_one(
         ingested_at=ingested_at(),
         source_format=image.source_format,
         transformations=image.transformations,
+        phash=image.phash,
     )
 
 

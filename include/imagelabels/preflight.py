@@ -91,6 +91,7 @@ from imagelabels.prepared import (
     PIXELS_MAX_SIDE,
     PreparedImage,
 )
+from imagelabels.similarity import phash_pair
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -100,6 +101,10 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 250_000_000  # in the header; only a baseline JPEG that big can be decoded (reduced)
 MAX_DECODED_PIXELS = 50_000_000  # decoded in full: 200 MB as Pillow's RGB (4 bytes a pixel)
 JPEG_QUALITY = 90
+# The perceptual hash (issue 14 item 5) is computed from a copy at least this large (a JPEG sent
+# as it is is decoded at 1/2..1/8 scale down to it, no further): plenty for a 32 x 32 hash.
+HASH_SOURCE_SIDE = 256
+HASH_SOURCE = (HASH_SOURCE_SIDE, HASH_SOURCE_SIDE)
 FALLBACK_QUALITIES = (80, 70, 60)  # tried before downscaling when the JPEG is over 5 MB
 ORIENTATION_TAG = 0x0112
 READ_CHUNK_BYTES = 1024 * 1024
@@ -579,7 +584,7 @@ def _plan(image: Image, source_format: str, data: bytes, *, keep_pixels: bool) -
         if image.info.get("progressive") or _jpeg_scan_count(data) > 1:
             coefficients = _jpeg_coefficient_bytes(image)
         else:
-            needed = (PIXELS_MAX_SIDE if keep_pixels else 1) if as_is else MAX_DIMENSION
+            needed = (PIXELS_MAX_SIDE if keep_pixels else HASH_SOURCE_SIDE) if as_is else MAX_DIMENSION
             scale = _jpeg_scale(stored, needed)
     decoded = _reduced_size(stored, scale)
     if _pixels(decoded) > MAX_DECODED_PIXELS:
@@ -867,6 +872,10 @@ def _as_is(
         kept = _fitted(image.size, PIXELS_MAX_SIDE)
         pixels = _resized(_rgb_reduced(image, _reduce_factor(image.size, kept), []), kept)
     width, height = info.stored_size  # orientation 1: stored is displayed; the decode may be a draft
+    if pixels is not None:
+        hashes = phash_pair(pixels)
+    else:  # a small RGB copy, made strip by strip (no full-size conversion of a P or RGBA image)
+        hashes = phash_pair(_rgb_reduced(image, _reduce_factor(image.size, HASH_SOURCE), []))
     return PreparedImage(
         obj=replace(obj, width=width, height=height),
         data=data,
@@ -874,6 +883,7 @@ def _as_is(
         source_format=info.source_format,
         send_s3_reference=True,
         pixels=pixels,
+        phash=hashes,
     )
 
 
@@ -895,6 +905,7 @@ def _converted(
         send_s3_reference=False,
         transformations=transformations,
         pixels=_model_pixels(final) if keep_pixels else None,
+        phash=phash_pair(final),
     )
 
 

@@ -42,6 +42,9 @@ class PreparedImage:
     :param pixels: the decoded image (a Pillow ``Image`` in RGB, oriented like ``data`` and
         fitted into :data:`PIXELS_MAX_SIDE`), so a local model does not decode twice; ``None``
         when not kept.
+    :param phash: the 64-bit perceptual hash of the image and of its mirror image (hex,
+        :func:`imagelabels.similarity.phash_pair`), computed from what preflight decoded, for
+        every image whatever the labeler; ``None`` only when built elsewhere.
     """
 
     obj: ObjectInfo
@@ -51,6 +54,7 @@ class PreparedImage:
     send_s3_reference: bool
     transformations: tuple[str, ...] = ()
     pixels: Any = field(default=None, compare=False, repr=False)
+    phash: tuple[str, str] | None = field(default=None, compare=False)
 
     @property
     def size(self) -> tuple[int, int]:

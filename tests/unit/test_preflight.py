@@ -653,14 +653,15 @@ def test_a_progressive_jpeg_is_costed_with_its_coefficients_and_never_drafted() 
     """800 x 600, 4:2:0: libjpeg keeps every DCT coefficient of a multi-scan JPEG (2 bytes each,
     per 8 x 8 block of each component, padded to whole 16 x 16 MCUs) at any scale, so it counts
     as a full decode (capped at 50 MP) and is decoded at full size; a baseline one sent as it is
-    is only checked, at 1/8 scale (100 x 75)."""
+    is only checked, at 1/2 scale (400 x 300: the smallest libjpeg scale that keeps 256 px on the
+    long side for the perceptual hash, ``HASH_SOURCE_SIDE``)."""
     image = _noise(800, 600)
     baseline = _encode(image, "JPEG", quality=85)
     progressive = _encode(image, "JPEG", quality=85, progressive=True)
     coefficients = (100 * 76 + 2 * 50 * 38) * 64 * 2
     rows = JPEG_ROW_BYTES_PER_COLUMN * 800
 
-    assert decode_cost(baseline) == FIXED_DECODE_BYTES + 100 * 75 * 5 + rows
+    assert decode_cost(baseline) == FIXED_DECODE_BYTES + 400 * 300 * 5 + rows
     assert decode_cost(progressive) == FIXED_DECODE_BYTES + 800 * 600 * 5 + coefficients + rows
 
 

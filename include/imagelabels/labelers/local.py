@@ -33,6 +33,7 @@ from imagelabels.labelers.local_models import (
     softmax,
 )
 from imagelabels.prepared import PreparedImage
+from imagelabels.similarity import compact_embedding, normalized
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -82,7 +83,12 @@ def _clip(value: float) -> float:
 
 
 def detect_labels(
-    image: Image, *, min_confidence: float, max_labels: int | None, calibrated: bool = True
+    image: Image,
+    *,
+    min_confidence: float,
+    max_labels: int | None,
+    calibrated: bool = True,
+    features_out: list[Any] | None = None,
 ) -> dict[str, Any]:
     """``DetectLabels`` from the ImageNet classifier.
 
@@ -351,14 +357,18 @@ class LocalLabeler:
 
         return max(2, (os.cpu_count() or 1) // local_threads())
 
-    def _labels(self, pixels: Image, faces: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    def _labels(
+        self, pixels: Image, faces: list[dict[str, Any]], features: list[Any] | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
         """The classifier's labels plus ``Person`` (BlazePose's person detector, unless
         ``IMAGELABELS_LOCAL_PERSON=off``) and, from found faces, ``Face``/``Head``, merged as
         Rekognition would list them; filters, then ``max_labels``."""
         from imagelabels.labelers.person import detect_people, face_labels, merge_labels, person_enabled
 
         settings = self._settings
-        response = detect_labels(pixels, min_confidence=settings.min_confidence, max_labels=None)
+        response = detect_labels(
+            pixels, min_confidence=settings.min_confidence, max_labels=None, features_out=features
+        )
         extra = face_labels(faces)
         if person_enabled():
             extra = detect_people(pixels) + extra
@@ -376,7 +386,8 @@ class LocalLabeler:
         faces: list[dict[str, Any]] = []
         if settings.wants("faces"):  # first: found faces become Face/Head labels too
             faces = _run("faces", lambda: detect_faces(pixels))["FaceDetails"]
-        labels, version = _run("labels", lambda: self._labels(pixels, faces))
+        pooled: list[Any] = []
+        labels, version = _run("labels", lambda: self._labels(pixels, faces, pooled))
         moderation: dict[str, Any] = {}
         if settings.wants("moderation"):
             moderation = _run(
@@ -399,4 +410,5 @@ class LocalLabeler:
             moderation_model_version=moderation.get("ModerationModelVersion"),
             text_detections=text,
             face_details=faces,
+            embedding=compact_embedding(normalized(pooled[0])) if pooled else None,
         )

@@ -33,6 +33,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 CLASSIFIER_PATH = MODELS_DIR / "efficientnet-lite0.onnx"
 TAXONOMY_PATH = MODELS_DIR / "imagenet_taxonomy.json"
 THREADS_ENV = "IMAGELABELS_LOCAL_THREADS"
+FEATURES_OUTPUT = "features"
 DEFAULT_THREADS = 2
 INPUT_SIZE = 224
 RESIZE_SHORT_SIDE = 256
@@ -133,6 +134,9 @@ class Classifier:
     version: str
     input_size: int = INPUT_SIZE
     aliases: dict[str, list[str]] | None = None
+    # the graph's pooled-features output ([N, 1280], scripts/models/add_feature_output.py), when
+    # it has one: the embedding of visual similarity comes from the labeling pass itself
+    features_name: str | None = None
 
 
 def load_classifier(path: Path = CLASSIFIER_PATH, taxonomy_path: Path = TAXONOMY_PATH) -> Classifier:
@@ -159,6 +163,7 @@ def load_classifier(path: Path = CLASSIFIER_PATH, taxonomy_path: Path = TAXONOMY
         sess_options=session_options(local_threads()),
         providers=["CPUExecutionProvider"],
     )
+    outputs = [output.name for output in session.get_outputs()]
     shape = session.get_inputs()[0].shape
     input_size = shape[-1] if isinstance(shape[-1], int) else INPUT_SIZE
     return Classifier(
@@ -174,6 +179,7 @@ def load_classifier(path: Path = CLASSIFIER_PATH, taxonomy_path: Path = TAXONOMY
         aliases={
             name: [alias["Name"] for alias in entry.get("Aliases", [])] for name, entry in labels.items()
         },
+        features_name=FEATURES_OUTPUT if FEATURES_OUTPUT in outputs else None,
     )
 
 
@@ -227,6 +233,20 @@ def classify_arrays(batch: NDArray[np.float32]) -> NDArray[np.float32]:
     classifier = CLASSIFIER.get()
     (logits,) = classifier.session.run([classifier.output_name], {classifier.input_name: batch})
     return logits  # type: ignore[no-any-return]
+
+
+def classify_with_features(
+    batch: NDArray[np.float32],
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """Logits ``[N, 1000]`` and pooled features ``[N, 1280]`` (``None`` for a graph without that
+    output) of one session run: the features cost nothing beyond the labeling pass."""
+    classifier = CLASSIFIER.get()
+    if classifier.features_name is None:
+        return classify_arrays(batch), None
+    logits, features = classifier.session.run(
+        [classifier.output_name, classifier.features_name], {classifier.input_name: batch}
+    )
+    return logits, features
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
