@@ -4,6 +4,8 @@
     python -m imagelabels describe chelsea.png
     python -m imagelabels like sample_images/coffee.png
     python -m imagelabels top-labels --json
+    python -m imagelabels similar sample_images/coffee.png      # looks like (visual similarity)
+    python -m imagelabels duplicates --bucket photos            # groups of near duplicates
 
 A readable table by default, ``--json`` for scripts. Every command is a thin layer over
 :mod:`imagelabels.search`.
@@ -327,6 +329,93 @@ def cmd_like(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _example_signals(clients: Clients, example: str, index: str) -> tuple[Any, dict[str, Any]]:
+    """The signals of ``similar``'s example and how to leave the example out of the answer: an
+    indexed image (title, key or ``s3://`` location that is indexed) by its document id, else a
+    local file or an ``s3://`` object, computed as at labeling time."""
+    from imagelabels import similarity
+
+    indexed = similarity.indexed_signals(clients.es, example, index=index)
+    if indexed is not None and (indexed[2].phash or indexed[2].embedding is not None):
+        doc_id, location, signals = indexed
+        return signals, {"exclude_ids": [doc_id], "exclude_location": location}
+    if not example.startswith("s3://") and not os.path.isfile(example):
+        raise SystemExit(f"{example!r} is neither an indexed image with visual signals nor a file")
+    data, source = search.read_example(example, clients.s3)
+    signals = similarity.signals_of_image(data, name=os.path.basename(example))
+    if source is not None:
+        return signals, {"exclude_location": source}
+    return signals, {"exclude_etag": hashlib.md5(data, usedforsecurity=False).hexdigest()}
+
+
+def cmd_similar(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
+    from imagelabels import similarity
+
+    signals, exclude = _example_signals(clients, args.example, args.index)
+    found = similarity.similar_images(
+        clients.es, signals, filters=_filters(args), size=args.size, index=args.index, **exclude
+    )
+    hits = _with_urls(clients, [item.hit for item in found], args)
+    if args.json:
+        _dump(
+            {
+                "example": {"phash": signals.phash, "embedding": signals.embedding is not None},
+                "hits": [
+                    {
+                        **_hit_json(hit),
+                        "similarity": round(item.similarity, 3),
+                        "near_duplicate": item.near_duplicate,
+                    }
+                    for hit, item in zip(hits, found, strict=True)
+                ],
+            },
+            out,
+        )
+        return 0
+    rows = [
+        [str(n), hit.title, f"{item.similarity:.3f}", "yes" if item.near_duplicate else "", hit.s3_location]
+        for n, (hit, item) in enumerate(zip(hits, found, strict=True), start=1)
+    ]
+    _table(rows, ["#", "TITLE", "SIMILARITY", "DUPLICATE", "S3 LOCATION"], out)
+    for n, hit in enumerate(hits, start=1):
+        if hit.url:
+            print(f"[{n}] {hit.url}", file=out)
+    print(f"{len(hits)} image(s) alike", file=out)
+    return 0
+
+
+def cmd_duplicates(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
+    from imagelabels import similarity
+
+    members = similarity.scan_members(clients.es, filters=_filters(args), index=args.index)
+    groups = similarity.duplicate_groups(members)
+    if args.json:
+        _dump(
+            {
+                "images_checked": len(members),
+                "groups": [
+                    {
+                        "similarity": round(similarity.mean_similarity(group), 3),
+                        "images": [
+                            {"title": m.title, "s3_location": m.s3_location, "id": m.doc_id} for m in group
+                        ],
+                    }
+                    for group in groups
+                ],
+            },
+            out,
+        )
+        return 0
+    rows = [
+        [str(n), str(len(group)), f"{similarity.mean_similarity(group):.3f}", member.title, member.s3_location]
+        for n, group in enumerate(groups, start=1)
+        for member in group
+    ]
+    _table(rows, ["#", "IMAGES", "SIMILARITY", "TITLE", "S3 LOCATION"], out)
+    print(f"{len(groups)} group(s) of near duplicates among {len(members)} image(s)", file=out)
+    return 0
+
+
 def cmd_top_labels(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
     top = search.top_labels(clients.es, size=args.size, index=args.index, filters=_filters(args))
     if args.json:
@@ -436,6 +525,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-labels", type=_positive, default=10, help="example labels to query (default: %(default)s)"
     )
     like.set_defaults(handler=cmd_like)
+    similar = commands.add_parser(
+        "similar", parents=[common, filters], help="images that look like an example (visual similarity)"
+    )
+    similar.add_argument("example", help="an indexed image's title, key or s3:// location, or a local file")
+    similar.add_argument("--size", type=_positive, default=10, help="how many images (default: %(default)s)")
+    similar.set_defaults(handler=cmd_similar)
+    duplicates = commands.add_parser(
+        "duplicates", parents=[common, filters], help="groups of near-duplicate images"
+    )
+    duplicates.set_defaults(handler=cmd_duplicates)
     top = commands.add_parser("top-labels", parents=[common, filters], help="the most frequent labels")
     top.add_argument("--size", type=_positive, default=10, help="how many labels (default: %(default)s)")
     top.set_defaults(handler=cmd_top_labels)

@@ -271,6 +271,42 @@ def label_one(
     )
 
 
+def flag_near_duplicates(es: Any, labeled: Sequence[_Labeled]) -> int:
+    """Set ``visual.near_duplicate_of`` on each new document that nearly duplicates an image of
+    another key: the most alike one indexed already (band candidates,
+    :func:`imagelabels.similarity.find_near_duplicate`), else one earlier in this batch (or the
+    image that one duplicates, so a group points at its first image). Returns how many were
+    flagged. The flag is a hint, never a
+    reason to fail a batch: an engine error only leaves documents unflagged (logged).
+    """
+    from imagelabels.similarity import Signals, find_near_duplicate, is_near_duplicate
+
+    flagged = 0
+    earlier: list[tuple[str, str, Signals]] = []
+    for item in labeled:
+        document = item.document or {}
+        visual = document.get("visual")
+        if not visual:
+            continue
+        signals = Signals.of_source(document)
+        location = str(document["s3_location"])
+        original: str | None = None
+        try:
+            original = find_near_duplicate(es, signals, exclude_location=location)
+        except Exception as error:  # a missing flag must not fail the batch
+            log.warning("near-duplicate check against the index skipped for %s: %s", location, error)
+        if original is None:  # an image earlier in this batch, or the one that image duplicates
+            original = next(
+                (root for root, where, other in earlier if where != location and is_near_duplicate(signals, other)),
+                None,
+            )
+        if original is not None:
+            visual["near_duplicate_of"] = original
+            flagged += 1
+        earlier.append((original or item.doc_id, location, signals))
+    return flagged
+
+
 def newest_wins(
     held: Mapping[str, datetime], indexed: Mapping[str, Sequence[StoredVersion]]
 ) -> tuple[set[str], list[StoredVersion]]:
@@ -358,6 +394,8 @@ def process_batch(
             continue
         report.labeled += 1
         labeled_now.append(labeled)
+
+    flag_near_duplicates(es, labeled_now)
 
     # the version of each key this batch holds (indexed now or before, or failed): its older
     # versions' documents go in the same bulk request (one document per current object)

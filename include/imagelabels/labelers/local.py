@@ -28,6 +28,7 @@ from imagelabels.labelers.local_models import (
     OCR,
     calibrate,
     classify_arrays,
+    classify_with_features,
     local_threads,
     preprocess,
     softmax,
@@ -100,11 +101,16 @@ def detect_labels(
     person accepts about 70% of the time. Sorted by confidence (then name), then cut at
     ``min_confidence`` and ``max_labels``. Each label carries its ``Aliases`` (the words people
     search for it by: "kitty" for ``Cat``) from the taxonomy.
+
+    ``features_out``, when given, receives the pooled features (1,280 floats) of the same pass,
+    the image's embedding for visual similarity (not part of Rekognition's response).
     """
     import numpy as np
 
     classifier = CLASSIFIER.get()
-    logits = classify_arrays(preprocess(_rgb(image), classifier.input_size)[np.newaxis])
+    logits, features = classify_with_features(preprocess(_rgb(image), classifier.input_size)[np.newaxis])
+    if features_out is not None and features is not None:
+        features_out.append(features[0])
     probabilities = np.minimum(classifier.membership @ softmax(logits[0]), 1.0)
     scores = calibrate(probabilities) if calibrated else probabilities * 100.0
     order = sorted(
