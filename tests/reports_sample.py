@@ -123,6 +123,22 @@ def sample_report(period: str = "daily") -> Report:
                 ("acme-images", "uploads/customer-archive-2026/", 40),
             ],
         ),
+        table(
+            "near_duplicates",
+            "Near duplicates",
+            [
+                Column("image", "Image"),
+                Column("duplicate_of", "Near duplicate of"),
+                Column("ingested_at", "Ingested at", "datetime"),
+            ],
+            [
+                (
+                    "s3://acme-images/uploads/2026/cat-copy.jpg",
+                    "s3://acme-images/uploads/2026/cat.jpg",
+                    START + timedelta(hours=3, minutes=12),
+                )
+            ],
+        ),
     )
     return Report(
         name=f"{period}-labels",

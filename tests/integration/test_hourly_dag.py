@@ -84,6 +84,12 @@ def test_hourly_run_indexes_exactly_its_interval_and_a_rerun_changes_nothing(hou
         # exp(0.8 x confidence) is ~1e34: compared to a relative precision, not 9 decimals
         feature = pytest.approx(math.exp(0.8 * 99.9364013671875))  # and its alias's
         assert source.pop("label_confidence") == {"mobile phone": feature, "cell phone": feature}
+        # Rekognition labeled it: the pHash (preflight's, for every labeler) but no embedding,
+        # and three different photos are no near duplicates of each other
+        visual = source.pop("visual")
+        assert sorted(visual) == ["bands", "phash", "phash_mirror"]
+        assert [len(visual["phash"]), len(visual["phash_mirror"])] == [16, 16]
+        assert {band.split(":")[0] for band in visual["bands"]} == {f"h{i}" for i in range(8)}
         assert _rounded(source) == _rounded(
             {
                 "title": name,

@@ -250,6 +250,40 @@ def test_every_table_and_total_of_the_day(seeded) -> None:  # type: ignore[no-un
     assert Report.from_dict(report.to_dict()) == report
 
 
+def test_near_duplicates_lists_the_flagged_documents_of_the_interval(es) -> None:  # type: ignore[no-untyped-def]
+    """Documents flagged at index time (``visual.near_duplicate_of``) inside the interval, newest
+    first, with their original's location; the scope applies; an original deleted since says so."""
+    seed(es)
+    original = document_id("photos", "2026/03/old-cat.jpg", None, "etag-2026/03/old-cat.jpg")
+    flagged = {
+        "2026/03/cat2.jpg": original,
+        "2026/03/dogs/dog1.jpg": "0" * 64,  # an original no longer indexed
+        "old/scan2.jpg": document_id("archive", "old/scan.jpg", None, "etag-old/scan.jpg"),
+    }
+    for doc in DOCS:
+        if doc.key in flagged:
+            es.update(
+                index=INDEX_ALIAS,
+                id=document_id(doc.bucket, doc.key, None, f"etag-{doc.key}"),
+                doc={"visual": {"phash": "0" * 16, "near_duplicate_of": flagged[doc.key]}},
+                refresh="wait_for",
+            )
+
+    report = _report(es)
+
+    assert _rows(report, "near_duplicates") == [
+        ("s3://archive/old/scan2.jpg", "s3://archive/old/scan.jpg", _at(2, 5, 20)),
+        ("s3://photos/2026/03/dogs/dog1.jpg", "(no longer indexed)", _at(2, 1, 15)),
+        ("s3://photos/2026/03/cat2.jpg", "s3://photos/2026/03/old-cat.jpg", _at(2, 0, 30)),
+    ]
+    assert _rows(_report(es, bucket="archive"), "near_duplicates") == [
+        ("s3://archive/old/scan2.jpg", "s3://archive/old/scan.jpg", _at(2, 5, 20))
+    ]
+    capped = _report(es, duplicate_limit=1).table("near_duplicates")
+    assert len(capped.rows) == 1
+    assert "1 of 3" in capped.note
+
+
 def test_prefix_depth_two_counts_shallower_keys_as_root(seeded) -> None:  # type: ignore[no-untyped-def]
     report = _report(seeded, prefix_depth=2)
     assert _rows(report, "by_prefix") == [

@@ -20,6 +20,7 @@ from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
 from imagelabels.listing import ListedObject, list_objects_in_window
 from imagelabels.pipeline import RunContext, process_batch
+from imagelabels.reports.aggregations import compute_report
 
 pytestmark = pytest.mark.both_engines
 
@@ -97,7 +98,7 @@ def test_every_document_carries_visual_signals_and_copies_are_flagged(indexed, e
     assert len(documents) == len(ORIGINALS) + 4 * len(COPIED)
     for key, document in documents.items():
         visual = document["visual"]
-        assert len(visual["phash"]) == 16 and len(visual["phash_mirror"]) == 16
+        assert [len(visual["phash"]), len(visual["phash_mirror"])] == [16, 16]
         assert len(visual["embedding"]) == 1708  # 1,280 int8 as base64
         assert any(band.startswith("h0:") for band in visual["bands"])
         assert any(band.startswith("e0:") for band in visual["bands"])
@@ -142,3 +143,16 @@ def test_duplicates_groups_each_original_with_its_copies(indexed) -> None:  # ty
     assert groups == expected
     scoped = _cli(indexed, "duplicates", "--prefix", "originals/")
     assert scoped["groups"] == []  # the originals are not alike among themselves
+
+
+def test_the_daily_report_lists_each_copy_with_its_original(indexed, es) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    report = compute_report(
+        es, name="labels", period="daily", start=now - timedelta(hours=1), end=now + timedelta(hours=1)
+    )
+    rows = sorted((image, original) for image, original, _ in report.table("near_duplicates").rows)
+    assert rows == sorted(
+        (f"s3://photos/copies/{Path(name).stem}_{kind}.jpg", f"s3://photos/originals/{name}")
+        for name in COPIED
+        for kind in ("crop", "half", "mirror", "q40")
+    )

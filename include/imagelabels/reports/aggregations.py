@@ -10,7 +10,7 @@ Elasticsearch's answer small) and the answer is filtered again here, so both giv
 The interval is half-open, ``[start, end)`` in UTC: ``ingested_at`` for documents, ``failed_at``
 for failure records. An optional ``bucket``/``prefix`` scope restricts every query below.
 
-Five searches, at most (``size=0`` unless they fetch documents):
+Six searches, at most (``size=0`` unless they fetch documents):
 
 1. :func:`_documents_query` on ``images`` - one request, several aggregations: the ``indexed``
    row of ``outcomes`` and ``Totals.indexed`` (hit count), ``top_labels`` (nested terms + avg),
@@ -22,7 +22,11 @@ Five searches, at most (``size=0`` unless they fetch documents):
 3. :func:`_labels_seen_before` on ``images`` - which of the interval's labels were already on a
    document ingested before ``start`` (the rest are ``new_labels``); skipped when there are none;
 4. :func:`_moderation_query` on ``images`` - the newest moderated documents, for
-   ``moderation_hits`` (the only search that reads ``_source``).
+   ``moderation_hits``;
+5. :func:`_near_duplicates_query` on ``images`` - the interval's documents flagged at index time as
+   near duplicates of an image already there (``visual.near_duplicate_of``, see
+   :mod:`imagelabels.similarity`), newest first, and one ``ids`` search for their originals'
+   locations, for ``near_duplicates``.
 
 Missing indices (nothing ever ingested, or no failure ever recorded) are answered as empty
 (``ignore_unavailable``), so such a report is all zeros rather than an error.
@@ -50,7 +54,15 @@ ROOT_PREFIX = "(root)"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _IGNORE_MISSING: dict[str, Any] = {"ignore_unavailable": True, "allow_no_indices": True}
 
-TABLE_NAMES = ("outcomes", "top_labels", "new_labels", "moderation_hits", "images_per_hour", "by_prefix")
+TABLE_NAMES = (
+    "outcomes",
+    "top_labels",
+    "new_labels",
+    "moderation_hits",
+    "images_per_hour",
+    "by_prefix",
+    "near_duplicates",
+)
 
 OUTCOME_COLUMNS = (
     Column("outcome", "Outcome"),
@@ -71,6 +83,11 @@ MODERATION_COLUMNS = (
     Column("ingested_at", "Ingested at (UTC)", "datetime"),
 )
 PER_HOUR_COLUMNS = (Column("hour", "Hour (UTC)", "datetime"), Column("images", "Images", "int"))
+NEAR_DUPLICATE_COLUMNS = (
+    Column("image", "Image"),
+    Column("duplicate_of", "Near duplicate of"),
+    Column("ingested_at", "Ingested at (UTC)", "datetime"),
+)
 BY_PREFIX_COLUMNS = (
     Column("bucket", "Bucket"),
     Column("prefix", "Prefix"),
@@ -128,6 +145,7 @@ def compute_report(
     prefix: str | None = None,
     moderation_limit: int = 200,
     now: datetime | None = None,
+    duplicate_limit: int = 200,
 ) -> Report:
     """The report of ``[start, end)``: outcomes, top and new labels, moderation hits, images per
     hour and per bucket/prefix, and the interval's totals.
@@ -139,6 +157,7 @@ def compute_report(
     :param moderation_limit: most documents listed in ``moderation_hits`` (newest first); the
         total is never capped.
     :param now: ``generated_at`` (default: the current UTC time).
+    :param duplicate_limit: most documents listed in ``near_duplicates`` (newest first).
     """
     _validate(name, period, start, end, top_n, prefix_depth, moderation_limit, now)
     start, end = start.astimezone(UTC), end.astimezone(UTC)
@@ -163,6 +182,7 @@ def compute_report(
         _moderation_table(moderation, moderated_total, moderation_limit),
         _per_hour_table(aggs, start, end),
         _by_prefix_table(aggs, prefix_depth),
+        _near_duplicates_table(es, start, end, scope, duplicate_limit),
     )
     totals = Totals(
         indexed=indexed,
@@ -358,6 +378,51 @@ def _moderation_query(
     )
     hits: Sequence[Mapping[str, Any]] = response.get("hits", {}).get("hits", [])
     return hits
+
+
+def _near_duplicates_table(es: Any, start: datetime, end: datetime, scope: _Scope, limit: int) -> Table:
+    """``near_duplicates``: the interval's documents that nearly duplicate an image indexed before
+    them (the flag set at index time), newest first, with the original's location."""
+    response = es.search(
+        index=INDEX_ALIAS,
+        size=limit,
+        query={
+            "bool": {
+                "filter": [
+                    _interval("ingested_at", start, end),
+                    {"exists": {"field": "visual.near_duplicate_of"}},
+                    *scope.image_filters(),
+                ]
+            }
+        },
+        sort=[{"ingested_at": {"order": "desc"}}, {"s3_location": {"order": "asc"}}],
+        source=["s3_location", "visual.near_duplicate_of"],
+        track_total_hits=True,
+        **_IGNORE_MISSING,
+    )
+    hits: Sequence[Mapping[str, Any]] = response.get("hits", {}).get("hits", [])
+    originals = sorted({str(hit["_source"]["visual"]["near_duplicate_of"]) for hit in hits})
+    where: dict[str, str] = {}
+    if originals:
+        found = es.search(
+            index=INDEX_ALIAS,
+            size=len(originals),
+            query={"ids": {"values": originals}},
+            source=["s3_location"],
+            **_IGNORE_MISSING,
+        )
+        where = {str(h["_id"]): str(h["_source"]["s3_location"]) for h in found["hits"]["hits"]}
+    rows = [
+        (
+            str(hit["_source"]["s3_location"]),
+            where.get(str(hit["_source"]["visual"]["near_duplicate_of"]), "(no longer indexed)"),
+            _moment(hit["sort"][0]),
+        )
+        for hit in hits
+    ]
+    total = _total_hits(response)
+    note = f"capped: showing the newest {len(hits)} of {total} near duplicates" if total > len(hits) else ""
+    return table("near_duplicates", "Near duplicates", NEAR_DUPLICATE_COLUMNS, rows, note)
 
 
 # --- answers -> tables -------------------------------------------------------------------------
