@@ -1,0 +1,177 @@
+"""Visual similarity signals (issue 14 item 5): pHash, embedding compaction, LSH bands, grouping."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from imagelabels import similarity as sim
+from imagelabels.documents import IMAGE_MAPPINGS, LabelResult, ObjectInfo, build_document
+
+ROOT = Path(__file__).resolve().parents[2]
+PHOTOS = sorted(p for p in (ROOT / "sample_images").iterdir() if p.suffix in {".png", ".jpg"})
+
+
+def _photo(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _recompressed(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def _crop(image: Image.Image, fraction: float) -> Image.Image:
+    width, height = image.size
+    dx, dy = int(width * fraction), int(height * fraction)
+    return image.crop((dx, dy, width - dx, height - dy))
+
+
+COPIES = {
+    "mirrored": ImageOps.mirror,
+    "half size": lambda image: image.resize((image.width // 2, image.height // 2)),
+    "quarter size": lambda image: image.resize((image.width // 4, image.height // 4)),
+    "JPEG quality 30": lambda image: _recompressed(image, 30),
+}
+
+
+@pytest.mark.parametrize("photo", PHOTOS, ids=lambda p: p.name)
+@pytest.mark.parametrize("kind", list(COPIES))
+def test_phash_of_a_transformed_copy_stays_within_the_duplicate_threshold(photo: Path, kind: str) -> None:
+    image = _photo(photo)
+    original, mirror = sim.phash_pair(image)
+    copy = sim.phash(COPIES[kind](image))
+    assert sim.phash_distance(copy, original, mirror) <= sim.PHASH_DUPLICATE
+
+
+def test_a_mirrored_copy_is_far_from_the_hash_itself_but_equal_to_the_stored_mirror() -> None:
+    image = _photo(ROOT / "sample_images" / "chelsea.png")
+    original, mirror = sim.phash_pair(image)
+    flipped = sim.phash(ImageOps.mirror(image))
+    assert sim.hamming(flipped, original) > 16  # why the mirror's hash is stored
+    assert sim.hamming(flipped, mirror) <= 2
+
+
+def test_different_photos_are_far_apart_by_phash() -> None:
+    hashes = {photo.name: sim.phash_pair(_photo(photo)) for photo in PHOTOS}
+    for (_, (a, _)), (_, (b, b_mirror)) in combinations(hashes.items(), 2):
+        assert sim.phash_distance(a, b, b_mirror) > 2 * sim.PHASH_DUPLICATE
+
+
+def test_phash_is_64_bits_of_hex_and_hamming_counts_bits() -> None:
+    value = sim.phash(_photo(PHOTOS[0]))
+    assert len(value) == 16
+    int(value, 16)
+    assert sim.hamming("0" * 16, "f" * 16) == 64
+    assert sim.hamming("00000000000000ff", "0000000000000001") == 7
+
+
+def test_embedding_compaction_round_trip_keeps_cosines() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.random((20, sim.EMBEDDING_SIZE)) * 6  # ReLU6-like: all positive
+    vectors = [sim.normalized(v) for v in raw]
+    assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-5 for v in vectors)
+    assert all(abs(float(v.mean())) < 1e-6 for v in vectors)  # centred
+    texts = [sim.compact_embedding(v) for v in vectors]
+    assert {len(t) for t in texts} == {1708}  # 1,280 bytes as base64
+    restored = [sim.expand_embedding(t) for t in texts]
+    for i, j in combinations(range(len(vectors)), 2):
+        assert sim.cosine(restored[i], restored[j]) == pytest.approx(
+            sim.cosine(vectors[i], vectors[j]), abs=2e-3
+        )
+    for vector, back in zip(vectors, restored, strict=True):
+        assert sim.cosine(vector, back) > 0.9999
+
+
+def test_lsh_bands_agree_in_proportion_to_the_angle() -> None:
+    rng = np.random.default_rng(5)
+    base = sim.normalized(rng.standard_normal(sim.EMBEDDING_SIZE))
+    near = sim.normalized(base + 0.25 * sim.normalized(rng.standard_normal(sim.EMBEDDING_SIZE)))
+    far = sim.normalized(rng.standard_normal(sim.EMBEDDING_SIZE))
+    bands = sim.embedding_bands(base)
+    assert len(bands) == sim.EMBEDDING_BANDS
+    assert sorted({band.split(":")[0] for band in bands}) == sorted(
+        f"e{i:x}" for i in range(sim.EMBEDDING_BANDS)
+    )
+    assert sim.embedding_bands(base) == bands  # the same planes in every call (fixed seed)
+    assert sim.cosine(base, near) > 0.95
+    shared_near = len(set(bands) & set(sim.embedding_bands(near)))
+    shared_far = len(set(bands) & set(sim.embedding_bands(far)))
+    assert shared_near >= 10
+    assert shared_far <= 4
+
+
+def test_hash_bands_share_at_least_two_bands_within_six_bits() -> None:
+    a = "0123456789abcdef"
+    flipped = int(a, 16) ^ sum(1 << bit for bit in (1, 9, 17, 25, 33, 41))  # six bands hit
+    b = f"{flipped:016x}"
+    assert sim.hamming(a, b) == 6
+    assert len(set(sim.hash_bands(a)) & set(sim.hash_bands(b))) == 2
+    assert sim.hash_bands(a)[:2] == ["h0:01", "h1:23"]
+
+
+@pytest.fixture(scope="module")
+def signals() -> dict[str, sim.Signals]:
+    """pHash pair and embedding (the local classifier's pooled features) of every photo and of its
+    copies: 5 % cropped a side, mirrored, half and quarter size, JPEG quality 30."""
+    from imagelabels.labelers.local import detect_labels
+
+    found = {}
+    for photo in PHOTOS:
+        image = _photo(photo)
+        variants = {"original": image, "cropped 5%": _crop(image, 0.05)}
+        variants.update({kind: copy(image) for kind, copy in COPIES.items()})
+        for kind, pixels in variants.items():
+            pooled: list[np.ndarray] = []
+            detect_labels(pixels, min_confidence=100, max_labels=0, features_out=pooled)
+            found[f"{photo.name}/{kind}"] = sim.Signals(*sim.phash_pair(pixels), sim.normalized(pooled[0]))
+    return found
+
+
+def test_copies_are_near_duplicates_and_different_photos_are_not(signals) -> None:  # type: ignore[no-untyped-def]
+    for name, copy in signals.items():
+        photo, kind = name.split("/")
+        original = signals[f"{photo}/original"]
+        if kind != "original":
+            assert sim.is_near_duplicate(copy, original), name
+            assert sim.is_near_duplicate(original, copy), name
+        if kind == "cropped 5%":  # pHash misses crops; the embedding does not
+            assert sim.cosine(copy.embedding, original.embedding) >= sim.COSINE_DUPLICATE, name
+    originals = [v for n, v in signals.items() if n.endswith("/original")]
+    for a, b in combinations(originals, 2):
+        assert not sim.is_near_duplicate(a, b)
+        assert sim.cosine(a.embedding, b.embedding) < 0.5
+
+
+def test_duplicate_groups_join_pairs_with_union_find(signals) -> None:  # type: ignore[no-untyped-def]
+    members = [sim.Member(name, name, f"s3://b/{name}", value) for name, value in signals.items()]
+    groups = sim.duplicate_groups(members)
+    assert sorted(sorted(m.doc_id for m in group) for group in groups) == sorted(
+        sorted(n for n in signals if n.startswith(f"{photo.name}/")) for photo in PHOTOS
+    )
+
+
+def test_build_document_stores_the_visual_object_in_the_mapped_fields() -> None:
+    obj = ObjectInfo("b", "k.jpg", 1, "e", datetime(2026, 1, 1, tzinfo=UTC))
+    vector = sim.normalized(np.arange(sim.EMBEDDING_SIZE, dtype=np.float64))
+    result = LabelResult([], "local", "v", 70.0, 10, embedding=sim.compact_embedding(vector))
+    document = build_document(
+        obj, result, dag_id="d", run_id="r", ingested_at=obj.last_modified, phash=("0" * 16, "f" * 16)
+    )
+    visual = document["visual"]
+    assert set(visual) <= set(IMAGE_MAPPINGS["properties"]["visual"]["properties"])
+    assert visual["phash"] == "0" * 16
+    assert len(visual["bands"]) == 2 * sim.HASH_BANDS + sim.EMBEDDING_BANDS
+    assert IMAGE_MAPPINGS["properties"]["visual"]["properties"]["embedding"] == {"type": "binary"}
+    bare = build_document(
+        obj, LabelResult([], "x", "v", 70.0, 10), dag_id="d", run_id="r", ingested_at=obj.last_modified
+    )
+    assert "visual" not in bare
