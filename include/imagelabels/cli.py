@@ -407,7 +407,13 @@ def cmd_duplicates(clients: Clients, args: argparse.Namespace, out: TextIO) -> i
         )
         return 0
     rows = [
-        [str(n), str(len(group)), f"{similarity.mean_similarity(group):.3f}", member.title, member.s3_location]
+        [
+            str(n),
+            str(len(group)),
+            f"{similarity.mean_similarity(group):.3f}",
+            member.title,
+            member.s3_location,
+        ]
         for n, group in enumerate(groups, start=1)
         for member in group
     ]

@@ -297,7 +297,11 @@ def flag_near_duplicates(es: Any, labeled: Sequence[_Labeled]) -> int:
             log.warning("near-duplicate check against the index skipped for %s: %s", location, error)
         if original is None:  # an image earlier in this batch, or the one that image duplicates
             original = next(
-                (root for root, where, other in earlier if where != location and is_near_duplicate(signals, other)),
+                (
+                    root
+                    for root, where, other in earlier
+                    if where != location and is_near_duplicate(signals, other)
+                ),
                 None,
             )
         if original is not None:
@@ -438,9 +442,15 @@ def process_batch(
     report.index_errors = outcome.failures
     refused = {f.doc_id: f for f in outcome.failures}
     for action in actions:
-        if action["_op_type"] != "delete" and not action["_source"]["Labels"] and action["_id"] not in refused:
+        if (
+            action["_op_type"] != "delete"
+            and not action["_source"]["Labels"]
+            and action["_id"] not in refused
+        ):
             report.without_labels += 1
-            log.info("indexed without labels (no label search finds it): %s", action["_source"]["s3_location"])
+            log.info(
+                "indexed without labels (no label search finds it): %s", action["_source"]["s3_location"]
+            )
     already_failed = {failure.key for failure in failures}
     unfinished: set[str] = set()
     for action in actions:

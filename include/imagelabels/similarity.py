@@ -484,7 +484,9 @@ def scan_members(es: Any, *, filters: Any = None, index: str | None = None, page
         for hit in fresh:
             source = hit["_source"]
             members.append(
-                Member(str(hit["_id"]), source.get("title", ""), source["s3_location"], Signals.of_source(source))
+                Member(
+                    str(hit["_id"]), source.get("title", ""), source["s3_location"], Signals.of_source(source)
+                )
             )
         if len(hits) < page or not fresh:
             return members

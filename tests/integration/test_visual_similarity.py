@@ -72,8 +72,13 @@ def indexed(s3, es, clean_stack, monkeypatch):  # type: ignore[no-untyped-def]
         s3.put_object(Bucket="photos", Key=f"originals/{name}", Body=(EVAL / name).read_bytes())
     labeler = LocalLabeler(LabelingSettings(70, 10, features=("labels",)))
     first = process_batch(
-        s3_client=s3, es=es, labeler=labeler, bucket="photos", objects=_listed(s3, "originals/"),
-        run=RUN, refresh="wait_for",
+        s3_client=s3,
+        es=es,
+        labeler=labeler,
+        bucket="photos",
+        objects=_listed(s3, "originals/"),
+        run=RUN,
+        refresh="wait_for",
     )
     assert first.indexed == len(ORIGINALS)
     for name in COPIED:
@@ -81,8 +86,13 @@ def indexed(s3, es, clean_stack, monkeypatch):  # type: ignore[no-untyped-def]
             for kind, body in transformed(image.convert("RGB")).items():
                 s3.put_object(Bucket="photos", Key=f"copies/{Path(name).stem}_{kind}.jpg", Body=body)
     second = process_batch(
-        s3_client=s3, es=es, labeler=labeler, bucket="photos", objects=_listed(s3, "copies/"),
-        run=RUN, refresh="wait_for",
+        s3_client=s3,
+        es=es,
+        labeler=labeler,
+        bucket="photos",
+        objects=_listed(s3, "copies/"),
+        run=RUN,
+        refresh="wait_for",
     )
     assert second.indexed == 4 * len(COPIED)
     return clean_stack
@@ -136,7 +146,10 @@ def test_duplicates_groups_each_original_with_its_copies(indexed) -> None:  # ty
     expected = sorted(
         sorted(
             [f"s3://photos/originals/{name}"]
-            + [f"s3://photos/copies/{Path(name).stem}_{kind}.jpg" for kind in ("crop", "half", "mirror", "q40")]
+            + [
+                f"s3://photos/copies/{Path(name).stem}_{kind}.jpg"
+                for kind in ("crop", "half", "mirror", "q40")
+            ]
         )
         for name in COPIED
     )
