@@ -25,6 +25,10 @@ JSON routes (all ``GET``, relative to the mount point):
 * ``api/suggest?prefix=`` -- label names for the label box, from the most frequent labels.
 * ``api/images/{doc_id}`` -- one image: all labels (with bounding boxes of their instances),
   moderation labels and the URL of its content.
+* ``api/images/{doc_id}/similar?size=`` -- "More like this": the images that look most like it
+  (:func:`imagelabels.similarity.similar_images`: band candidates re-ranked by embedding cosine or
+  pHash distance), each with ``similarity`` (0..1) and ``near_duplicate``; ``checked`` is false
+  when the document has no visual signals (indexed before they existed).
 * ``api/images/{doc_id}/content`` -- the image's bytes (see above); 404 for an id that is not an
   indexed document, or whose object is gone or no longer an image.
 
@@ -457,6 +461,33 @@ def create_app(
         found = find(doc_id, _DETAIL_SOURCE)
         url = content_path(str(request.scope.get("root_path", "")), str(found.get("_id", doc_id)))
         return JSONResponse(detail_json(found, url), headers=_NO_STORE)
+
+    @app.get("/api/images/{doc_id}/similar", dependencies=[user_dep])
+    def similar(request: Request, doc_id: str, size: int = Query(8, ge=1, le=50)) -> JSONResponse:
+        from imagelabels import similarity
+
+        found = find(doc_id, ["s3_location", *similarity.VISUAL_SOURCE])
+        signals = similarity.Signals.of_source(found.get("_source") or {})
+        checked = bool(signals.phash or signals.embedding is not None)
+        root = str(request.scope.get("root_path", ""))
+        try:
+            alike = similarity.similar_images(
+                es_client(), signals, exclude_ids=[str(found["_id"])], size=size
+            )
+        except Exception as error:
+            raise _backend_error(error) from error
+        hits = [
+            {
+                "id": item.hit.doc_id,
+                "title": item.hit.title,
+                "s3_location": item.hit.s3_location,
+                "url": content_path(root, item.hit.doc_id),
+                "similarity": round(item.similarity, 3),
+                "near_duplicate": item.near_duplicate,
+            }
+            for item in alike
+        ]
+        return JSONResponse({"checked": checked, "hits": hits}, headers=_NO_STORE)
 
     @app.get("/api/images/{doc_id}/content", dependencies=[user_dep], response_model=None)
     def image_content(doc_id: str) -> Response:

@@ -285,6 +285,37 @@
     dialog.dataset.id = image.id;
     if (!dialog.open) dialog.showModal();
     linkDetail(image.id);
+    showSimilar(image.id);
+  }
+
+  // "More like this": images that look alike (visual similarity), each opening its own detail
+  async function showSimilar(id) {
+    const list = $("detail-similar");
+    list.replaceChildren(el("li", null, "…"));
+    let answer;
+    try {
+      answer = await getJson(`api/images/${encodeURIComponent(id)}/similar`);
+    } catch (error) {
+      list.replaceChildren(el("li", null, "not available"));
+      return;
+    }
+    if (dialog.dataset.id !== id) return; // another image was opened meanwhile
+    list.replaceChildren();
+    if (answer.hits.length === 0) list.append(el("li", null, answer.checked ? "none found" : "no visual signals"));
+    for (const hit of answer.hits) {
+      const item = el("li");
+      item.dataset.id = hit.id;
+      item.title = hit.s3_location;
+      const thumb = el("img");
+      thumb.alt = hit.title;
+      thumb.loading = "lazy";
+      const url = safeUrl(hit.url);
+      if (url) thumb.src = url;
+      const caption = hit.near_duplicate ? "duplicate" : percent(100 * hit.similarity);
+      item.append(thumb, el("div", hit.near_duplicate ? "duplicate" : null, `${hit.title} · ${caption}`));
+      item.addEventListener("click", () => openDetail(hit.id));
+      list.append(item);
+    }
   }
 
   // ?image=<id> in the address: the open detail view, so it can be linked and reloaded

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import Request
 from PIL import Image, ImageOps
 
 from imagelabels import cli
@@ -169,3 +170,29 @@ def test_the_daily_report_lists_each_copy_with_its_original(indexed, es) -> None
         for name in COPIED
         for kind in ("crop", "half", "mirror", "q40")
     )
+
+
+def test_the_image_page_lists_more_like_this(indexed) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from imagelabels import webapp
+
+    async def signed_in(request: Request) -> str:
+        return "user"
+
+    app = webapp.create_app(elasticsearch=indexed.elasticsearch, authenticate=signed_in)
+    client = TestClient(app)
+    documents = _documents(indexed.elasticsearch())
+    doc_id = documents["copies/coffee_mirror.jpg"]["_id"]
+    answer = client.get(f"/api/images/{doc_id}/similar", params={"size": 5})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["checked"] is True
+    locations = [hit["s3_location"] for hit in body["hits"]]
+    assert "s3://photos/originals/coffee.jpg" in locations
+    assert "s3://photos/copies/coffee_mirror.jpg" not in locations
+    first = body["hits"][0]
+    assert first["url"] == f"/api/images/{first['id']}/content"
+    assert 0.8 <= first["similarity"] <= 1.0
+    assert first["near_duplicate"] is True
+    assert client.get("/api/images/nope/similar").status_code == 404
