@@ -315,7 +315,7 @@ def test_no_anonymous_access(server: Server) -> None:
     assert urllib.parse.unquote(location.partition("next=")[2]) == f"{base}/"
     odd = _request(f"{base}/api/search?label=Oddity", server.token)[1]["hits"][0]["id"]
     paths = ["/api/search?label=Cat", "/api/suggest?prefix=Ca", "/api/images/x", "/static/app.js"]
-    for path in [*paths, f"/api/images/{odd}/content", f"/api/images/{odd}"]:
+    for path in [*paths, f"/api/images/{odd}/content", f"/api/images/{odd}", f"/api/images/{odd}/similar"]:
         assert _request(f"{base}{path}")[0] == 401, path
         assert _request(f"{base}{path}", "not-a-jwt")[0] == 403, path
 
