@@ -457,6 +457,7 @@ class Member:
     title: str
     s3_location: str
     signals: Signals = field(compare=False)
+    near_duplicate_of: str | None = None  # the flag set at index time
 
 
 def scan_members(es: Any, *, filters: Any = None, index: str | None = None, page: int = 1000) -> list[Member]:
@@ -475,7 +476,7 @@ def scan_members(es: Any, *, filters: Any = None, index: str | None = None, page
             "query": query,
             "size": page,
             "sort": [{"s3_location": {"order": "asc"}}],
-            "source": ["title", "s3_location", *VISUAL_SOURCE],
+            "source": ["title", "s3_location", "visual.near_duplicate_of", *VISUAL_SOURCE],
         }
         if after is not None:
             request["search_after"] = after
@@ -485,7 +486,11 @@ def scan_members(es: Any, *, filters: Any = None, index: str | None = None, page
             source = hit["_source"]
             members.append(
                 Member(
-                    str(hit["_id"]), source.get("title", ""), source["s3_location"], Signals.of_source(source)
+                    str(hit["_id"]),
+                    source.get("title", ""),
+                    source["s3_location"],
+                    Signals.of_source(source),
+                    (source.get("visual") or {}).get("near_duplicate_of"),
                 )
             )
         if len(hits) < page or not fresh:
@@ -506,6 +511,9 @@ def duplicate_groups(
     A band value held by more than ``max_bucket`` images says little and would cost a square
     number of checks, so it proposes no pairs (near duplicates share many bands, so they are
     still found through the others; a very common image, e.g. thousands of blank frames, is not).
+    At 100,000 images every band holds more than that (6-bit embedding bands ~1,500 images, 8-bit
+    pHash bands ~400), so there the groups come from the index-time flags: a member whose
+    ``near_duplicate_of`` is another member joins its group.
     """
     by_band: dict[str, list[int]] = {}
     for number, member in enumerate(members):
@@ -521,6 +529,10 @@ def duplicate_groups(
     for (a, b), count in shared.items():
         if count >= min_shared and is_near_duplicate(members[a].signals, members[b].signals):
             groups.union(members[a].doc_id, members[b].doc_id)
+    ids = {member.doc_id for member in members}
+    for member in members:
+        if member.near_duplicate_of and member.near_duplicate_of in ids:
+            groups.union(member.doc_id, member.near_duplicate_of)
     collected: dict[str, list[Member]] = {}
     for member in members:
         if member.doc_id in groups.parent:

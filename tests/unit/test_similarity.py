@@ -175,3 +175,15 @@ def test_build_document_stores_the_visual_object_in_the_mapped_fields() -> None:
         obj, LabelResult([], "x", "v", 70.0, 10), dag_id="d", run_id="r", ingested_at=obj.last_modified
     )
     assert "visual" not in bare
+
+
+def test_duplicate_groups_also_follow_the_index_time_flags() -> None:
+    """Beyond max_bucket no band proposes pairs; the flags still join the group."""
+    far = sim.Signals("0" * 16, "0" * 16)
+    members = [
+        sim.Member("a", "a", "s3://b/a", far),
+        sim.Member("b", "b", "s3://b/b", far, near_duplicate_of="a"),
+        sim.Member("c", "c", "s3://b/c", sim.Signals("f" * 16, "f" * 16), near_duplicate_of="gone"),
+    ]
+    assert [[m.doc_id for m in g] for g in sim.duplicate_groups(members, max_bucket=1)] == [["a", "b"]]
+    assert [[m.doc_id for m in g] for g in sim.duplicate_groups(members)] == [["a", "b"]]
