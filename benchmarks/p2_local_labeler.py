@@ -53,17 +53,28 @@ def photo_variants(count: int, seed: int = 1) -> dict[str, bytes]:
     return bodies
 
 
-def tight_loop(bodies: list[bytes], features: tuple[str, ...]) -> float:
-    """Seconds to label every image with the model alone."""
+def tight_loop(bodies: list[bytes], features: tuple[str, ...], *, extras: bool = True) -> float:
+    """Seconds to label every image with the models alone: the classifier (with its pooled
+    features kept as the compact embedding when ``extras``), the person detector (when it is on
+    and ``extras``) and, if asked, the moderation model. ``extras=False`` is the model work of a
+    labeler without Person and embedding (before issue 14), for the per-image cost comparison."""
     from PIL import Image
 
     from imagelabels.labelers.local import detect_labels, detect_moderation_labels
+    from imagelabels.labelers.person import detect_people, person_enabled
+    from imagelabels.similarity import compact_embedding, normalized
 
+    people = extras and person_enabled()
     with Stopwatch() as watch:
         for body in bodies:
             with Image.open(io.BytesIO(body)) as image:
                 rgb = image.convert("RGB")
-            detect_labels(rgb, min_confidence=70, max_labels=50)
+            pooled: list[Any] = []
+            detect_labels(rgb, min_confidence=70, max_labels=50, features_out=pooled if extras else None)
+            if pooled:
+                compact_embedding(normalized(pooled[0]))
+            if people:
+                detect_people(rgb)
             if "moderation" in features:
                 detect_moderation_labels(rgb, min_confidence=50)
     return watch.seconds
@@ -117,6 +128,7 @@ def main() -> int:
         upload(stack.boto3_client("s3"), BUCKET, bodies)
         loop_seconds = tight_loop(list(bodies.values()), features)
         pipe_seconds, labeled = pipeline(stack, features, args.batch_size)
+        before_seconds = tight_loop(list(bodies.values()), features, extras=False)
     from imagelabels.labelers import LabelingSettings
     from imagelabels.pipeline import batch_concurrency
 
@@ -132,6 +144,12 @@ def main() -> int:
                     f"{pipe_seconds:.1f} s, {pipe_rate:.1f} images/s ({labeled} labeled, {threads} threads)",
                 ),
                 ("pipeline / tight loop", f"{pipe_rate / loop_rate:.0%}"),
+                (
+                    "model work per image",
+                    f"{1000 * loop_seconds / args.images:.1f} ms with Person + embedding, "
+                    f"{1000 * before_seconds / args.images:.1f} ms without "
+                    f"({loop_seconds / before_seconds:.2f}x)",
+                ),
             ]
         )
     )
