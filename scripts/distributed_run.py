@@ -44,7 +44,7 @@ from distributed.cluster import (
     migrate,
     start_cluster,
 )
-from distributed.services import claim_redis_db, create_database, database_url, drop_database, ensure_services
+from distributed.services import claim_redis_db, create_database, drop_database, ensure_services
 from distributed.workload import (
     Verdict,
     check_documents,
@@ -197,7 +197,7 @@ def run_distributed(options: RunOptions) -> RunResult:
     try:
         redis_db = claim_redis_db(stamp)
         cleanups.append(redis_db.release)
-        create_database(dbname)
+        database = create_database(dbname)
         cleanups.append(lambda: drop_database(dbname))
         stack = start_stack(run_dir / "stack")
         cleanups.append(stack.stop)
@@ -217,7 +217,7 @@ def run_distributed(options: RunOptions) -> RunResult:
         hour = upload_within_one_hour(stack.boto3_client("s3"), BUCKET, images)
         print(f"uploaded {len(images)} images in the hour {hour:%Y-%m-%d %H:00} UTC", flush=True)
 
-        secrets = [f"aws-secret-{secrets_token()}", f"es-pass/{secrets_token()}+="]
+        secrets = [f"aws-secret-{secrets_token()}", f"es-pass/{secrets_token()}+=", database.password]
         config = ClusterConfig(workers=options.workers, concurrency=options.concurrency)
         queue = f"imagelabels-{stamp}"
         extra = {
@@ -227,7 +227,7 @@ def run_distributed(options: RunOptions) -> RunResult:
             "IMAGELABELS_REKOGNITION_TPS": str(options.limiter_tps),
             "IMAGELABELS_RATE_LIMIT_URL": redis_db.url,  # shared by every worker, as across hosts
         }
-        env, url = airflow_env(run_dir / "airflow", database_url(dbname), redis_db.url, queue, config, extra)
+        env, url = airflow_env(run_dir / "airflow", database.url, redis_db.url, queue, config, extra)
         migrate(env, log_dir)
         cluster = start_cluster(processes, env, url, config, queue, log_dir)
         api = AirflowApi(url, USER, PASSWORD)

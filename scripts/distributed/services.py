@@ -7,28 +7,82 @@ created and flushes the Redis DB it claimed.
 
 from __future__ import annotations
 
+import os
+import pwd
+import re
+import secrets
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+PG_HOST, PG_PORT, PG_ADMIN = "127.0.0.1", 5432, "postgres"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 CLAIM_KEY = "imagelabels:distributed:claimed-by"  # marks a Redis DB as taken by one run
 
 
-def _pg_connect(dbname: str = "postgres") -> Any:
+def _pg_listening() -> bool:
+    """A TCP connect only: whether the server is up says nothing about who may log in."""
+    try:
+        with socket.create_connection((PG_HOST, PG_PORT), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def _as_postgres_os_user() -> list[str] | None:
+    """The prefix that runs a command as the ``postgres`` OS user, or None where that is not
+    possible. Debian's ``pg_hba.conf`` lets that user in over the local socket (``peer``) and asks
+    every TCP client for a password (``scram-sha-256``), so administration goes this way."""
+    try:
+        pwd.getpwnam(PG_ADMIN)
+    except KeyError:
+        return None
+    if os.geteuid() == 0 and shutil.which("runuser"):
+        return ["runuser", "-u", PG_ADMIN, "--"]
+    if shutil.which("sudo"):
+        return ["sudo", "-n", "-u", PG_ADMIN, "--"]
+    return None
+
+
+def _admin_sql(statement: str) -> None:
+    """Run one SQL statement as the superuser: ``psql`` over the local socket as the ``postgres``
+    OS user where possible, else psycopg2 over TCP as ``postgres`` (a server set to ``trust``).
+    Raises with the server's own message, so an authentication problem is not read as "down"."""
+    prefix = _as_postgres_os_user()
+    if prefix is not None and shutil.which("psql"):
+        completed = subprocess.run(
+            [*prefix, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", statement],
+            capture_output=True,
+            text=True,
+            cwd="/",  # the postgres user may not read the caller's working directory
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"psql as {PG_ADMIN} failed: {completed.stderr.strip() or completed.stdout.strip()}"
+            )
+        return
     import psycopg2
 
-    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, connect_timeout=5)
+    connection = psycopg2.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_ADMIN, dbname="postgres", connect_timeout=5
+    )
     connection.autocommit = True  # CREATE/DROP DATABASE refuse to run inside a transaction
-    return connection
-
-
-def _pg_reachable() -> bool:
     try:
-        _pg_connect().close()
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def _pg_ready() -> bool:
+    """Listening and answering queries (a starting server accepts TCP before it takes logins)."""
+    if not _pg_listening():
+        return False
+    try:
+        _admin_sql("SELECT 1")
     except Exception:
         return False
     return True
@@ -65,7 +119,7 @@ def _start_postgres() -> None:
             fields = line.split()
             if len(fields) >= 4 and fields[3] != "online":
                 subprocess.run(["pg_ctlcluster", fields[0], fields[1], "start"], check=False)
-    if not _pg_reachable() and shutil.which("service"):
+    if not _pg_listening() and shutil.which("service"):
         subprocess.run(["service", "postgresql", "start"], check=False)
 
 
@@ -80,46 +134,58 @@ def _start_redis() -> None:
 
 def ensure_services() -> None:
     """Make PostgreSQL and Redis reachable, starting them if needed (never skipping the test)."""
-    if not _pg_reachable():
-        print("PostgreSQL is not reachable on 127.0.0.1:5432: starting it", flush=True)
+    if not _pg_listening():
+        print(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}: starting it", flush=True)
         _start_postgres()
-        _wait(_pg_reachable, "PostgreSQL")
+        _wait(_pg_listening, "PostgreSQL")
+    _wait(_pg_ready, "PostgreSQL (answering queries)", timeout=30.0)
+    _admin_sql("SELECT 1")  # raises with the real reason (e.g. authentication) if still refused
     if not _redis_reachable():
-        print("Redis is not reachable on 127.0.0.1:6379: starting it", flush=True)
+        print(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}: starting it", flush=True)
         _start_redis()
         _wait(_redis_reachable, "Redis")
 
 
-def database_url(dbname: str) -> str:
-    """SQLAlchemy URL with the psycopg2 driver named: SQLAlchemy 2.1 maps a bare
-    ``postgresql://`` to psycopg 3, which is not installed."""
-    return f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{dbname}"
+@dataclass(frozen=True)
+class RunDatabase:
+    """A database and a login role of the same name, both this run's own: the role has a random
+    password (TCP logins need one under Debian's defaults) and owns the database."""
+
+    name: str
+    password: str
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL with the psycopg2 driver named: SQLAlchemy 2.1 maps a bare
+        ``postgresql://`` to psycopg 3, which is not installed. The password is URL-safe."""
+        return f"postgresql+psycopg2://{self.name}:{self.password}@{PG_HOST}:{PG_PORT}/{self.name}"
 
 
-def create_database(dbname: str) -> None:
+def _identifier(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
+        raise ValueError(f"not a safe PostgreSQL name for a run: {name!r}")
+    return f'"{name}"'
+
+
+def create_database(name: str) -> RunDatabase:
     """A fresh, empty metadata database for this run (never reuse one: stale runs and TIs would
-    leak into the assertions)."""
-    connection = _pg_connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{dbname}"')
-    finally:
-        connection.close()
+    leak into the assertions), owned by a login role made for it."""
+    database = RunDatabase(name, secrets.token_urlsafe(24))
+    quoted = _identifier(name)
+    _admin_sql(f"CREATE ROLE {quoted} LOGIN PASSWORD '{database.password}'")
+    _admin_sql(f"CREATE DATABASE {quoted} OWNER {quoted}")
+    return database
 
 
-def drop_database(dbname: str) -> None:
-    """Drop this run's database, first ending sessions a killed process may have left behind."""
-    connection = _pg_connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (dbname,),
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
-    finally:
-        connection.close()
+def drop_database(name: str) -> None:
+    """Drop this run's database and role, first ending sessions a killed process left behind."""
+    quoted = _identifier(name)
+    _admin_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+    _admin_sql(f"DROP DATABASE IF EXISTS {quoted}")
+    _admin_sql(f"DROP ROLE IF EXISTS {quoted}")
 
 
 @dataclass(frozen=True)
