@@ -72,10 +72,10 @@ test-distributed: $(DIST_STAMP) system
 .PHONY: opensearch opensearch-stop
 
 opensearch: install
-	$(BIN)/python -m imagelabels.opensearch_node start $(ARGS)
+	$(BIN)/python -m imagelabels.devstack.opensearch_node start $(ARGS)
 
 opensearch-stop: install
-	$(BIN)/python -m imagelabels.opensearch_node stop
+	$(BIN)/python -m imagelabels.devstack.opensearch_node stop
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration"

@@ -33,7 +33,7 @@ def machine() -> str:
 @contextmanager
 def embedded_stack() -> Iterator[Any]:
     """A moto server + noida-db on free loopback ports, in a throw-away directory."""
-    from imagelabels.embedded import running_stack
+    from imagelabels.devstack.embedded import running_stack
 
     with (
         tempfile.TemporaryDirectory(prefix="imagelabels-bench-") as state,

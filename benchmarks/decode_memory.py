@@ -2,12 +2,12 @@
 
 A red team found that a 1 MB, 15,800 x 15,800 RGBA PNG (under the 250 MP header cap) took one
 labeling task to 4.2 GB, and that a batch on 16 threads could need tens of GB. This benchmark
-labels one batch through the production code (:func:`imagelabels.pipeline.process_batch`: HEAD,
+labels one batch through the production code (:func:`imagelabels.pipeline.batch.process_batch`: HEAD,
 existence check, GET + preflight, label, bulk index) in a **fresh worker process** per path, at the
 path's default concurrency, and prints that process's peak resident set:
 
 * **local**: the local labeler (EfficientNet-Lite0 on onnxruntime; preflight keeps pixels), at
-  :func:`~imagelabels.pipeline.batch_concurrency` (cores / intra-op threads, at least 2);
+  :func:`~imagelabels.pipeline.batch.batch_concurrency` (cores / intra-op threads, at least 2);
 * **rekognition**: the Rekognition labeler against the stand-in (canned labels, its own process,
   not measured), 16 threads: what preflight costs when nothing keeps pixels.
 
@@ -25,7 +25,7 @@ The machine is shared and has no swap: the parent watches the worker's RSS and k
 passes ``--rss-limit-mb`` (default 9,000), reporting "stopped above" instead of a peak.
 
 ``--calibrate`` also decodes each kind of image alone, each in a fresh process, through
-:func:`imagelabels.preflight.prepare`, and prints the measured growth next to preflight's
+:func:`imagelabels.preflight.checks.prepare`, and prints the measured growth next to preflight's
 header-based estimate (when the code has one): the estimate must stay above the measurement.
 
     .venv/bin/python benchmarks/decode_memory.py                    # both paths
@@ -198,7 +198,7 @@ def _vm_hwm_kb() -> int:
 def _budget_figures() -> dict[str, Any]:
     """The decode budget's capacity and the most it ever had reserved (absent before the fix)."""
     try:
-        from imagelabels.decode_budget import process_budget
+        from imagelabels.preflight.decode_budget import process_budget
     except ImportError:
         return {}
     budget = process_budget()
@@ -212,9 +212,9 @@ def _worker(path: str, urls: dict[str, str], env: dict[str, str], answers: Any) 
 
     from imagelabels.engine import from_url
     from imagelabels.labelers import LabelingSettings
-    from imagelabels.listing import list_objects_in_window
-    from imagelabels.pipeline import RunContext, batch_concurrency, process_batch
-    from imagelabels.preflight import fetch_and_prepare
+    from imagelabels.pipeline.batch import RunContext, batch_concurrency, process_batch
+    from imagelabels.preflight.checks import fetch_and_prepare
+    from imagelabels.sources.listing import list_objects_in_window
 
     creds = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     s3 = boto3.client("s3", endpoint_url=urls["moto"], **creds)
@@ -226,15 +226,15 @@ def _worker(path: str, urls: dict[str, str], env: dict[str, str], answers: Any) 
 
         labeler = LocalLabeler(settings)
     else:
+        from imagelabels.labelers.ratelimit import limiter_from_settings
         from imagelabels.labelers.rekognition import RekognitionLabeler
-        from imagelabels.ratelimit import limiter_from_settings
 
         rekognition = boto3.client("rekognition", endpoint_url=urls["standin"], **creds)
         labeler = RekognitionLabeler(rekognition, settings, limiter_from_settings("us-east-1"))
     now = datetime.now(UTC)
     listed = list(list_objects_in_window(s3, BUCKET, "", now - timedelta(hours=1), now + timedelta(hours=1)))
     warm = next(o for o in listed if o.key.startswith("photos/"))
-    from imagelabels.objects import describe_object
+    from imagelabels.sources.objects import describe_object
 
     labeler.label(fetch_and_prepare(s3, describe_object(s3, BUCKET, warm), keep_pixels=path == "local"))
     floor_kb = current_rss_kb()
@@ -299,9 +299,9 @@ def run_path(
 
 
 def _calibrate_one(body: bytes, keep_pixels: bool, answers: Any) -> None:
-    from imagelabels import preflight
     from imagelabels.documents import ObjectInfo
     from imagelabels.labelers.base import LabelingError
+    from imagelabels.preflight import checks as preflight
 
     obj = ObjectInfo("b", "k", len(body), "e", datetime.now(UTC))
     preflight.prepare(obj, _tiny_png(), keep_pixels=keep_pixels)  # Pillow's plugins, the HEIF opener
@@ -413,8 +413,8 @@ def main() -> int:
     )
     results = []
     with embedded_stack() as stack:
-        from imagelabels.indexing import ensure_indices
-        from imagelabels.standin import StandInConfig, start_standin_process
+        from imagelabels.devstack.standin import StandInConfig, start_standin_process
+        from imagelabels.engine.indexing import ensure_indices
 
         upload(stack.boto3_client("s3"), BUCKET, bodies, threads=4)
         ensure_indices(stack.elasticsearch())

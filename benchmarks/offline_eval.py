@@ -53,7 +53,7 @@ def prepared(path: Path) -> Any:
     from PIL import Image
 
     from imagelabels.documents import ObjectInfo
-    from imagelabels.prepared import PreparedImage
+    from imagelabels.preflight.prepared import PreparedImage
 
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as opened:

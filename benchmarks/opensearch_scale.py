@@ -1,6 +1,6 @@
 """OpenSearch 2.19 at scale: search latency, bulk load rate, heap and disk per document.
 
-Everything runs against **one real OpenSearch 2.19 node** (:func:`imagelabels.opensearch_node.start`,
+Everything runs against **one real OpenSearch 2.19 node** (:func:`imagelabels.devstack.opensearch_node.start`,
 one JVM, ``--heap`` for ``-Xms``/``-Xmx``, data under the git-ignored ``.local/opensearch-node/homes/``,
 deleted at the end) through the project's engine layer (``from_url(url, flavor="opensearch")``).
 
@@ -15,7 +15,7 @@ they are generated one at a time while sending (never all in memory).
 **Per size** in ``--sizes`` (cumulative on the same index: loading 1,000,000 after 100,000 sends
 the 900,000 more), in this order:
 
-1. *load*: :func:`imagelabels.indexing.bulk_write` (``create`` actions, chunks of ``--chunk``,
+1. *load*: :func:`imagelabels.engine.indexing.bulk_write` (``create`` actions, chunks of ``--chunk``,
    default 500, every item checked), docs/s. With ``--refresh-off`` the index's
    ``refresh_interval`` is ``-1`` during the load and restored (reset to the default 1 s) after;
    the printout says which was used.
@@ -24,7 +24,7 @@ the 900,000 more), in this order:
    / ``_cat/indices`` (store size, Lucene documents: the root plus one per nested label), each
    divided by the number of images. The empty node's heap (after a GC, before any index) is
    printed for reference and subtracted in "heap per document".
-3. *latency*: the five questions through :mod:`imagelabels.search`, asked in rounds (one of each
+3. *latency*: the five questions through :mod:`imagelabels.search.queries`, asked in rounds (one of each
    per round) after ``--warmup`` uncounted rounds; ``--queries`` timed calls each; client-side
    wall time of the call (``time.perf_counter``), JSON parsing and ``Hit`` building included:
 
@@ -41,7 +41,7 @@ the 900,000 more), in this order:
    X alternates between a frequent name (rank 1-20) and a rare one (rank 1,001-3,000); p95 is
    also printed per tier. Goals (at 1,000,000): p95 <= 50 ms for the two label questions,
    <= 150 ms for the others.
-4. with ``--shapes``: the label questions' request as :mod:`imagelabels.search` sends it
+4. with ``--shapes``: the label questions' request as :mod:`imagelabels.search.queries` sends it
    (captured, not copied) replayed directly with ``es.search`` next to variants of it
    (``track_total_hits``, ``inner_hits``...), p50/p95 per tier, and one ``profile: true`` run's
    breakdown; this is how a proposed change to the query shape is measured.
@@ -152,8 +152,8 @@ def plan_rounds(corpus: ZipfCorpus, count: int, rounds: int, seed: int) -> list[
 
 
 def questions(es: Any) -> dict[str, Callable[[Round], int]]:
-    """Each question as :mod:`imagelabels.search` asks it; returns the number of hits."""
-    from imagelabels.search import describe_image, images_like, images_with_label, top_labels
+    """Each question as :mod:`imagelabels.search.queries` asks it; returns the number of hits."""
+    from imagelabels.search.queries import describe_image, images_like, images_with_label, top_labels
 
     return {
         "label X": lambda r: len(images_with_label(es, r.label)),
@@ -253,7 +253,7 @@ def latency_table(timings: dict[tuple[str, str], Timings], goals: bool) -> str:
 def load(es: Any, corpus: ZipfCorpus, start: int, stop: int, chunk: int, refresh_off: bool) -> float:
     """Send documents ``start`` .. ``stop - 1`` with ``bulk_write``; seconds taken (refresh included)."""
     from imagelabels.documents import INDEX_ALIAS
-    from imagelabels.indexing import bulk_write
+    from imagelabels.engine.indexing import bulk_write
 
     if refresh_off:
         es.indices.put_settings(index=INDEX_ALIAS, settings={"index": {"refresh_interval": "-1"}})
@@ -321,7 +321,7 @@ def mb(value: float) -> str:
 
 class Capture:
     """Wraps an engine's ``search``: remembers the last request's keyword arguments (``keep``)
-    and the server's ``took`` (ms) of the last answer. :mod:`imagelabels.search` only calls
+    and the server's ``took`` (ms) of the last answer. :mod:`imagelabels.search.queries` only calls
     ``search``."""
 
     def __init__(self, es: Any, keep: bool = False) -> None:
@@ -420,9 +420,9 @@ def label_floor_then_count(
 
 
 def compare_proposals(es: Any, planned: list[Round], warmup: int) -> None:
-    """Time the proposed query changes against the requests :mod:`imagelabels.search` sends
+    """Time the proposed query changes against the requests :mod:`imagelabels.search.queries` sends
     (captured), on the same rounds; check that the answers stay the same (top-20 ids, totals)."""
-    from imagelabels.search import Filters, images_like, images_with_label, top_labels
+    from imagelabels.search.queries import Filters, images_like, images_with_label, top_labels
 
     capture = Capture(es, keep=True)
     results: dict[tuple[str, str], Timings] = {}
@@ -634,7 +634,7 @@ def compare_rank_features(es: Any, url: str, planned: list[Round], warmup: int) 
     """The proposed shape on the proposed field: top-k by ``rank_feature`` (Lucene skips blocks
     that cannot enter the top 20: block-max WAND, so the cost no longer grows with the number of
     matching images), totals from a root ``term`` count; against what search.py sends today."""
-    from imagelabels.search import images_like, images_with_label
+    from imagelabels.search.queries import images_like, images_with_label
 
     capture = Capture(es, keep=True)
     results: dict[tuple[str, str], Timings] = {}
@@ -795,7 +795,7 @@ def rest_newest_timestamp(es: Any) -> datetime:
 def compare_shapes(es: Any, planned: list[Round], warmup: int) -> None:
     """Replay the label questions' captured request with each variant, same rounds."""
     from imagelabels.engine.opensearch import split_body
-    from imagelabels.search import images_with_label
+    from imagelabels.search.queries import images_with_label
 
     capture = Capture(es, keep=True)
     requests: list[tuple[str, str, dict[str, Any]]] = []
@@ -906,10 +906,10 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from imagelabels import opensearch_node
+    from imagelabels.devstack import opensearch_node
     from imagelabels.documents import INDEX_ALIAS, versioned_index_name
     from imagelabels.engine import from_url
-    from imagelabels.indexing import ensure_indices
+    from imagelabels.engine.indexing import ensure_indices
 
     waits = 0
 
@@ -1080,7 +1080,7 @@ def main() -> int:
                 es.indices.put_settings(
                     index=INDEX_ALIAS, settings={"index": {"requests.cache.enable": None}}
                 )
-                from imagelabels.search import top_labels
+                from imagelabels.search.queries import top_labels
 
                 cached = []
                 for number in range(args.warmup + args.queries):

@@ -7,7 +7,7 @@ fixed latency (default 150 ms); labels are canned so the stand-in costs no CPU.
 
 * **Pipeline**: the listed keys are cut into batches of 100 and processed by ``--workers``
   processes at once (what Airflow's mapped tasks are), each batch on a thread pool, through the
-  production code (:func:`imagelabels.pipeline.process_batch`: HEAD, existence check, preflight,
+  production code (:func:`imagelabels.pipeline.batch.process_batch`: HEAD, existence check, preflight,
   DetectLabels, bulk index). All processes share one rate limiter (file token bucket at the
   quota), and the boto3 client uses adaptive retries, as in production.
 * **Sequential consumer, like the first seed's**: S3 events in an SQS queue; receive one
@@ -50,8 +50,8 @@ def _init_worker(moto_url: str, es_url: str, standin_url: str, env: dict[str, st
     from imagelabels.clients import AWS_RETRIES, MAX_POOL_CONNECTIONS
     from imagelabels.engine import from_url
     from imagelabels.labelers import LabelingSettings
+    from imagelabels.labelers.ratelimit import limiter_from_settings
     from imagelabels.labelers.rekognition import RekognitionLabeler
-    from imagelabels.ratelimit import limiter_from_settings
 
     os.environ.update(env)
     config = Config(retries=AWS_RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS)
@@ -65,8 +65,8 @@ def _init_worker(moto_url: str, es_url: str, standin_url: str, env: dict[str, st
 
 
 def _label_batch(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    from imagelabels.listing import ListedObject
-    from imagelabels.pipeline import RunContext, process_batch
+    from imagelabels.pipeline.batch import RunContext, process_batch
+    from imagelabels.sources.listing import ListedObject
 
     listed = [
         ListedObject(o["key"], o["size"], o["etag"], datetime.fromisoformat(o["last_modified"]))
@@ -85,8 +85,8 @@ def _label_batch(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_pipeline(stack: Any, standin_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    from imagelabels.indexing import ensure_indices
-    from imagelabels.listing import list_objects_in_window
+    from imagelabels.engine.indexing import ensure_indices
+    from imagelabels.sources.listing import list_objects_in_window
 
     s3, es = stack.boto3_client("s3"), stack.elasticsearch()
     ensure_indices(es)
@@ -114,7 +114,7 @@ def run_pipeline(stack: Any, standin_url: str, args: argparse.Namespace) -> dict
     ) as pool:
         list(pool.map(_label_batch, [batches[0][:1]] * args.workers))  # start and warm every worker
         es.delete_by_query(index="images", query={"match_all": {}}, refresh=True)
-        from imagelabels.standin import reset_stats
+        from imagelabels.devstack.standin import reset_stats
 
         time.sleep(1.5)  # let the limiter's and the stand-in's buckets refill after the warm-up
         reset_stats(standin_url)
@@ -202,7 +202,7 @@ def main() -> int:
     args = parser.parse_args()
     sequential_count = args.sequential_images or args.images
 
-    from imagelabels.standin import StandInConfig, fetch_stats, start_standin_process
+    from imagelabels.devstack.standin import StandInConfig, fetch_stats, start_standin_process
 
     print(f"P1 · {machine()}")
     with embedded_stack() as stack:

@@ -6,7 +6,7 @@ The same images are labeled twice on the same machine, in one run:
   EfficientNet-Lite0 (onnxruntime, ``IMAGELABELS_LOCAL_THREADS`` intra-op threads) and map the
   logits to labels (:func:`imagelabels.labelers.local.detect_labels`): the model with nothing
   around it.
-* **Pipeline**: the production batch code (:func:`imagelabels.pipeline.process_batch`) over the
+* **Pipeline**: the production batch code (:func:`imagelabels.pipeline.batch.process_batch`) over the
   same images stored in S3 (moto server): HEAD, existence check, GET + preflight (full decode),
   the local labeler, bulk indexing into noida-db, failure bookkeeping.
 
@@ -62,7 +62,7 @@ def tight_loop(bodies: list[bytes], features: tuple[str, ...], *, extras: bool =
 
     from imagelabels.labelers.local import detect_labels, detect_moderation_labels
     from imagelabels.labelers.person import detect_people, person_enabled
-    from imagelabels.similarity import compact_embedding, normalized
+    from imagelabels.search.similarity import compact_embedding, normalized
 
     people = extras and person_enabled()
     with Stopwatch() as watch:
@@ -82,11 +82,11 @@ def tight_loop(bodies: list[bytes], features: tuple[str, ...], *, extras: bool =
 
 def pipeline(stack: Any, features: tuple[str, ...], batch_size: int) -> tuple[float, int]:
     """Seconds for the production batch code to label and index every uploaded image."""
-    from imagelabels.indexing import ensure_indices
+    from imagelabels.engine.indexing import ensure_indices
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.local import LocalLabeler
-    from imagelabels.listing import list_objects_in_window
-    from imagelabels.pipeline import RunContext, process_batch
+    from imagelabels.pipeline.batch import RunContext, process_batch
+    from imagelabels.sources.listing import list_objects_in_window
 
     s3, es = stack.boto3_client("s3"), stack.elasticsearch()
     ensure_indices(es)
@@ -130,7 +130,7 @@ def main() -> int:
         pipe_seconds, labeled = pipeline(stack, features, args.batch_size)
         before_seconds = tight_loop(list(bodies.values()), features, extras=False)
     from imagelabels.labelers import LabelingSettings
-    from imagelabels.pipeline import batch_concurrency
+    from imagelabels.pipeline.batch import batch_concurrency
 
     threads = batch_concurrency(LocalLabeler(LabelingSettings()))
     loop_rate, pipe_rate = args.images / loop_seconds, args.images / pipe_seconds

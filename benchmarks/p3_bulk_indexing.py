@@ -2,10 +2,10 @@
 
 The same ``--documents`` realistic documents (:func:`imagelabels.documents.build_document`
 output: five labels with parents and categories, object metadata, the Airflow run) are written
-into a fresh ``images-vN`` index (recreated by :func:`imagelabels.indexing.ensure_indices`) twice
+into a fresh ``images-vN`` index (recreated by :func:`imagelabels.engine.indexing.ensure_indices`) twice
 per round, in one run on one machine:
 
-* **bulk**: the project's :func:`imagelabels.indexing.bulk_write` (``streaming_bulk``, chunks of
+* **bulk**: the project's :func:`imagelabels.engine.indexing.bulk_write` (``streaming_bulk``, chunks of
   500, every item checked), ``create`` actions as the pipeline sends them;
 * **one request per document**: ``es.create(index=..., id=..., document=...)`` per document, the
   way the first seed indexed (one HTTP round trip each).
@@ -18,7 +18,7 @@ The server is ``--engine``:
 
 * ``noida-db`` (default): the embedded stack's Elasticsearch API (a Python reimplementation, not
   Elasticsearch);
-* ``opensearch``: a real OpenSearch 2.19 node (:func:`imagelabels.opensearch_node.start`, one JVM,
+* ``opensearch``: a real OpenSearch 2.19 node (:func:`imagelabels.devstack.opensearch_node.start`, one JVM,
   ``--heap``, default index settings: 1 s refresh, ``translog.durability: request``) through the
   engine layer. ``--warm`` documents are written both ways first, outside the timings, so the
   JVM's JIT has compiled the indexing path before either side is timed.
@@ -104,7 +104,7 @@ def documents(count: int) -> list[tuple[str, dict[str, Any]]]:
 def fresh_index(es: Any) -> None:
     """Delete the versioned index and the failures index; recreate them (alias included)."""
     from imagelabels.documents import FAILURES_INDEX, versioned_index_name
-    from imagelabels.indexing import ensure_indices
+    from imagelabels.engine.indexing import ensure_indices
 
     for name in (versioned_index_name(), FAILURES_INDEX):
         if es.indices.exists(index=name):
@@ -123,7 +123,7 @@ def count_documents(es: Any) -> int:
 def index_bulk(es: Any, docs: list[tuple[str, dict[str, Any]]]) -> float:
     """Seconds to write ``docs`` with the project's ``bulk_write``."""
     from imagelabels.documents import INDEX_ALIAS
-    from imagelabels.indexing import bulk_write
+    from imagelabels.engine.indexing import bulk_write
 
     actions = (
         {"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source}
@@ -157,7 +157,7 @@ def server(engine: str, heap: str) -> Iterator[Any]:
         with embedded_stack() as stack:
             yield stack.elasticsearch()
         return
-    from imagelabels import opensearch_node
+    from imagelabels.devstack import opensearch_node
     from imagelabels.engine import from_url
 
     with opensearch_node.start(heap=heap, timeout=300) as node:

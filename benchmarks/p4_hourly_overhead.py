@@ -9,7 +9,7 @@ metadata DB written as a scheduler would); a real scheduler with an executor is 
 
 * **(b) per-image orchestration overhead**: the same hour(s) are processed twice, on a fresh
   index each time: once by calling the core functions directly in this process
-  (:func:`~imagelabels.ingest.plan_batches`, then :func:`~imagelabels.ingest.label_batch` per
+  (:func:`~imagelabels.pipeline.ingest.plan_batches`, then :func:`~imagelabels.pipeline.ingest.label_batch` per
   manifest, clients built once, no Airflow), once by the hourly DAG (``list_batches`` →
   ``label_and_index`` mapped over the manifests → ``summarize``). Overhead per image =
   (DAG time - direct time) / images.
@@ -49,7 +49,7 @@ DAG_ID = "image_ingest_s3_hourly"
 
 def prepare_airflow(home: Path) -> None:
     """Point Airflow at a throw-away home with SQLite and migrate it (before importing Airflow)."""
-    from imagelabels.embedded import airflow_home_env
+    from imagelabels.devstack.embedded import airflow_home_env
 
     os.environ.update(airflow_home_env(home, ROOT / "dags"))
     for leaked in ("IMAGELABELS_BUCKET", "IMAGELABELS_PREFIX", "IMAGELABELS_STAGING_URI"):
@@ -139,11 +139,11 @@ def direct_run(stack: Any, standin_url: str, hours: list[datetime], batch_size: 
     from botocore.config import Config
 
     from imagelabels.clients import AWS_RETRIES, MAX_POOL_CONNECTIONS
-    from imagelabels.ingest import label_batch, plan_batches
     from imagelabels.labelers.registry import make_labeler
-    from imagelabels.manifests import default_staging_uri
-    from imagelabels.params import labeling_settings
-    from imagelabels.pipeline import RunContext
+    from imagelabels.pipeline.batch import RunContext
+    from imagelabels.pipeline.ingest import label_batch, plan_batches
+    from imagelabels.sources.manifests import default_staging_uri
+    from imagelabels.tasks.params import labeling_settings
 
     config = Config(retries=AWS_RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS)
     creds = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -184,7 +184,7 @@ def client_setup_seconds(batch_size: int, repeats: int = 5) -> float:
     connections (S3, Elasticsearch, the labeler's Rekognition client) before any work."""
     import statistics
 
-    from imagelabels import tasks
+    from imagelabels.tasks import ingestion as tasks
 
     samples = []
     for _ in range(repeats):
@@ -196,7 +196,7 @@ def client_setup_seconds(batch_size: int, repeats: int = 5) -> float:
 
 def uploaded_hours(s3: Any) -> list[datetime]:
     """The UTC hours that contain the uploads' LastModified."""
-    from imagelabels.embedded import covering_hours
+    from imagelabels.devstack.embedded import covering_hours
 
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX)
     return covering_hours([o["LastModified"] for page in pages for o in page.get("Contents", [])])
@@ -215,7 +215,7 @@ def main() -> int:
         prepare_airflow(home)
     print(f"P4 · {machine()} · dag.test() on SQLite (airflow db migrate {migrating.seconds:.0f} s)")
 
-    from imagelabels.standin import StandInConfig, start_standin_process
+    from imagelabels.devstack.standin import StandInConfig, start_standin_process
 
     with embedded_stack() as stack:
         s3, es = stack.boto3_client("s3"), stack.elasticsearch()

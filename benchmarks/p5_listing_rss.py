@@ -1,9 +1,9 @@
 """P5: peak RSS of the hourly listing step at 100k / 300k / 1M keys (is it flat in N?).
 
 For each N a **fresh process** runs the production planning step,
-:func:`imagelabels.ingest.plan_batches` (what ``list_batches`` calls: ``ensure_indices``, the
-streaming :func:`~imagelabels.listing.list_objects_in_window`, and
-:func:`~imagelabels.manifests.write_manifests`, one JSON-lines manifest per batch), with every key
+:func:`imagelabels.pipeline.ingest.plan_batches` (what ``list_batches`` calls: ``ensure_indices``, the
+streaming :func:`~imagelabels.sources.listing.list_objects_in_window`, and
+:func:`~imagelabels.sources.manifests.write_manifests`, one JSON-lines manifest per batch), with every key
 inside the run's data interval, so all N keys are selected and written to manifests.
 
 **What is real and what is stubbed.** ``ListObjectsV2`` is a stub paginator that makes each page
@@ -97,8 +97,8 @@ def child(size: int, batch_size: int, es_url: str, moto_url: str | None) -> None
     import boto3
 
     from imagelabels.engine import from_url
-    from imagelabels.ingest import plan_batches
-    from imagelabels.pipeline import RunContext
+    from imagelabels.pipeline.batch import RunContext
+    from imagelabels.pipeline.ingest import plan_batches
 
     es = from_url(es_url, timeout=120)
     es.info()

@@ -24,7 +24,7 @@ only; ``--documents full`` indexes ``build_document`` output, for small N. Secon
 noida-db's (each page costs O(N) there; Elasticsearch seeks ``search_after`` in sorted doc
 values), RSS is ours.
 
-The planning step (:func:`imagelabels.reconcile.plan_reconciliation`, not a dry run) runs in a
+The planning step (:func:`imagelabels.pipeline.reconcile.plan_reconciliation`, not a dry run) runs in a
 fresh process per N; that process reports its peak RSS (``ru_maxrss``) after imports and clients
 (the floor) and after the walk. Growth = peak - floor.
 
@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RssSampler, Stopwatch, current_rss_kb, embedded_stack, machine, table
 
-from imagelabels.reconcile import DELETE_CHUNK, INDEX_PAGE_SIZE
+from imagelabels.pipeline.reconcile import DELETE_CHUNK, INDEX_PAGE_SIZE
 
 BUCKET = "bench-photos"
 PREFIX = "uploads/"
@@ -144,7 +144,7 @@ def load_index(es: Any, size: int, full: bool) -> tuple[int, int]:
         failure_id,
         versioned_index_name,
     )
-    from imagelabels.indexing import bulk_write, ensure_indices
+    from imagelabels.engine.indexing import bulk_write, ensure_indices
 
     for name in (versioned_index_name(), FAILURES_INDEX):
         if es.indices.exists(index=name):
@@ -216,8 +216,8 @@ def child(size: int, es_url: str, batch_size: int) -> None:
     import botocore.exceptions  # noqa: F401 - loaded by any worker; not part of the walk's growth
 
     from imagelabels.engine import from_url
-    from imagelabels.pipeline import RunContext
-    from imagelabels.reconcile import plan_reconciliation
+    from imagelabels.pipeline.batch import RunContext
+    from imagelabels.pipeline.reconcile import plan_reconciliation
 
     es = from_url(es_url, timeout=120)
     es.info()

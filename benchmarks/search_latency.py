@@ -1,6 +1,6 @@
 """Search latency: p50/p95/max of the first seed's three questions on N documents in noida-db.
 
-The three questions, asked exactly as users ask them (:mod:`imagelabels.search`):
+The three questions, asked exactly as users ask them (:mod:`imagelabels.search.queries`):
 
 * "all images that represent label X"      ``images_with_label(es, X)`` (first page, 20 hits)
 * "X with at least 90 % confidence"        ``images_with_label(es, X, min_confidence=90)``
@@ -123,7 +123,7 @@ def group_rss_mb(pgid: int) -> float:
 def load(es: Any, size: int, names: list[str], pgid: int, chunk: int, max_rss_mb: float) -> tuple[int, float]:
     """Stream the documents in; stop early if noida-db's RSS passes ``max_rss_mb``."""
     from imagelabels.documents import INDEX_ALIAS
-    from imagelabels.indexing import ensure_indices
+    from imagelabels.engine.indexing import ensure_indices
 
     ensure_indices(es)
     loaded, peak, started = 0, group_rss_mb(pgid), time.perf_counter()
@@ -166,7 +166,7 @@ def main() -> None:
 
     from imagelabels.documents import INDEX_ALIAS
     from imagelabels.engine import from_url
-    from imagelabels.search import describe_image, images_with_label
+    from imagelabels.search.queries import describe_image, images_with_label
 
     names = vocabulary()
     print(f"Search latency, the first seed's three questions - {machine()}")

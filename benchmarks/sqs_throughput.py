@@ -34,7 +34,7 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(env: dict[str, str], moto_url: str, es_url: str, features: tuple[str, ...]) -> None:
     os.environ.update(env)
-    from imagelabels.embedded import EmbeddedStack
+    from imagelabels.devstack.embedded import EmbeddedStack
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.local import LocalLabeler
 
@@ -48,8 +48,8 @@ def _init_worker(env: dict[str, str], moto_url: str, es_url: str, features: tupl
 
 
 def _process(manifest_uri: str, queue_url: str) -> dict[str, Any]:
-    from imagelabels.event_ingest import process_event_batch
-    from imagelabels.pipeline import RunContext
+    from imagelabels.pipeline.batch import RunContext
+    from imagelabels.pipeline.event_ingest import process_event_batch
 
     return process_event_batch(
         sqs_client=_WORKER["sqs"],
@@ -99,9 +99,9 @@ def main() -> int:
     args = parser.parse_args()
     features = tuple(f for f in args.features.split(",") if f)
 
-    from imagelabels.event_ingest import plan_event_batches
-    from imagelabels.pipeline import RunContext
-    from imagelabels.sqs import QueueSettings
+    from imagelabels.pipeline.batch import RunContext
+    from imagelabels.pipeline.event_ingest import plan_event_batches
+    from imagelabels.sources.sqs import QueueSettings
 
     print(f"SQS path · {machine()} · local labeler ({','.join(features)}) · {args.workers} workers")
     with embedded_stack() as stack:

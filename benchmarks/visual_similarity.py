@@ -8,7 +8,7 @@ latency over 100,000 documents on a real OpenSearch 2.19 node, and the labeling-
    labels) with visual signals: a random 64-bit pHash (and mirror) and an embedding drawn around one
    of the 43 real originals (``0.6 x original + noise``, centred, normalised: cosine ~0.5 to it, so
    the corpus is full of hard look-alikes, not random vectors), then the 43 originals themselves.
-3. **Recall@5**: for each copy, :func:`imagelabels.similarity.similar_images` over the whole index;
+3. **Recall@5**: for each copy, :func:`imagelabels.search.similarity.similar_images` over the whole index;
    a hit when its original is among the top 5 (per kind of copy, and pHash only, i.e. as for a
    Rekognition-labeled corpus without embeddings).
 4. **Latency**: the same calls timed client-side (band ``term`` query for 200 candidates, JSON,
@@ -78,8 +78,8 @@ def labeled(data: bytes, name: str) -> tuple[Any, float, float]:
     from imagelabels.documents import ObjectInfo
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.local import LocalLabeler, _decode
-    from imagelabels.preflight import prepare
-    from imagelabels.similarity import Signals, expand_embedding, phash_pair, visual_fields
+    from imagelabels.preflight.checks import prepare
+    from imagelabels.search.similarity import Signals, expand_embedding, phash_pair, visual_fields
 
     obj = ObjectInfo("b", name, len(data), "e", datetime.now(UTC))
     began = time.perf_counter()
@@ -100,7 +100,7 @@ def labeled(data: bytes, name: str) -> tuple[Any, float, float]:
 def synthetic(corpus: ZipfCorpus, number: int, centres: list[Any], rng: Any) -> tuple[str, dict[str, Any]]:
     import numpy as np
 
-    from imagelabels.similarity import compact_embedding, normalized, visual_fields
+    from imagelabels.search.similarity import compact_embedding, normalized, visual_fields
 
     doc_id, document = corpus.document(number)
     centre = centres[number % len(centres)]
@@ -122,12 +122,12 @@ def main() -> int:
     args = parser.parse_args()
     import numpy as np
 
-    from imagelabels import opensearch_node
+    from imagelabels.devstack import opensearch_node
     from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
     from imagelabels.engine import from_url
-    from imagelabels.indexing import bulk_write, ensure_indices
+    from imagelabels.engine.indexing import bulk_write, ensure_indices
     from imagelabels.labelers.base import LabelingError
-    from imagelabels.similarity import Signals, similar_images
+    from imagelabels.search.similarity import Signals, similar_images
 
     print(machine())
     photos = sorted(EVAL.glob("*.jpg"))
@@ -167,7 +167,7 @@ def main() -> int:
                 yield {"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source}
             for name, signals in originals.items():
                 obj = ObjectInfo("eval", f"originals/{name}", 1, name, datetime.now(UTC), title=name)
-                from imagelabels.similarity import compact_embedding
+                from imagelabels.search.similarity import compact_embedding
 
                 result = LabelResult(
                     [], "local", "bench", 70, 10, embedding=compact_embedding(signals.embedding)

@@ -29,9 +29,9 @@ from datetime import datetime
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.notify_failures import notify_failures
-from imagelabels.params import ingestion_params, reject_unknown_params
+from imagelabels.tasks.assets import IMAGES_INDEXED
+from imagelabels.tasks.notify_failures import notify_failures
+from imagelabels.tasks.params import ingestion_params, reject_unknown_params
 
 
 @dag(
@@ -48,7 +48,7 @@ from imagelabels.params import ingestion_params, reject_unknown_params
 def image_ingest_s3_hourly() -> None:
     @task
     def list_batches(params: dict, run_id: str, dag_run=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import HOURLY, plan_interval, run_interval
+        from imagelabels.tasks.ingestion import HOURLY, plan_interval, run_interval
 
         start, end = run_interval(
             dag_run.data_interval_start, dag_run.data_interval_end, dag_run.run_after, HOURLY
@@ -57,14 +57,14 @@ def image_ingest_s3_hourly() -> None:
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import label_event_or_retry_batch
+        from imagelabels.tasks.ingestion import label_event_or_retry_batch
 
         get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
         return label_event_or_retry_batch(batch, params, dag_run.dag_id, run_id)
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
     def summarize(reports: list[dict]) -> dict:
-        from imagelabels.tasks import summarize_reports
+        from imagelabels.tasks.ingestion import summarize_reports
 
         return summarize_reports(
             [reports[i] for i in range(len(reports))]
@@ -72,7 +72,7 @@ def image_ingest_s3_hourly() -> None:
 
     @task
     def cost_guard(batches: list[dict], params: dict) -> dict:
-        from imagelabels.tasks import cost_guard
+        from imagelabels.tasks.ingestion import cost_guard
 
         return cost_guard(params, batches)
 

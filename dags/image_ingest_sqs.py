@@ -28,10 +28,10 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.notify_failures import notify_failures
-from imagelabels.params import queue_params, reject_unknown_params
-from imagelabels.sensors import SqsMessagesAvailableSensor
+from imagelabels.tasks.assets import IMAGES_INDEXED
+from imagelabels.tasks.notify_failures import notify_failures
+from imagelabels.tasks.params import queue_params, reject_unknown_params
+from imagelabels.tasks.sensors import SqsMessagesAvailableSensor
 
 
 @dag(
@@ -54,7 +54,7 @@ def image_ingest_sqs() -> None:
 
     @task
     def drain_queue(params: dict, run_id: str, dag_run=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import drain_or_plan_retries
+        from imagelabels.tasks.ingestion import drain_or_plan_retries
 
         return drain_or_plan_retries(params, dag_run.dag_id, run_id)
 
@@ -62,14 +62,14 @@ def image_ingest_sqs() -> None:
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk import get_current_context
 
-        from imagelabels.tasks import label_event_or_retry_batch
+        from imagelabels.tasks.ingestion import label_event_or_retry_batch
 
         get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} events)"  # type: ignore[typeddict-unknown-key]
         return label_event_or_retry_batch(batch, params, dag_run.dag_id, run_id)
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
     def summarize(reports: list[dict]) -> dict:
-        from imagelabels.tasks import summarize_reports
+        from imagelabels.tasks.ingestion import summarize_reports
 
         return summarize_reports(
             [reports[i] for i in range(len(reports))]
@@ -77,7 +77,7 @@ def image_ingest_sqs() -> None:
 
     @task
     def cost_guard(batches: list[dict], params: dict) -> dict:
-        from imagelabels.tasks import cost_guard
+        from imagelabels.tasks.ingestion import cost_guard
 
         return cost_guard(params, batches)
 

@@ -24,9 +24,9 @@ from datetime import datetime
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.notify_failures import notify_failures
-from imagelabels.params import reject_unknown_params
+from imagelabels.tasks.assets import IMAGES_INDEXED
+from imagelabels.tasks.notify_failures import notify_failures
+from imagelabels.tasks.params import reject_unknown_params
 
 
 @dag(
@@ -58,7 +58,7 @@ def image_label_alerts() -> None:
         from datetime import UTC
         from datetime import datetime as clock
 
-        from imagelabels.alerts.task import evaluate_and_notify
+        from imagelabels.tasks.alerts import evaluate_and_notify
 
         return evaluate_and_notify(clock.now(UTC), params["rules_file"] or "")
 

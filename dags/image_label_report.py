@@ -22,10 +22,10 @@ from datetime import datetime
 
 from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable, Param, dag, task
 
-from imagelabels.notify_failures import notify_failures
-from imagelabels.params import reject_unknown_params
 from imagelabels.reports.config import ERRORS_DAG_ID, problems_doc, read_report_configs
 from imagelabels.reports.schedule import data_interval_cron
+from imagelabels.tasks.notify_failures import notify_failures
+from imagelabels.tasks.params import reject_unknown_params
 
 
 def report_dag(name: str, period: str, cron: str, channels: list[str], tries: int):  # type: ignore[no-untyped-def]
@@ -48,13 +48,13 @@ def report_dag(name: str, period: str, cron: str, channels: list[str], tries: in
     def image_label_report() -> None:
         @task
         def build_report(dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-            from imagelabels.reports.run import build_and_store
+            from imagelabels.tasks.reports import build_and_store
 
             return build_and_store(name, dag_run.data_interval_start, dag_run.data_interval_end)
 
         @task(map_index_template="{{ channel }}", retries=tries - 1, retry_exponential_backoff=2.0)
         def deliver(channel: str, built: dict, params: dict) -> dict:
-            from imagelabels.reports.run import deliver_channel
+            from imagelabels.tasks.reports import deliver_channel
 
             return deliver_channel(name, built, channel, redeliver=params["redeliver"])
 
@@ -80,7 +80,7 @@ def config_errors_dag(doc: str):  # type: ignore[no-untyped-def]
     def image_label_report_config_errors() -> None:
         @task
         def report_config_errors() -> str:
-            from imagelabels.reports.run import fail_on_config_problems
+            from imagelabels.tasks.reports import fail_on_config_problems
 
             return fail_on_config_problems()
 

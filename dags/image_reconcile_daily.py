@@ -2,7 +2,7 @@
 ### Daily reconciliation of the bucket and the index
 
 Daily at 03:00 UTC or when triggered, walk the bucket/prefix and the index side by side in key
-order, streaming (`include/imagelabels/reconcile.py`). **plan** deletes documents whose object is
+order, streaming (`include/imagelabels/pipeline/reconcile.py`). **plan** deletes documents whose object is
 gone (orphans) or was overwritten (stale) and writes manifests of objects without a current
 document (except bad images that already failed: `known_bad`); **label_and_index** labels them
 as the hourly DAG does; **report** returns the counts. `dry_run` counts and changes nothing.
@@ -18,9 +18,9 @@ from datetime import datetime
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.notify_failures import notify_failures
-from imagelabels.params import ingestion_params, labeling_params, reject_unknown_params
+from imagelabels.tasks.assets import IMAGES_INDEXED
+from imagelabels.tasks.notify_failures import notify_failures
+from imagelabels.tasks.params import ingestion_params, labeling_params, reject_unknown_params
 
 PARAMS = {
     **{name: p for name, p in ingestion_params().items() if name in ("bucket", "prefix")},
@@ -53,7 +53,7 @@ PARAMS = {
 def image_reconcile_daily() -> None:
     @task
     def plan(params: dict, run_id: str, dag_run=None, ti=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import DAILY, HOURLY, plan_reconcile_run, run_interval
+        from imagelabels.tasks.ingestion import DAILY, HOURLY, plan_reconcile_run, run_interval
 
         start, _ = run_interval(
             dag_run.data_interval_start, dag_run.data_interval_end, dag_run.run_after, DAILY, 3 * HOURLY
@@ -64,7 +64,7 @@ def image_reconcile_daily() -> None:
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import label_event_or_retry_batch
+        from imagelabels.tasks.ingestion import label_event_or_retry_batch
 
         get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
         return label_event_or_retry_batch(
@@ -73,7 +73,8 @@ def image_reconcile_daily() -> None:
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
     def report(reports: list[dict], ti=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels import pipeline, reconcile
+        from imagelabels.pipeline import batch as pipeline
+        from imagelabels.pipeline import reconcile
 
         labeling = pipeline.summarize([reports[i] for i in range(len(reports))])
         return reconcile.report_totals(ti.xcom_pull(task_ids="plan", key="counts"), labeling)

@@ -5,7 +5,7 @@ Triggered by hand. Finds the documents of a bucket/prefix (and `timestamp` range
 S3 LastModified) whose `labeler`, `LabelModelVersion`, `labeling.min_confidence`,
 `labeling.max_labels` or `features` differ from what labeling would write now (this run's
 Params, else the deployment's defaults), labels them again and updates them in place under
-the same document id (`include/imagelabels/relabel.py`).
+the same document id (`include/imagelabels/pipeline/relabel.py`).
 
 1. **plan** counts the scope, streams the stale documents (`search_after`) into batch manifests
    in S3; XCom carries their references only. `dry_run` stops here, with the counts.
@@ -23,9 +23,9 @@ from datetime import datetime
 
 from airflow.sdk import dag, get_current_context, task
 
-from imagelabels.assets import IMAGES_INDEXED
-from imagelabels.notify_failures import notify_failures
-from imagelabels.params import reject_unknown_params, relabel_params
+from imagelabels.tasks.assets import IMAGES_INDEXED
+from imagelabels.tasks.notify_failures import notify_failures
+from imagelabels.tasks.params import reject_unknown_params, relabel_params
 
 
 @dag(
@@ -42,7 +42,7 @@ from imagelabels.params import reject_unknown_params, relabel_params
 def image_relabel() -> None:
     @task
     def plan(params: dict, run_id: str, dag_run=None, ti=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import plan_relabel_run
+        from imagelabels.tasks.ingestion import plan_relabel_run
 
         batches, counts = plan_relabel_run(params, dag_run.dag_id, run_id)
         ti.xcom_push("counts", counts)  # a mapped task can only expand return_value
@@ -50,13 +50,13 @@ def image_relabel() -> None:
 
     @task
     def cost_guard(batches: list[dict], params: dict) -> dict:
-        from imagelabels.tasks import cost_guard
+        from imagelabels.tasks.ingestion import cost_guard
 
         return cost_guard(params, batches, what="this re-label run")
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
     def relabel(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import relabel_one_batch
+        from imagelabels.tasks.ingestion import relabel_one_batch
 
         get_current_context()["batch_label"] = (
             f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} documents)"  # type: ignore[typeddict-unknown-key]
@@ -65,7 +65,7 @@ def image_relabel() -> None:
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
     def report(reports: list[dict], ti=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks import relabel_report
+        from imagelabels.tasks.ingestion import relabel_report
 
         counts = ti.xcom_pull(task_ids="plan", key="counts")
         return relabel_report(counts, [reports[i] for i in range(len(reports))])

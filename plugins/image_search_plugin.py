@@ -4,7 +4,7 @@ The api-server mounts the FastAPI app of :mod:`imagelabels.webapp` at ``/image-s
 static files and JSON routes; Airflow's authentication required) and the UI shows it under
 Browse > Image search, embedded at ``/plugin/image-search``. The page's HTML, JavaScript and CSS
 live in ``plugins/image_search/`` (no build step). ``/image-search/?image=<document id>`` opens one
-image's detail view (:func:`imagelabels.search.image_page_url`).
+image's detail view (:func:`imagelabels.search.queries.image_page_url`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 
-from imagelabels.search import PAGE_MOUNT
+from imagelabels.search.queries import PAGE_MOUNT
 from imagelabels.webapp import create_app
 
 URL_PREFIX = PAGE_MOUNT

@@ -112,7 +112,7 @@ class Components:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM to every group at once, then wait for each (SIGKILL past ``timeout``)."""
-        from imagelabels.embedded import stop_process_group
+        from imagelabels.devstack.embedded import stop_process_group
 
         for process in self.processes.values():
             if process.poll() is None:
@@ -145,7 +145,7 @@ def start_sample_run(
 ) -> str:
     """Unpause the hourly Dag and start one manual run whose data interval covers the uploads;
     return the run's URL in the UI. The Dag must have been parsed first (dag-processor)."""
-    from imagelabels.embedded import covering_hours
+    from imagelabels.devstack.embedded import covering_hours
 
     dag_url = f"{url}/api/v2/dags/{HOURLY_DAG}"
     deadline = time.monotonic() + timeout
@@ -205,7 +205,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     prepare_airflow()
-    from imagelabels.embedded import running_stack
+    from imagelabels.devstack.embedded import running_stack
 
     exposed = not _is_loopback(args.host)
     password = os.environ.get("IMAGELABELS_UI_PASSWORD") or (

@@ -30,7 +30,7 @@ DEMO_RULES = ROOT / "scripts" / "demo_alert_rules.yaml"
 
 
 def load_dag(file_stem: str, dag_id: str | None = None):  # type: ignore[no-untyped-def]
-    from imagelabels.embedded import load_dag as load
+    from imagelabels.devstack.embedded import load_dag as load
 
     return load(ROOT / "dags", file_stem, dag_id)
 
@@ -65,7 +65,7 @@ def shown_link(url: str | None) -> str:
     """A link as the demo prints it: a presigned URL's session token masked (stdout is not a task
     log, so Airflow's masker never sees it); links signed without a token (the embedded stack's
     keys) are printed whole and work."""
-    from imagelabels.search import mask_session_token
+    from imagelabels.search.queries import mask_session_token
 
     return mask_session_token(url) if url else "(none)"
 
@@ -115,8 +115,8 @@ def main() -> int:
     started = time.monotonic()
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     prepare_airflow()
-    from imagelabels import search
-    from imagelabels.embedded import covering_hours, running_stack
+    from imagelabels.devstack.embedded import covering_hours, running_stack
+    from imagelabels.search import queries as search
 
     with running_stack(STATE / "stack", engine=args.engine) as stack:
         os.environ.update(stack.airflow_env())

@@ -181,8 +181,8 @@ def _seconds(run: dict[str, Any]) -> float:
 def run_distributed(options: RunOptions) -> RunResult:
     """Set up everything, run the DAG once, check it, tear everything down; never raises for a
     red verdict (``problems`` says why), only for set-up failures."""
-    from imagelabels.embedded import start_stack
-    from imagelabels.standin import StandInConfig, start_standin_process
+    from imagelabels.devstack.embedded import start_stack
+    from imagelabels.devstack.standin import StandInConfig, start_standin_process
 
     ensure_services()
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S") + f"_{os.getpid()}"

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "include"))
 
 def prepare_airflow() -> None:
     """Point Airflow at .local/airflow (SQLite) and migrate it; call before importing Airflow."""
-    from imagelabels.embedded import airflow_home_env
+    from imagelabels.devstack.embedded import airflow_home_env
 
     os.environ.update(airflow_home_env(STATE / "airflow", ROOT / "dags"))
     os.environ.update({"IMAGELABELS_BUCKET": BUCKET, "IMAGELABELS_ES_REFRESH": "wait_for"})

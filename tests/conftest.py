@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 
-from imagelabels.embedded import EmbeddedStack, airflow_home_env, start_stack  # noqa: E402
+from imagelabels.devstack.embedded import EmbeddedStack, airflow_home_env, start_stack  # noqa: E402
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="imagelabels-airflow-"))
 os.environ.update(airflow_home_env(_AIRFLOW_HOME, ROOT / "dags"))
@@ -120,8 +120,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def standin(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
     """Factory: ``standin(**StandInConfig fields)`` starts an in-process Rekognition stand-in
     (reading ``Image.S3Object`` from the session's moto server unless told otherwise) and returns
-    the running :class:`~imagelabels.standin.StandInServer`; all are stopped after the test."""
-    from imagelabels.standin import StandInConfig, StandInServer
+    the running :class:`~imagelabels.devstack.standin.StandInServer`; all are stopped after the test."""
+    from imagelabels.devstack.standin import StandInConfig, StandInServer
 
     started: list[StandInServer] = []
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.indexing import bulk_write, ensure_indices
+from imagelabels.engine.indexing import bulk_write, ensure_indices
 
 
 def index_labelled(

@@ -1,4 +1,4 @@
-"""A real OpenSearch 2.19 node for a whole test session (``imagelabels.opensearch_node``).
+"""A real OpenSearch 2.19 node for a whole test session (``imagelabels.devstack.opensearch_node``).
 
 Importing this module starts nothing: the JVM is started the first time a test asks for the
 ``opensearch_node`` fixture and stopped at the end of the session. To make the fixture visible to
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from imagelabels import opensearch_node as opensearch
+from imagelabels.devstack import opensearch_node as opensearch
 
 HEAP = os.environ.get("IMAGELABELS_OPENSEARCH_HEAP", "512m")
 """One node idles well within 512 MiB of heap; benchmarks that need more start their own."""

@@ -8,7 +8,7 @@
     python -m imagelabels duplicates --bucket photos            # groups of near duplicates
 
 A readable table by default, ``--json`` for scripts. Every command is a thin layer over
-:mod:`imagelabels.search`.
+:mod:`imagelabels.search.queries`.
 
 Where the servers are, first match wins:
 
@@ -44,8 +44,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from imagelabels import search
 from imagelabels.documents import INDEX_ALIAS
+from imagelabels.search import queries as search
 
 STACK_FILE = "stack.json"
 EMBEDDED_REGION = "us-east-1"
@@ -111,7 +111,7 @@ def connect(args: argparse.Namespace) -> Iterator[Clients]:
         )
         return
     if args.embedded:
-        from imagelabels.embedded import running_stack
+        from imagelabels.devstack.embedded import running_stack
 
         print(
             "embedded stack started over the demo's data; its moto server is empty, so no S3 URLs",
@@ -333,7 +333,7 @@ def _example_signals(clients: Clients, example: str, index: str) -> tuple[Any, d
     """The signals of ``similar``'s example and how to leave the example out of the answer: an
     indexed image (title, key or ``s3://`` location that is indexed) by its document id, else a
     local file or an ``s3://`` object, computed as at labeling time."""
-    from imagelabels import similarity
+    from imagelabels.search import similarity
 
     indexed = similarity.indexed_signals(clients.es, example, index=index)
     if indexed is not None and (indexed[2].phash or indexed[2].embedding is not None):
@@ -349,7 +349,7 @@ def _example_signals(clients: Clients, example: str, index: str) -> tuple[Any, d
 
 
 def cmd_similar(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
-    from imagelabels import similarity
+    from imagelabels.search import similarity
 
     signals, exclude = _example_signals(clients, args.example, args.index)
     found = similarity.similar_images(
@@ -385,7 +385,7 @@ def cmd_similar(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_duplicates(clients: Clients, args: argparse.Namespace, out: TextIO) -> int:
-    from imagelabels import similarity
+    from imagelabels.search import similarity
 
     members = similarity.scan_members(clients.es, filters=_filters(args), index=args.index)
     groups = similarity.duplicate_groups(members)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 
-from imagelabels.manifests import default_staging_uri
+from imagelabels.sources.manifests import default_staging_uri
 
 
 class ConfigurationError(ValueError):
     """A Param or setting that is wrong for this run: the same value fails the same way on every
-    try, so tasks fail at once on it instead of retrying (see :func:`imagelabels.tasks.fail_at_once`).
+    try, so tasks fail at once on it instead of retrying (see :func:`imagelabels.tasks.ingestion.fail_at_once`).
     The message names the Param or setting and what it accepts."""
 
 

@@ -19,14 +19,14 @@ from a browser), and however short-lived the server's credentials are; a polyglo
 JSON routes (all ``GET``, relative to the mount point):
 
 * ``api/search?label=&min_confidence=&exclude_moderated=&size=&after=`` -- a page of images
-  showing a label (:func:`imagelabels.search.search_labels`) with the label facets of every
+  showing a label (:func:`imagelabels.search.queries.search_labels`) with the label facets of every
   matching image; without a label, no hits and the most frequent labels as facets. ``after`` is
   the ``next_after`` of the previous answer: a JSON list of a finite number and a string, else 400.
 * ``api/suggest?prefix=`` -- label names for the label box, from the most frequent labels.
 * ``api/images/{doc_id}`` -- one image: all labels (with bounding boxes of their instances),
   moderation labels and the URL of its content.
 * ``api/images/{doc_id}/similar?size=`` -- "More like this": the images that look most like it
-  (:func:`imagelabels.similarity.similar_images`: band candidates re-ranked by embedding cosine or
+  (:func:`imagelabels.search.similarity.similar_images`: band candidates re-ranked by embedding cosine or
   pHash distance), each with ``similarity`` (0..1) and ``near_duplicate``; ``checked`` is false
   when the document has no visual signals (indexed before they existed).
 * ``api/images/{doc_id}/content`` -- the image's bytes (see above); 404 for an id that is not an
@@ -34,7 +34,7 @@ JSON routes (all ``GET``, relative to the mount point):
 
 Every ``url`` in an answer is that content route (an absolute path on the api-server). The page
 opens a document's detail view from ``?image=<doc_id>``
-(:func:`imagelabels.search.image_page_url` builds such links for alerts and reports).
+(:func:`imagelabels.search.queries.image_page_url` builds such links for alerts and reports).
 
 Elasticsearch and S3 clients come from the Airflow connections (``elasticsearch_default``,
 ``aws_default``, or ``IMAGELABELS_ES_CONN_ID``/``IMAGELABELS_AWS_CONN_ID``) and are rebuilt
@@ -57,9 +57,9 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from imagelabels import search
 from imagelabels.documents import INDEX_ALIAS
-from imagelabels.preflight import sniff_format
+from imagelabels.preflight.checks import sniff_format
+from imagelabels.search import queries as search
 
 CLIENT_TTL_SECONDS = 300.0
 SUGGEST_POOL = search.SUGGEST_POOL  # most frequent labels the suggestions are picked from
@@ -246,7 +246,7 @@ def _no_constants(name: str) -> Any:
 
 def _parse_after(after: str | None) -> list[Any] | None:
     """The ``search_after`` of the next page: the ``next_after`` the previous answer gave, i.e.
-    ``[score, s3_location]`` (:data:`imagelabels.search._SORT`). Anything else is the caller's
+    ``[score, s3_location]`` (:data:`imagelabels.search.queries._SORT`). Anything else is the caller's
     mistake (400), never passed on to the engine: not JSON, ``NaN``/``Infinity`` (Python's json
     accepts them), numbers out of float range or beyond 2**63, booleans, nested values, strings
     over :data:`MAX_AFTER_STRING` characters, or another shape."""
@@ -301,7 +301,7 @@ def suggestions(
     a word starting with it, then those containing it; case-insensitive. Then the ``aliases``
     (word -> label names) starting with it for indexed labels not offered by name already
     ("kitty" for Cat, but not "cats" after Cat): a search for the word finds them
-    (:func:`imagelabels.search.label_names_for`)."""
+    (:func:`imagelabels.search.queries.label_names_for`)."""
     wanted = prefix.strip().casefold()
     if not wanted:
         return [name for name, _ in names[:limit]]
@@ -464,7 +464,7 @@ def create_app(
 
     @app.get("/api/images/{doc_id}/similar", dependencies=[user_dep])
     def similar(request: Request, doc_id: str, size: int = Query(8, ge=1, le=50)) -> JSONResponse:
-        from imagelabels import similarity
+        from imagelabels.search import similarity
 
         found = find(doc_id, ["s3_location", *similarity.VISUAL_SOURCE])
         signals = similarity.Signals.of_source(found.get("_source") or {})

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagelabels.embedded import free_port, stop_process_group
+from imagelabels.devstack.embedded import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -114,7 +114,7 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         # no scheduled (catch-up) run of the hourly DAG next to the triggered one
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "imagelabels.worker_name.worker_hostname",
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "imagelabels.tasks.worker_name.worker_hostname",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
@@ -162,7 +162,7 @@ def start_cluster(
         names.append(name)
         worker_env = {
             **env,
-            "IMAGELABELS_WORKER_NAME": name,  # TaskInstance.hostname (see imagelabels.worker_name)
+            "IMAGELABELS_WORKER_NAME": name,  # TaskInstance.hostname (see imagelabels.tasks.worker_name)
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         }
         command = [

@@ -1,7 +1,7 @@
 """Add the pooled image features of EfficientNet-Lite0 as a second output of its ONNX graph.
 
 The committed ``efficientnet-lite0.onnx`` was exported with one output, ``logits`` ``[N, 1000]``.
-Visual similarity (:mod:`imagelabels.similarity`) needs the 1,280 values the classifier head reads:
+Visual similarity (:mod:`imagelabels.search.similarity`) needs the 1,280 values the classifier head reads:
 the global average pool of the last feature map, flattened (``/Reshape_output_0``, the input of
 the final ``Gemm``). This script exposes that tensor as a second graph output, ``features``
 ``[N, 1280]``, through an ``Identity`` node; nothing else in the graph changes, so the logits stay

@@ -36,7 +36,7 @@ from typing import Any
 import boto3
 import pytest
 
-from imagelabels.embedded import covering_hours, free_port
+from imagelabels.devstack.embedded import covering_hours, free_port
 from imagelabels.engine.elastic import connect as elasticsearch_engine
 from tests.ui.test_image_search_page import Browser, _chromium
 
@@ -326,7 +326,7 @@ def test_make_backfill_says_make_airflow_must_run_first(tmp_path: Path) -> None:
 #
 # The forms mark a Param required when its type does not allow null, and keep Trigger / Run
 # Backfill disabled while a required Param is null or "". Text Params that mean "use the setting"
-# when empty are therefore nullable (imagelabels.params); these tests leave them empty in the real
+# when empty are therefore nullable (imagelabels.tasks.params); these tests leave them empty in the real
 # forms, submit, and look at what was created through the REST API.
 
 DAGS_WITH_NULLABLE_PARAMS = {

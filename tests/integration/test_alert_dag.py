@@ -36,7 +36,7 @@ def _index(es, items: list[tuple[str, str, float]]) -> None:  # type: ignore[no-
 def test_the_alert_dag_runs_after_every_ingestion_run_and_on_a_clock(airflow_db) -> None:  # type: ignore[no-untyped-def]
     from airflow.sdk import AssetOrTimeSchedule
 
-    from imagelabels.assets import IMAGES_INDEXED
+    from imagelabels.tasks.assets import IMAGES_INDEXED
 
     alerts = _load("image_label_alerts")
     assert isinstance(alerts.timetable, AssetOrTimeSchedule)
@@ -85,7 +85,7 @@ def test_an_ingestion_run_records_the_asset_event_that_schedules_the_alert_dag(a
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from imagelabels.assets import IMAGES_INDEXED
+    from imagelabels.tasks.assets import IMAGES_INDEXED
 
     def events() -> int:
         with create_session() as session:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from imagelabels import search
 from imagelabels.alerts import evaluate
 from imagelabels.alerts.evaluate import (
     ALERTS_INDEX,
@@ -34,7 +33,8 @@ from imagelabels.alerts.rules import (
 )
 from imagelabels.channels import slack_escape
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.indexing import ensure_indices
+from imagelabels.engine.indexing import ensure_indices
+from imagelabels.search import queries as search
 
 pytestmark = pytest.mark.both_engines
 

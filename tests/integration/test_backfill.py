@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from imagelabels.embedded import airflow_home_env
+from imagelabels.devstack.embedded import airflow_home_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from imagelabels.devstack.embedded import covering_hours
 from imagelabels.documents import INDEX_ALIAS
-from imagelabels.embedded import covering_hours
 from tests.airflow_dags import load_dag as _load
 
 ROOT = Path(__file__).resolve().parents[2]

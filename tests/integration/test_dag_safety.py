@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from imagelabels.devstack.embedded import covering_hours
 from imagelabels.documents import INDEX_ALIAS
-from imagelabels.embedded import covering_hours
 from tests.airflow_dags import load_dag
 
 ROOT = Path(__file__).resolve().parents[2]

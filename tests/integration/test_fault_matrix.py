@@ -25,17 +25,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from imagelabels.devstack.embedded import covering_hours
+from imagelabels.devstack.standin import rekognition_client
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS
-from imagelabels.embedded import covering_hours
 from imagelabels.engine.elastic import connect as elasticsearch_engine
-from imagelabels.event_ingest import plan_event_batches, process_event_batch
-from imagelabels.events import s3_event_body
-from imagelabels.ingest import label_batch, plan_batches
 from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.rekognition import RekognitionLabeler
-from imagelabels.pipeline import BatchReport, RunContext
-from imagelabels.sqs import QueueSettings
-from imagelabels.standin import rekognition_client
+from imagelabels.pipeline.batch import BatchReport, RunContext
+from imagelabels.pipeline.event_ingest import plan_event_batches, process_event_batch
+from imagelabels.pipeline.ingest import label_batch, plan_batches
+from imagelabels.sources.events import s3_event_body
+from imagelabels.sources.sqs import QueueSettings
 from tests.airflow_dags import load_dag
 from tests.faults import DeletingLabeler, OutageProxy, assert_nothing_lost, on_path
 from tests.helpers import ThrottlingProxy
@@ -276,12 +276,12 @@ KILLED_WORKER = textwrap.dedent(
     import json, os, sys
     os.environ.update({env!r})
     os.environ["IMAGELABELS_CONCURRENCY"] = "2"
-    from imagelabels.embedded import EmbeddedStack
-    from imagelabels.ingest import label_batch
+    from imagelabels.devstack.embedded import EmbeddedStack
+    from imagelabels.pipeline.ingest import label_batch
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.rekognition import RekognitionLabeler
-    from imagelabels.pipeline import RunContext
-    from imagelabels.standin import rekognition_client
+    from imagelabels.pipeline.batch import RunContext
+    from imagelabels.devstack.standin import rekognition_client
 
     stack = EmbeddedStack({moto!r}, {es!r}, [])
     s3, es = stack.boto3_client("s3"), stack.elasticsearch()
@@ -387,8 +387,8 @@ def test_poison_messages_never_crash_a_run_and_good_images_are_not_lost(
     settings = QueueSettings(url, wait_seconds=0, visibility_timeout=60)
     labeler = _moto_labeler(stack)
     malformed = []
-    caplog.set_level(logging.ERROR, logger="imagelabels.event_ingest")
-    caplog.set_level(logging.WARNING, logger="imagelabels.pipeline")
+    caplog.set_level(logging.ERROR, logger="imagelabels.pipeline.event_ingest")
+    caplog.set_level(logging.WARNING, logger="imagelabels.pipeline.batch")
     for _ in range(3):  # maxReceiveCount 2: the third receive moves the poison to the DLQ
         manifests, drained = plan_event_batches(
             sqs_client=sqs,
@@ -416,7 +416,7 @@ def test_poison_messages_never_crash_a_run_and_good_images_are_not_lost(
     logged = [r.getMessage() for r in caplog.records if "malformed message" in r.getMessage()]
     assert len(logged) == 2 * len(poison)  # each receive logs its reason
     assert any("SubscriptionConfirmation" in message for message in logged)
-    acknowledged = [r.getMessage() for r in caplog.records if r.name == "imagelabels.pipeline"]
+    acknowledged = [r.getMessage() for r in caplog.records if r.name == "imagelabels.pipeline.batch"]
     assert [m for m in acknowledged if missing in m and "object_gone" in m]  # logged, then acknowledged
     dead = []
     while batch := sqs.receive_message(QueueUrl=sqs_queue["dlq"], MaxNumberOfMessages=10).get("Messages"):

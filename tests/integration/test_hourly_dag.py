@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from imagelabels.devstack.embedded import covering_hours
 from imagelabels.documents import INDEX_ALIAS, document_id
-from imagelabels.embedded import covering_hours
 from tests.airflow_dags import load_dag
 from tests.faults import assert_nothing_lost
 
@@ -290,7 +290,7 @@ def test_more_batches_than_airflow_maps_over_are_grouped_and_all_indexed(  # typ
 
 
 def test_a_failing_part_of_a_group_does_not_keep_the_later_parts_from_being_labeled(s3, es) -> None:  # type: ignore[no-untyped-def]
-    from imagelabels.tasks import label_event_or_retry_batch, plan_listing
+    from imagelabels.tasks.ingestion import label_event_or_retry_batch, plan_listing
 
     s3.create_bucket(Bucket="photos")
     body = (SAMPLES / "coffee.png").read_bytes()

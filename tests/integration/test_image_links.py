@@ -25,10 +25,11 @@ import pytest
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
-from imagelabels import search, webapp
+from imagelabels import webapp
+from imagelabels.devstack.embedded import EmbeddedStack
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.embedded import EmbeddedStack
-from imagelabels.indexing import bulk_write, ensure_indices
+from imagelabels.engine.indexing import bulk_write, ensure_indices
+from imagelabels.search import queries as search
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from imagelabels import search
 from imagelabels.documents import (
     IMAGE_MAPPINGS,
     INDEX_ALIAS,
@@ -17,7 +16,8 @@ from imagelabels.documents import (
     document_id,
 )
 from imagelabels.engine.elastic import connect as elasticsearch_engine
-from imagelabels.indexing import bulk_write, copy_documents, ensure_indices, existing_ids
+from imagelabels.engine.indexing import bulk_write, copy_documents, ensure_indices, existing_ids
+from imagelabels.search import queries as search
 from tests.helpers import ThrottlingProxy
 
 WHEN = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imagelabels.ingest import plan_batches
-from imagelabels.listing import ListingStats, list_objects_in_window
-from imagelabels.manifests import read_manifest, write_manifests
-from imagelabels.pipeline import RunContext
+from imagelabels.pipeline.batch import RunContext
+from imagelabels.pipeline.ingest import plan_batches
+from imagelabels.sources.listing import ListingStats, list_objects_in_window
+from imagelabels.sources.manifests import read_manifest, write_manifests
 
 
 def _window() -> tuple[datetime, datetime]:

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, LabelResult, document_id, failure_id
-from imagelabels.indexing import ensure_indices
+from imagelabels.engine.indexing import ensure_indices
 from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.rekognition import RekognitionLabeler
-from imagelabels.listing import ListedObject, list_objects_in_window
-from imagelabels.pipeline import BatchIncomplete, BatchReport, RunContext, process_batch
-from imagelabels.prepared import PreparedImage
+from imagelabels.pipeline.batch import BatchIncomplete, BatchReport, RunContext, process_batch
+from imagelabels.preflight.prepared import PreparedImage
+from imagelabels.sources.listing import ListedObject, list_objects_in_window
 from tests.faults import assert_nothing_lost
 
 pytestmark = pytest.mark.both_engines

@@ -1,5 +1,5 @@
 """The fault matrix on a real, distributed engine: a three-node OpenSearch cluster (one JVM,
-:mod:`imagelabels.opensearch_node`) loses a data node while the hourly DAG indexes, and a red
+:mod:`imagelabels.devstack.opensearch_node`) loses a data node while the hourly DAG indexes, and a red
 index (a primary shard on no node) fails the task at once with a clear message; the rerun
 completes. Each test ends with :func:`tests.faults.assert_nothing_lost`: every key indexed exactly
 once under its deterministic id, or a failure record with a reason, never both, no duplicates.
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from imagelabels import opensearch_node
+from imagelabels.devstack import opensearch_node
+from imagelabels.devstack.embedded import covering_hours
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, versioned_index_name
-from imagelabels.embedded import covering_hours
 from imagelabels.engine import EngineUnavailableError, from_url
-from imagelabels.indexing import ensure_indices, require_writable
+from imagelabels.engine.indexing import ensure_indices, require_writable
 from tests.airflow_dags import load_dag
 from tests.faults import assert_nothing_lost
 from tests.integration.test_fault_matrix import BUCKET, MOTO_REKOGNITION, PREFIX, _upload

@@ -1,4 +1,4 @@
-"""The real OpenSearch node (``imagelabels.opensearch_node``): HTTP, the modules the pipeline relies
+"""The real OpenSearch node (``imagelabels.devstack.opensearch_node``): HTTP, the modules the pipeline relies
 on (reindex for ``_delete_by_query``, painless), and a 3-node cluster that loses and regains a node.
 
 Each test starts its own JVM (the session fixture in tests/opensearch_fixtures.py is for others):
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from imagelabels import opensearch_node as opensearch
+from imagelabels.devstack import opensearch_node as opensearch
 from tests.opensearch_fixtures import require_java
 
 pytestmark = pytest.mark.integration

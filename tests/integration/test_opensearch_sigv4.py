@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from imagelabels import cli, clients
+from imagelabels.devstack.embedded import AWS_REGION, AWS_TEST_KEY, EmbeddedStack, covering_hours
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS
-from imagelabels.embedded import AWS_REGION, AWS_TEST_KEY, EmbeddedStack, covering_hours
 from imagelabels.engine import AuthorizationError, UnsupportedOperationError
-from imagelabels.indexing import bulk_write, ensure_indices
+from imagelabels.engine.indexing import bulk_write, ensure_indices
 from tests.airflow_dags import load_dag
 from tests.integration.test_indexing import _doc
 from tests.sigv4_proxy import SigV4Proxy

@@ -18,12 +18,12 @@ from imagelabels.documents import (
     failure_id,
     versioned_index_name,
 )
-from imagelabels.indexing import ensure_indices
+from imagelabels.engine.indexing import ensure_indices
 from imagelabels.labelers import LabelingError, LabelingSettings
 from imagelabels.labelers.rekognition import RekognitionLabeler
-from imagelabels.listing import ListedObject, list_objects_in_window
-from imagelabels.pipeline import BatchIncomplete, RunContext, process_batch
-from imagelabels.prepared import PreparedImage
+from imagelabels.pipeline.batch import BatchIncomplete, RunContext, process_batch
+from imagelabels.preflight.prepared import PreparedImage
+from imagelabels.sources.listing import ListedObject, list_objects_in_window
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
 RUN = RunContext("image_ingest_s3_hourly", "manual__test")
@@ -263,7 +263,7 @@ def test_an_image_indexed_without_labels_is_counted_and_logged(s3, es, labeler, 
                 return LabelResult([], result.labeler, "3.0", 70, 10)
             return result
 
-    with caplog.at_level("INFO", logger="imagelabels.pipeline"):
+    with caplog.at_level("INFO", logger="imagelabels.pipeline.batch"):
         report = _run(s3, es, NothingOnCoffee(labeler.inner), listed)
     assert (report.indexed, report.without_labels) == (2, 1)
     assert report.as_xcom()["without_labels"] == 1

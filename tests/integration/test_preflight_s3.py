@@ -13,7 +13,7 @@ from PIL import Image
 
 from imagelabels.documents import ObjectInfo
 from imagelabels.labelers.base import LabelingError
-from imagelabels.preflight import fetch_and_prepare
+from imagelabels.preflight.checks import fetch_and_prepare
 
 
 def _png(width: int, height: int, colour: str) -> bytes:
@@ -164,14 +164,14 @@ def test_a_batch_of_png_bombs_is_recorded_with_its_reason_and_the_photos_are_ind
     its header with a failure record, every photo labeled, the decode budget never exceeded."""
     from datetime import timedelta
 
-    from imagelabels import decode_budget
-    from imagelabels.decode_budget import DecodeBudget
     from imagelabels.documents import FAILURES_INDEX, failure_id
-    from imagelabels.indexing import ensure_indices
+    from imagelabels.engine.indexing import ensure_indices
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.rekognition import RekognitionLabeler
-    from imagelabels.listing import list_objects_in_window
-    from imagelabels.pipeline import RunContext, process_batch
+    from imagelabels.pipeline.batch import RunContext, process_batch
+    from imagelabels.preflight import decode_budget
+    from imagelabels.preflight.decode_budget import DecodeBudget
+    from imagelabels.sources.listing import list_objects_in_window
 
     budget = DecodeBudget(64 * 2**20)
     monkeypatch.setattr(decode_budget, "_process_budget", budget)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from imagelabels.ratelimit import RedisTokenBucket, clear_limiter_cache, limiter_from_settings
+from imagelabels.labelers.ratelimit import RedisTokenBucket, clear_limiter_cache, limiter_from_settings
 from tests.unit.test_ratelimit import RATE, assert_holds_rate, run_processes
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -23,9 +23,9 @@ from imagelabels.documents import (
     build_document,
     document_id,
 )
-from imagelabels.indexing import FailureRecord, bulk_write, ensure_indices, record_failures
-from imagelabels.pipeline import RunContext
-from imagelabels.reconcile import (
+from imagelabels.engine.indexing import FailureRecord, bulk_write, ensure_indices, record_failures
+from imagelabels.pipeline.batch import RunContext
+from imagelabels.pipeline.reconcile import (
     MassDeletionRefused,
     iter_documents,
     list_all_objects,

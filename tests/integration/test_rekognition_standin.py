@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imagelabels.devstack.standin import rekognition_client
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, failure_id
-from imagelabels.indexing import ensure_indices
+from imagelabels.engine.indexing import ensure_indices
 from imagelabels.labelers import LabelingSettings
+from imagelabels.labelers.ratelimit import LocalTokenBucket
 from imagelabels.labelers.rekognition import RekognitionLabeler
-from imagelabels.listing import ListedObject, list_objects_in_window
-from imagelabels.pipeline import BatchIncomplete, RunContext, process_batch
-from imagelabels.ratelimit import LocalTokenBucket
-from imagelabels.standin import rekognition_client
+from imagelabels.pipeline.batch import BatchIncomplete, RunContext, process_batch
+from imagelabels.sources.listing import ListedObject, list_objects_in_window
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
 RUN = RunContext("image_ingest_s3_hourly", "manual__standin")
@@ -139,8 +139,8 @@ def test_our_rate_limiter_keeps_the_calls_under_the_quota(s3, es, stack) -> None
     admits requests that arrived over a second all at once, against a bucket capped at one
     second's worth - throttles that real Rekognition, timing arrivals at its own front end, would
     not give (seen under CPU contention)."""
-    from imagelabels.standin import StandInConfig
-    from imagelabels.standin.process import fetch_stats, start_standin_process
+    from imagelabels.devstack.standin import StandInConfig
+    from imagelabels.devstack.standin.process import fetch_stats, start_standin_process
 
     url, stop = start_standin_process(StandInConfig(tps={"DetectLabels": 10}, s3_endpoint_url=stack.moto_url))
     try:

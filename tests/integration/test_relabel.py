@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from imagelabels.devstack.embedded import covering_hours
 from imagelabels.documents import INDEX_ALIAS, document_id
-from imagelabels.embedded import covering_hours
 from tests.airflow_dags import load_dag as _load
 
 pytestmark = pytest.mark.both_engines
@@ -179,7 +179,7 @@ def test_relabel_to_rekognition_is_priced_and_stopped_before_any_call(
 def test_date_bounds_and_model_version_order() -> None:
     from datetime import UTC, datetime
 
-    from imagelabels.relabel import _version_key, parse_bound
+    from imagelabels.pipeline.relabel import _version_key, parse_bound
 
     assert parse_bound("") is None
     assert parse_bound("2026-03-01") == datetime(2026, 3, 1, tzinfo=UTC)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.indexing import FailureRecord, bulk_write, ensure_indices, record_failures
+from imagelabels.engine.indexing import FailureRecord, bulk_write, ensure_indices, record_failures
 from imagelabels.reports.aggregations import TABLE_NAMES, compute_report
 from imagelabels.reports.model import Report, Totals
 

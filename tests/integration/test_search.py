@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from imagelabels import search
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.indexing import bulk_write, ensure_indices
+from imagelabels.engine.indexing import bulk_write, ensure_indices
+from imagelabels.search import queries as search
 
 ROOT = Path(__file__).resolve().parents[2]
 COFFEE = ROOT / "sample_images" / "coffee.png"

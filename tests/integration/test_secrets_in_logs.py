@@ -34,7 +34,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from imagelabels.embedded import covering_hours
+from imagelabels.devstack.embedded import covering_hours
 from tests.servers import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]

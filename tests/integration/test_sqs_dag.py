@@ -82,7 +82,7 @@ def test_the_sensor_waits_on_the_triggerer_then_the_run_indexes_the_uploads(
 
 
 def test_retry_failed_reprocesses_exactly_the_recorded_failures(hourly_dag, s3, es) -> None:  # type: ignore[no-untyped-def]
-    from imagelabels.indexing import FailureRecord, ensure_indices, record_failures
+    from imagelabels.engine.indexing import FailureRecord, ensure_indices, record_failures
 
     s3.create_bucket(Bucket="photos")
     for name in ("chelsea.png", "coffee.png", "rocket.jpg"):

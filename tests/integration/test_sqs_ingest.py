@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from imagelabels.documents import INDEX_ALIAS, document_id, versioned_index_name
-from imagelabels.event_ingest import plan_event_batches, process_event_batch
-from imagelabels.events import eventbridge_body, s3_event_body, sns_envelope
 from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
-from imagelabels.pipeline import BatchIncomplete, RunContext
-from imagelabels.sqs import QueueSettings
+from imagelabels.pipeline.batch import BatchIncomplete, RunContext
+from imagelabels.pipeline.event_ingest import plan_event_batches, process_event_batch
+from imagelabels.sources.events import eventbridge_body, s3_event_body, sns_envelope
+from imagelabels.sources.sqs import QueueSettings
 from tests.faults import assert_nothing_lost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,12 +329,12 @@ KILLED_WORKER = textwrap.dedent(
     """
     import os, sys, time
     os.environ.update({env!r})
-    from imagelabels.embedded import EmbeddedStack
-    from imagelabels.event_ingest import plan_event_batches, process_event_batch
+    from imagelabels.devstack.embedded import EmbeddedStack
+    from imagelabels.pipeline.event_ingest import plan_event_batches, process_event_batch
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.local import LocalLabeler
-    from imagelabels.pipeline import RunContext
-    from imagelabels.sqs import QueueSettings
+    from imagelabels.pipeline.batch import RunContext
+    from imagelabels.sources.sqs import QueueSettings
 
     stack = EmbeddedStack({moto!r}, {es!r}, [])
     sqs, s3, es = stack.boto3_client("sqs"), stack.boto3_client("s3"), stack.elasticsearch()

@@ -20,8 +20,8 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from imagelabels.embedded import EmbeddedStack
-from imagelabels.standin import (
+from imagelabels.devstack.embedded import EmbeddedStack
+from imagelabels.devstack.standin import (
     StandInConfig,
     StandInServer,
     fetch_stats,
@@ -30,7 +30,7 @@ from imagelabels.standin import (
     reset_stats,
     start_standin_process,
 )
-from imagelabels.standin.answers import LOCAL_MODULE
+from imagelabels.devstack.standin.answers import LOCAL_MODULE
 
 StartStandIn = Callable[..., StandInServer]
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"

@@ -16,12 +16,12 @@ from PIL import Image, ImageOps
 
 from imagelabels import cli
 from imagelabels.documents import INDEX_ALIAS
-from imagelabels.indexing import ensure_indices
+from imagelabels.engine.indexing import ensure_indices
 from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
-from imagelabels.listing import ListedObject, list_objects_in_window
-from imagelabels.pipeline import RunContext, process_batch
+from imagelabels.pipeline.batch import RunContext, process_batch
 from imagelabels.reports.aggregations import compute_report
+from imagelabels.sources.listing import ListedObject, list_objects_in_window
 
 pytestmark = pytest.mark.both_engines
 

@@ -33,9 +33,9 @@ from typing import Any
 
 import pytest
 
+from imagelabels.devstack.embedded import EmbeddedStack, free_port, stop_process_group
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
-from imagelabels.embedded import EmbeddedStack, free_port, stop_process_group
-from imagelabels.indexing import bulk_write, ensure_indices
+from imagelabels.engine.indexing import bulk_write, ensure_indices
 
 # On OpenSearch the page's api-server reaches the node through a SigV4-verifying proxy, signing
 # with the AWS connection, as it would reach an Amazon OpenSearch Service domain.
@@ -209,7 +209,7 @@ def server(
     engine_connection = {}
     sigv4 = None
     if stack.engine_flavor == "opensearch":
-        from imagelabels.embedded import AWS_REGION, AWS_TEST_KEY
+        from imagelabels.devstack.embedded import AWS_REGION, AWS_TEST_KEY
         from tests.sigv4_proxy import SigV4Proxy
 
         sigv4 = exits.enter_context(
@@ -651,9 +651,9 @@ def test_page_in_chromium(server: Server, browser: Browser) -> None:
 
 
 def test_a_detail_link_survives_the_login(server: Server, browser: Browser) -> None:
-    """What an alert links to (imagelabels.search.image_page_url): signed out, the login page,
+    """What an alert links to (imagelabels.search.queries.image_page_url): signed out, the login page,
     then the page with that image's detail view open."""
-    from imagelabels.search import image_page_url
+    from imagelabels.search.queries import image_page_url
 
     status, found = _request(f"{server.url}/image-search/api/search?label=Oddity", server.token)
     assert status == 200, found

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagelabels import costs
+from imagelabels.labelers import costs
 from imagelabels.labelers.base import LabelingSettings
 
 NO_ENV: dict[str, str] = {}
@@ -126,7 +126,7 @@ def test_money_is_exact_and_shown_rounded_up() -> None:
 def test_above_the_limit_stops_with_images_features_price_estimate_and_limit(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="imagelabels.costs")
+    caplog.set_level(logging.INFO, logger="imagelabels.labelers.costs")
     estimate = costs.estimate_cost(
         5, "rekognition", _settings("moderation"), costs.load_prices(environ=NO_ENV)
     )

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from imagelabels import decode_budget
-from imagelabels.decode_budget import DEFAULT_BUDGET_MB, MB, DecodeBudget, budget_bytes_from_env
+from imagelabels.preflight import decode_budget
+from imagelabels.preflight.decode_budget import DEFAULT_BUDGET_MB, MB, DecodeBudget, budget_bytes_from_env
 
 JOIN_SECONDS = 30  # a deadlock fails the test instead of hanging it
 

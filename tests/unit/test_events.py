@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from imagelabels.events import (
+from imagelabels.sources.events import (
     ObjectEvent,
     ParsedMessage,
     completed_messages,

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "docs" / "iam-policy.json"
 SCANNED = ("include", "dags", "plugins")
 # Test stand-ins that never run in a deployment (they talk to the local moto server only).
-NOT_DEPLOYED = ("include/imagelabels/standin/", "include/imagelabels/embedded.py")
+NOT_DEPLOYED = ("include/imagelabels/devstack/standin/", "include/imagelabels/devstack/embedded.py")
 # Same-named methods that are not AWS calls: (file, method) -> what it really is.
 NOT_AWS = {
     ("include/imagelabels/channels.py", "send_message"): "smtplib.SMTP.send_message",
@@ -118,9 +118,9 @@ def test_every_aws_call_is_known_and_the_policy_grants_exactly_their_actions() -
 def test_the_scan_sees_the_calls_it_must_see() -> None:
     """The AST scan is not vacuous: the calls the pipeline is built on are found where they are."""
     calls = aws_calls()
-    assert any(w.startswith("include/imagelabels/listing.py") for w in calls["list_objects_v2"])
-    assert any(w.startswith("include/imagelabels/preflight.py") for w in calls["get_object"])
-    assert any(w.startswith("include/imagelabels/sqs.py") for w in calls["receive_message"])
+    assert any(w.startswith("include/imagelabels/sources/listing.py") for w in calls["list_objects_v2"])
+    assert any(w.startswith("include/imagelabels/preflight/checks.py") for w in calls["get_object"])
+    assert any(w.startswith("include/imagelabels/sources/sqs.py") for w in calls["receive_message"])
     assert any(w.startswith("include/imagelabels/labelers/rekognition.py") for w in calls["detect_labels"])
     assert "send_message" not in calls  # smtplib, allowlisted
 

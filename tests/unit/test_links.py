@@ -11,7 +11,8 @@ import pytest
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
-from imagelabels import search, webapp
+from imagelabels import webapp
+from imagelabels.search import queries as search
 
 
 class _FakeS3:

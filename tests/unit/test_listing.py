@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imagelabels.listing import ListingStats, batched, in_window, list_objects_in_window
+from imagelabels.sources.listing import ListingStats, batched, in_window, list_objects_in_window
 
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 END = START + timedelta(hours=1)

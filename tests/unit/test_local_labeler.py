@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from imagelabels import decode_budget
-from imagelabels.decode_budget import DecodeBudget
 from imagelabels.documents import ObjectInfo
 from imagelabels.labelers import local, local_models
 from imagelabels.labelers.base import LabelingError, LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
 from imagelabels.labelers.person import person_model_version
-from imagelabels.preflight import decode_cost
-from imagelabels.prepared import PIXELS_MAX_SIDE, PreparedImage
+from imagelabels.preflight import decode_budget
+from imagelabels.preflight.checks import decode_cost
+from imagelabels.preflight.decode_budget import DecodeBudget
+from imagelabels.preflight.prepared import PIXELS_MAX_SIDE, PreparedImage
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"

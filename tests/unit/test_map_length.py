@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagelabels.tasks import bound_map_length
+from imagelabels.tasks.ingestion import bound_map_length
 
 
 def _batches(n: int) -> list[dict]:

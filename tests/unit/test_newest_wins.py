@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from imagelabels.indexing import StoredVersion
-from imagelabels.pipeline import newest_wins
+from imagelabels.engine.indexing import StoredVersion
+from imagelabels.pipeline.batch import newest_wins
 
 T = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

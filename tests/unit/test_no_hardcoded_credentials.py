@@ -24,7 +24,7 @@ PATTERNS = {
 }
 # (file, the matched text) -> why it is not a credential
 ALLOWED = {
-    ("include/imagelabels/standin/__init__.py", 'aws_secret_access_key="testing"'): (
+    ("include/imagelabels/devstack/standin/__init__.py", 'aws_secret_access_key="testing"'): (
         "the Rekognition stand-in's client for the local moto server, which accepts any key"
     ),
     ("include/imagelabels/cli.py", "://user:pass@"): "documentation of the --es-url format",

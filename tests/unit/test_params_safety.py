@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from imagelabels import notify_failures as nf
-from imagelabels.params import reject_unknown_params, render_prefix
 from imagelabels.settings import ConfigurationError
-from imagelabels.tasks import DAILY, HOURLY, fail_at_once, listing_prefix, run_interval
+from imagelabels.tasks import notify_failures as nf
+from imagelabels.tasks.ingestion import DAILY, HOURLY, fail_at_once, listing_prefix, run_interval
+from imagelabels.tasks.params import reject_unknown_params, render_prefix
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 WHEN = datetime(2026, 3, 7, 5, 42, tzinfo=UTC)
@@ -158,7 +158,7 @@ def test_a_misspelled_param_fails_at_once_naming_it_and_the_valid_ones() -> None
 
 
 def test_configuration_errors_fail_at_once_and_transient_ones_keep_their_retries() -> None:
-    from imagelabels import costs
+    from imagelabels.labelers import costs
 
     for error in (ConfigurationError("no bucket"), ValueError("bad"), costs.CostLimitExceeded("too dear")):
         with pytest.raises(AirflowFailException, match=str(error)) as failed, fail_at_once():
@@ -203,7 +203,8 @@ def _client_error(code: str, status: int) -> Exception:
 def test_a_missing_bucket_fails_at_once_and_a_busy_s3_is_retried(
     monkeypatch: pytest.MonkeyPatch, code: str, status: int, fails_at_once: bool, named: str
 ) -> None:
-    from imagelabels import clients, tasks
+    from imagelabels import clients
+    from imagelabels.tasks import ingestion as tasks
 
     monkeypatch.setattr(clients, "aws_client", lambda *a, **k: _StubS3(_client_error(code, status)))
     expected = AirflowFailException if fails_at_once else ConnectionError
@@ -217,7 +218,7 @@ def test_a_missing_bucket_fails_at_once_and_a_busy_s3_is_retried(
 def test_an_engine_connection_of_an_unknown_type_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from imagelabels import tasks
+    from imagelabels.tasks import ingestion as tasks
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", json.dumps({"conn_type": "postgres", "host": "x"})

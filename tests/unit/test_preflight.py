@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from imagelabels import decode_budget, preflight
-from imagelabels.decode_budget import DEFAULT_BUDGET_MB, DecodeBudget
 from imagelabels.documents import ObjectInfo
 from imagelabels.labelers.base import LabelingError
-from imagelabels.preflight import (
+from imagelabels.preflight import checks as preflight
+from imagelabels.preflight import decode_budget
+from imagelabels.preflight.checks import (
     FIXED_DECODE_BYTES,
     JPEG_ROW_BYTES_PER_COLUMN,
     MAX_DECODED_PIXELS,
@@ -37,7 +37,8 @@ from imagelabels.preflight import (
     pillow_bytes_per_pixel,
     prepare,
 )
-from imagelabels.prepared import MAX_INLINE_BYTES, MAX_S3_OBJECT_BYTES, PIXELS_MAX_SIDE
+from imagelabels.preflight.decode_budget import DEFAULT_BUDGET_MB, DecodeBudget
+from imagelabels.preflight.prepared import MAX_INLINE_BYTES, MAX_S3_OBJECT_BYTES, PIXELS_MAX_SIDE
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -475,7 +476,7 @@ def _object(key: str, size: int) -> ObjectInfo:
 @pytest.fixture
 def fresh_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pillow as a new worker process sees it: no HEIF opener yet, preflight not initialised."""
-    from imagelabels import preflight
+    from imagelabels.preflight import checks as preflight
 
     monkeypatch.setattr(preflight, "_pillow_ready", False)
     monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from imagelabels import ratelimit
-from imagelabels.ratelimit import (
+from imagelabels.labelers import ratelimit
+from imagelabels.labelers.ratelimit import (
     DEFAULT_BURST_SECONDS,
     OPERATIONS,
     FileTokenBucket,

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imagelabels.listing import ListedObject
-from imagelabels.reconcile import (
+from imagelabels.pipeline.reconcile import (
     Decision,
     DeletionLimit,
     FailureRef,
@@ -19,6 +18,7 @@ from imagelabels.reconcile import (
     merge,
     sorted_hits,
 )
+from imagelabels.sources.listing import ListedObject
 
 OLD = datetime(2026, 11, 1, tzinfo=UTC)
 WALK = datetime(2026, 11, 22, 3, tzinfo=UTC)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from imagelabels import cli, search
+from imagelabels import cli
 from imagelabels.documents import label_key
+from imagelabels.search import queries as search
 
 
 def _walk_keys(node: Any) -> set[str]:

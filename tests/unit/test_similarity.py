@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from imagelabels import similarity as sim
 from imagelabels.documents import IMAGE_MAPPINGS, LabelResult, ObjectInfo, build_document
+from imagelabels.search import similarity as sim
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = sorted(p for p in (ROOT / "sample_images").iterdir() if p.suffix in {".png", ".jpg"})

@@ -7,12 +7,12 @@ from collections import Counter
 import pytest
 
 from imagelabels import settings
-from imagelabels.indexing import ItemFailure
+from imagelabels.engine.indexing import ItemFailure
 from imagelabels.labelers import LabelingSettings, make_labeler
 from imagelabels.labelers.rekognition import RekognitionLabeler
-from imagelabels.manifests import S3Uri, default_staging_uri, manifest_prefix
-from imagelabels.params import labeler_name, labeling_settings
-from imagelabels.pipeline import BatchIncomplete, BatchReport, summarize
+from imagelabels.pipeline.batch import BatchIncomplete, BatchReport, summarize
+from imagelabels.sources.manifests import S3Uri, default_staging_uri, manifest_prefix
+from imagelabels.tasks.params import labeler_name, labeling_settings
 
 
 @pytest.mark.parametrize(

@@ -195,7 +195,7 @@ class Notification:
 def ensure_alert_indices(es: Any) -> None:
     """Create the firing and state indices (strict mappings) when missing; concurrent callers
     are tolerated."""
-    from imagelabels.indexing import ensure_index
+    from imagelabels.engine.indexing import ensure_index
 
     for index, mappings in ((ALERTS_INDEX, ALERT_MAPPINGS), (STATE_INDEX, STATE_MAPPINGS)):
         ensure_index(es, index, mappings)  # fields added since creation are added in place
@@ -597,7 +597,7 @@ def _check_bulk(response: Mapping[str, Any], what: str) -> None:
 def _image(record: Mapping[str, Any], presign: Callable[[str], str | None] | None) -> AlertImage:
     image = record.get("image") or {}
     location = str(image.get("s3_location") or "")
-    from imagelabels.search import image_page_url
+    from imagelabels.search.queries import image_page_url
 
     # the Image search page's detail view: works whatever the key and outlives any credentials;
     # a presigned S3 link only where no UI base URL is configured

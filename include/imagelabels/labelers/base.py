@@ -1,6 +1,6 @@
 """The labeler interface every implementation (Rekognition, the local model, ...) follows.
 
-A labeler gets a :class:`~imagelabels.prepared.PreparedImage` (an object that passed preflight)
+A labeler gets a :class:`~imagelabels.preflight.prepared.PreparedImage` (an object that passed preflight)
 and returns one :class:`~imagelabels.documents.LabelResult` in Rekognition's response shapes. The
 features asked for (labels, moderation, text, faces) and their thresholds are the same for every
 labeler, so switching labelers changes where the answer comes from, never the document.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from imagelabels.documents import LabelResult
-from imagelabels.prepared import PreparedImage
+from imagelabels.preflight.prepared import PreparedImage
 
 FEATURES = ("labels", "moderation", "text", "faces")
 DEFAULT_FEATURES = ("labels", "moderation")

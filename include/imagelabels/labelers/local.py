@@ -33,8 +33,8 @@ from imagelabels.labelers.local_models import (
     preprocess,
     softmax,
 )
-from imagelabels.prepared import PreparedImage
-from imagelabels.similarity import compact_embedding, normalized
+from imagelabels.preflight.prepared import PreparedImage
+from imagelabels.search.similarity import compact_embedding, normalized
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -314,7 +314,7 @@ def _decode(image: PreparedImage) -> Image:
         return _rgb(image.pixels)
     from PIL import UnidentifiedImageError
 
-    from imagelabels.preflight import decode_pixels
+    from imagelabels.preflight.checks import decode_pixels
 
     try:
         return decode_pixels(image.data)

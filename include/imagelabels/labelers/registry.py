@@ -2,7 +2,7 @@
 
 * ``local``: EfficientNet-Lite0 + open_nsfw on onnxruntime, offline, free (the embedded default);
 * ``rekognition``: AWS Rekognition through the Airflow AWS connection, rate-limited to the
-  account's quota (:mod:`imagelabels.ratelimit`).
+  account's quota (:mod:`imagelabels.labelers.ratelimit`).
 
 Factories import their labeler lazily, so choosing one never loads the other's dependencies.
 """
@@ -22,8 +22,8 @@ DEFAULT_LABELER = "local"
 
 
 def _rekognition(client_for: Callable[[str], Any], settings: LabelingSettings) -> Labeler:
+    from imagelabels.labelers.ratelimit import limiter_from_settings
     from imagelabels.labelers.rekognition import RekognitionLabeler
-    from imagelabels.ratelimit import limiter_from_settings
 
     client = client_for("rekognition")
     return RekognitionLabeler(client, settings, limiter_from_settings(client.meta.region_name))

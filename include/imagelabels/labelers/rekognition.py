@@ -5,7 +5,7 @@ An image that preflight left untouched is passed as an ``S3Object`` reference, s
 upload it: Rekognition reads it from S3 (up to 15 MB; the object must be in the endpoint's
 region). A converted image (WebP, HEIC, rotated, resized...) is sent as bytes (at most 5 MB).
 
-Every call first takes a token from the shared rate limiter (:mod:`imagelabels.ratelimit`), so
+Every call first takes a token from the shared rate limiter (:mod:`imagelabels.labelers.ratelimit`), so
 all mapped tasks together stay at the account's quota instead of provoking throttling; botocore's
 adaptive retries absorb whatever throttling still happens. Only when those retries are exhausted
 does the image fail, as a *retryable* failure.
@@ -18,8 +18,8 @@ from typing import Any
 
 from imagelabels.documents import LabelResult
 from imagelabels.labelers.base import LabelingError, LabelingSettings
-from imagelabels.prepared import PreparedImage
-from imagelabels.ratelimit import RateLimiter, Unlimited
+from imagelabels.labelers.ratelimit import RateLimiter, Unlimited
+from imagelabels.preflight.prepared import PreparedImage
 
 # Rekognition error codes that describe the image itself: retrying cannot help.
 _PERMANENT_ERRORS = {

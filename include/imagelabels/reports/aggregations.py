@@ -25,7 +25,7 @@ Six searches, at most (``size=0`` unless they fetch documents):
    ``moderation_hits``;
 5. :func:`_near_duplicates_query` on ``images`` - the interval's documents flagged at index time as
    near duplicates of an image already there (``visual.near_duplicate_of``, see
-   :mod:`imagelabels.similarity`), newest first, and one ``ids`` search for their originals'
+   :mod:`imagelabels.search.similarity`), newest first, and one ``ids`` search for their originals'
    locations, for ``near_duplicates``.
 
 Missing indices (nothing ever ingested, or no failure ever recorded) are answered as empty

@@ -143,7 +143,7 @@ def link_targets(uris: Sequence[str]) -> list[str]:
 def presigned_links(s3: Any, uris: Sequence[str], *, expires_in: int | None = None) -> dict[str, str]:
     """File name -> presigned GET URL for the S3 URIs among ``uris`` (signing is local; expiry
     ``IMAGELABELS_PRESIGN_SECONDS``). Pass a client whose endpoint people can reach."""
-    from imagelabels.search import presigned_url
+    from imagelabels.search.queries import presigned_url
 
     return {
         uri.rsplit("/", 1)[-1]: presigned_url(s3, uri, expires_in=expires_in)
@@ -355,7 +355,7 @@ def delivery_id(report: Report, channel: str) -> str:
 
 def ensure_deliveries_index(es: Any) -> None:
     """Create the records index (strict mapping) if it is missing; concurrent creators are fine."""
-    from imagelabels.indexing import ensure_index
+    from imagelabels.engine.indexing import ensure_index
 
     ensure_index(es, DELIVERIES_INDEX, DELIVERY_MAPPINGS)
 

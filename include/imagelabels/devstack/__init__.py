@@ -1,0 +1,3 @@
+"""devstack."""
+
+from __future__ import annotations

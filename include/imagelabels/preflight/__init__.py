@@ -1,0 +1,3 @@
+"""preflight."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""search."""
+
+from __future__ import annotations
