@@ -300,7 +300,7 @@ def run_path(
 
 def _calibrate_one(body: bytes, keep_pixels: bool, answers: Any) -> None:
     from imagelabels.documents import ObjectInfo
-    from imagelabels.labelers.base import LabelingError
+    from imagelabels.errors import LabelingError
     from imagelabels.preflight import checks as preflight
 
     obj = ObjectInfo("b", "k", len(body), "e", datetime.now(UTC))

@@ -60,9 +60,9 @@ def tight_loop(bodies: list[bytes], features: tuple[str, ...], *, extras: bool =
     labeler without Person and embedding (before issue 14), for the per-image cost comparison."""
     from PIL import Image
 
+    from imagelabels.fingerprints import compact_embedding, normalized
     from imagelabels.labelers.local import detect_labels, detect_moderation_labels
     from imagelabels.labelers.person import detect_people, person_enabled
-    from imagelabels.search.similarity import compact_embedding, normalized
 
     people = extras and person_enabled()
     with Stopwatch() as watch:

@@ -142,7 +142,7 @@ def direct_run(stack: Any, standin_url: str, hours: list[datetime], batch_size: 
     from imagelabels.labelers.registry import make_labeler
     from imagelabels.pipeline.batch import RunContext
     from imagelabels.pipeline.ingest import label_batch, plan_batches
-    from imagelabels.sources.manifests import default_staging_uri
+    from imagelabels.settings import default_staging_uri
     from imagelabels.tasks.params import labeling_settings
 
     config = Config(retries=AWS_RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS)

@@ -76,10 +76,10 @@ def copies(data: bytes) -> dict[str, bytes]:
 def labeled(data: bytes, name: str) -> tuple[Any, float, float]:
     """(signals, seconds of preflight + labeling, seconds of the new work) of one image."""
     from imagelabels.documents import ObjectInfo
+    from imagelabels.fingerprints import Signals, expand_embedding, phash_pair, visual_fields
     from imagelabels.labelers import LabelingSettings
     from imagelabels.labelers.local import LocalLabeler, _decode
     from imagelabels.preflight.checks import prepare
-    from imagelabels.search.similarity import Signals, expand_embedding, phash_pair, visual_fields
 
     obj = ObjectInfo("b", name, len(data), "e", datetime.now(UTC))
     began = time.perf_counter()
@@ -100,7 +100,7 @@ def labeled(data: bytes, name: str) -> tuple[Any, float, float]:
 def synthetic(corpus: ZipfCorpus, number: int, centres: list[Any], rng: Any) -> tuple[str, dict[str, Any]]:
     import numpy as np
 
-    from imagelabels.search.similarity import compact_embedding, normalized, visual_fields
+    from imagelabels.fingerprints import compact_embedding, normalized, visual_fields
 
     doc_id, document = corpus.document(number)
     centre = centres[number % len(centres)]
@@ -126,8 +126,9 @@ def main() -> int:
     from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
     from imagelabels.engine import from_url
     from imagelabels.engine.indexing import bulk_write, ensure_indices
-    from imagelabels.labelers.base import LabelingError
-    from imagelabels.search.similarity import Signals, similar_images
+    from imagelabels.errors import LabelingError
+    from imagelabels.fingerprints import Signals
+    from imagelabels.search.similarity import similar_images
 
     print(machine())
     photos = sorted(EVAL.glob("*.jpg"))
@@ -167,7 +168,7 @@ def main() -> int:
                 yield {"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source}
             for name, signals in originals.items():
                 obj = ObjectInfo("eval", f"originals/{name}", 1, name, datetime.now(UTC), title=name)
-                from imagelabels.search.similarity import compact_embedding
+                from imagelabels.fingerprints import compact_embedding
 
                 result = LabelResult(
                     [], "local", "bench", 70, 10, embedding=compact_embedding(signals.embedding)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS, document_id, failure_id
-from imagelabels.sources.manifests import INTERNAL_PREFIX
+from imagelabels.settings import INTERNAL_PREFIX
 from tests.helpers import ProxyHandler
 
 OutageMode = Literal["refused", "unavailable", "reply_lost"]

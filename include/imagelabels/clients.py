@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from imagelabels.masking import mask_aws_credentials, mask_session_credentials
+
 if TYPE_CHECKING:
     from imagelabels.engine import SearchEngine
 
@@ -49,29 +51,6 @@ def aws_client(service: str, aws_conn_id: str = "aws_default", *, probe: bool = 
     return client
 
 
-def mask_aws_credentials(hook: Any) -> None:
-    """Register the hook's secret key and session token, raw and URL-encoded, with Airflow's
-    log masker.
-
-    Airflow masks a connection's password and sensitive extras as they are, but botocore's
-    DEBUG logs (the canonical request of every presigned URL) and presigned links carry the
-    session token URL-encoded (``/``, ``+`` and ``=`` escaped), which the masker does not match;
-    credentials from an assumed role or the default chain are not connection values at all.
-    """
-    from urllib.parse import quote
-
-    from airflow.sdk.log import mask_secret
-
-    try:
-        credentials = hook.get_credentials()
-    except Exception:  # no credentials yet: the client's first call reports it
-        return
-    for secret in (credentials.secret_key, credentials.token):
-        if secret:
-            mask_secret(secret)
-            mask_secret(quote(secret, safe=""))
-
-
 def search_engine(conn_id: str = "elasticsearch_default") -> SearchEngine:
     """The search engine an Airflow connection describes: type ``elasticsearch`` (Elasticsearch
     8/9, noida-db) or ``opensearch`` (OpenSearch, Amazon OpenSearch Service with SigV4,
@@ -79,36 +58,6 @@ def search_engine(conn_id: str = "elasticsearch_default") -> SearchEngine:
     from imagelabels.engine import from_connection
 
     return from_connection(conn_id)
-
-
-def mask_session_credentials(session: Any, client: Any) -> None:
-    """Register the secret key and session token ``client`` signs with, raw and URL-encoded, with
-    Airflow's log masker: now, and again before every signature (``before-sign``), because
-    refreshable credentials (an assumed role) get a new token as they near expiry.
-
-    ``session`` is the boto3 session ``client`` was made from: its credentials object is the one
-    the client signs with. (``AwsBaseHook.get_credentials()`` would not do: it builds another
-    session, and for a role connection that is another AssumeRole with another token.)"""
-    credentials = session.get_credentials()
-    if credentials is None:  # none at all: signing fails with NoCredentialsError, nothing to mask
-        return
-
-    def mask_current(**_: Any) -> None:
-        _mask_pair(credentials.get_frozen_credentials())
-
-    mask_current()
-    client.meta.events.register("before-sign.s3", mask_current)
-
-
-def _mask_pair(frozen: Any) -> None:
-    from urllib.parse import quote
-
-    from airflow.sdk.log import mask_secret
-
-    for secret in (frozen.secret_key, frozen.token):
-        if secret:
-            mask_secret(secret)
-            mask_secret(quote(secret, safe=""))
 
 
 def presigning_s3_client(aws_conn_id: str = "aws_default") -> Any:

@@ -171,7 +171,7 @@ IMAGE_MAPPINGS: dict[str, Any] = {
         },
         "airflow": {"properties": {"dag_id": _KEYWORD, "run_id": _KEYWORD}},
         "ingested_at": {"type": "date"},
-        # visual similarity (imagelabels.search.similarity): pHash (and its mirror's) as hex, LSH bands
+        # visual fingerprints (imagelabels.fingerprints): pHash (and its mirror's) as hex, LSH bands
         # for engine-independent candidate lookup, the int8 embedding (stored, never indexed) and
         # the near-duplicate flag set at index time
         "visual": {
@@ -257,7 +257,7 @@ class LabelResult:
     text_detections: list[dict[str, Any]] = field(default_factory=list)
     face_details: list[dict[str, Any]] = field(default_factory=list)
     image_properties: dict[str, Any] | None = None
-    # visual similarity (imagelabels.search.similarity): the pooled features of the labeling pass,
+    # visual fingerprints (imagelabels.fingerprints): the pooled features of the labeling pass,
     # centred, L2-normalised, int8, base64 (local labeler only)
     embedding: str | None = None
 
@@ -438,7 +438,7 @@ def build_document(
     Fields of features that were not run are left out (absent, not empty), so a query for
     "images without moderation hits" does not match images that were never checked.
     ``phash`` (the image's pHash and its mirror's, from preflight) and ``result.embedding`` make
-    the ``visual`` object (:func:`imagelabels.search.similarity.visual_fields`).
+    the ``visual`` object (:func:`imagelabels.fingerprints.visual_fields`).
     """
     labels = [normalize_label(label) for label in result.labels]
     names = [label["Name"] for label in labels]
@@ -491,7 +491,7 @@ def build_document(
     properties = normalize_image_properties(result.image_properties)
     if properties is not None:
         document["image_properties"] = properties
-    from imagelabels.search.similarity import visual_fields
+    from imagelabels.fingerprints import visual_fields
 
     hashes = phash or (None, None)
     visual = visual_fields(hashes[0], hashes[1], result.embedding)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 
-from imagelabels.sources.manifests import default_staging_uri
-
 
 class ConfigurationError(ValueError):
     """A Param or setting that is wrong for this run: the same value fails the same way on every
@@ -35,6 +33,18 @@ def source_bucket(param: str | None) -> str:
     if not bucket:
         raise ConfigurationError("no bucket: set the 'bucket' Param or IMAGELABELS_BUCKET")
     return bucket
+
+
+# The bucket prefix that holds our own files (manifests, reports): listings never return it.
+INTERNAL_PREFIX = "_imagelabels/"
+
+
+def default_staging_uri(bucket: str) -> str:
+    """Where manifests go when no staging location is configured: a reserved prefix of the bucket.
+
+    The listing excludes this prefix, so our own files are never mistaken for images.
+    """
+    return f"s3://{bucket}/{INTERNAL_PREFIX}"
 
 
 def staging_uri(bucket: str) -> str:

@@ -464,10 +464,11 @@ def create_app(
 
     @app.get("/api/images/{doc_id}/similar", dependencies=[user_dep])
     def similar(request: Request, doc_id: str, size: int = Query(8, ge=1, le=50)) -> JSONResponse:
+        from imagelabels import fingerprints
         from imagelabels.search import similarity
 
         found = find(doc_id, ["s3_location", *similarity.VISUAL_SOURCE])
-        signals = similarity.Signals.of_source(found.get("_source") or {})
+        signals = fingerprints.Signals.of_source(found.get("_source") or {})
         checked = bool(signals.phash or signals.embedding is not None)
         root = str(request.scope.get("root_path", ""))
         try:

@@ -19,7 +19,8 @@ from imagelabels.documents import (
     versioned_index_name,
 )
 from imagelabels.engine.indexing import ensure_indices
-from imagelabels.labelers import LabelingError, LabelingSettings
+from imagelabels.errors import LabelingError
+from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.rekognition import RekognitionLabeler
 from imagelabels.pipeline.batch import BatchIncomplete, RunContext, process_batch
 from imagelabels.preflight.prepared import PreparedImage

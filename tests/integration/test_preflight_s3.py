@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from imagelabels.documents import ObjectInfo
-from imagelabels.labelers.base import LabelingError
+from imagelabels.errors import LabelingError
 from imagelabels.preflight.checks import fetch_and_prepare
 
 

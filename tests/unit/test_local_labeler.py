@@ -20,8 +20,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from imagelabels.documents import ObjectInfo
+from imagelabels.errors import LabelingError
 from imagelabels.labelers import local, local_models
-from imagelabels.labelers.base import LabelingError, LabelingSettings
+from imagelabels.labelers.base import LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
 from imagelabels.labelers.person import person_model_version
 from imagelabels.preflight import decode_budget

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from imagelabels.documents import ObjectInfo
-from imagelabels.labelers.base import LabelingError
+from imagelabels.errors import LabelingError
 from imagelabels.preflight import checks as preflight
 from imagelabels.preflight import decode_budget
 from imagelabels.preflight.checks import (

@@ -6,17 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from imagelabels.engine.indexing import FailureRef, sorted_hits
 from imagelabels.pipeline.reconcile import (
     Decision,
     DeletionLimit,
-    FailureRef,
     IndexedDoc,
     ReconcileCounts,
     StreamOutOfOrder,
     Verdict,
     _act,
     merge,
-    sorted_hits,
 )
 from imagelabels.sources.listing import ListedObject
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from imagelabels import fingerprints
 from imagelabels.documents import IMAGE_MAPPINGS, LabelResult, ObjectInfo, build_document
 from imagelabels.search import similarity as sim
 
@@ -47,64 +48,66 @@ COPIES = {
 @pytest.mark.parametrize("kind", list(COPIES))
 def test_phash_of_a_transformed_copy_stays_within_the_duplicate_threshold(photo: Path, kind: str) -> None:
     image = _photo(photo)
-    original, mirror = sim.phash_pair(image)
-    copy = sim.phash(COPIES[kind](image))
-    assert sim.phash_distance(copy, original, mirror) <= sim.PHASH_DUPLICATE
+    original, mirror = fingerprints.phash_pair(image)
+    copy = fingerprints.phash(COPIES[kind](image))
+    assert fingerprints.phash_distance(copy, original, mirror) <= fingerprints.PHASH_DUPLICATE
 
 
 def test_a_mirrored_copy_is_far_from_the_hash_itself_but_equal_to_the_stored_mirror() -> None:
     image = _photo(ROOT / "sample_images" / "chelsea.png")
-    original, mirror = sim.phash_pair(image)
-    flipped = sim.phash(ImageOps.mirror(image))
-    assert sim.hamming(flipped, original) > 16  # why the mirror's hash is stored
-    assert sim.hamming(flipped, mirror) <= 2
+    original, mirror = fingerprints.phash_pair(image)
+    flipped = fingerprints.phash(ImageOps.mirror(image))
+    assert fingerprints.hamming(flipped, original) > 16  # why the mirror's hash is stored
+    assert fingerprints.hamming(flipped, mirror) <= 2
 
 
 def test_different_photos_are_far_apart_by_phash() -> None:
-    hashes = {photo.name: sim.phash_pair(_photo(photo)) for photo in PHOTOS}
+    hashes = {photo.name: fingerprints.phash_pair(_photo(photo)) for photo in PHOTOS}
     for (_, (a, _)), (_, (b, b_mirror)) in combinations(hashes.items(), 2):
-        assert sim.phash_distance(a, b, b_mirror) > 2 * sim.PHASH_DUPLICATE
+        assert fingerprints.phash_distance(a, b, b_mirror) > 2 * fingerprints.PHASH_DUPLICATE
 
 
 def test_phash_is_64_bits_of_hex_and_hamming_counts_bits() -> None:
-    value = sim.phash(_photo(PHOTOS[0]))
+    value = fingerprints.phash(_photo(PHOTOS[0]))
     assert len(value) == 16
     int(value, 16)
-    assert sim.hamming("0" * 16, "f" * 16) == 64
-    assert sim.hamming("00000000000000ff", "0000000000000001") == 7
+    assert fingerprints.hamming("0" * 16, "f" * 16) == 64
+    assert fingerprints.hamming("00000000000000ff", "0000000000000001") == 7
 
 
 def test_embedding_compaction_round_trip_keeps_cosines() -> None:
     rng = np.random.default_rng(3)
-    raw = rng.random((20, sim.EMBEDDING_SIZE)) * 6  # ReLU6-like: all positive
-    vectors = [sim.normalized(v) for v in raw]
+    raw = rng.random((20, fingerprints.EMBEDDING_SIZE)) * 6  # ReLU6-like: all positive
+    vectors = [fingerprints.normalized(v) for v in raw]
     assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-5 for v in vectors)
     assert all(abs(float(v.mean())) < 1e-6 for v in vectors)  # centred
-    texts = [sim.compact_embedding(v) for v in vectors]
+    texts = [fingerprints.compact_embedding(v) for v in vectors]
     assert {len(t) for t in texts} == {1708}  # 1,280 bytes as base64
-    restored = [sim.expand_embedding(t) for t in texts]
+    restored = [fingerprints.expand_embedding(t) for t in texts]
     for i, j in combinations(range(len(vectors)), 2):
-        assert sim.cosine(restored[i], restored[j]) == pytest.approx(
-            sim.cosine(vectors[i], vectors[j]), abs=2e-3
+        assert fingerprints.cosine(restored[i], restored[j]) == pytest.approx(
+            fingerprints.cosine(vectors[i], vectors[j]), abs=2e-3
         )
     for vector, back in zip(vectors, restored, strict=True):
-        assert sim.cosine(vector, back) > 0.9999
+        assert fingerprints.cosine(vector, back) > 0.9999
 
 
 def test_lsh_bands_agree_in_proportion_to_the_angle() -> None:
     rng = np.random.default_rng(5)
-    base = sim.normalized(rng.standard_normal(sim.EMBEDDING_SIZE))
-    near = sim.normalized(base + 0.25 * sim.normalized(rng.standard_normal(sim.EMBEDDING_SIZE)))
-    far = sim.normalized(rng.standard_normal(sim.EMBEDDING_SIZE))
-    bands = sim.embedding_bands(base)
-    assert len(bands) == sim.EMBEDDING_BANDS
-    assert sorted({band.split(":")[0] for band in bands}) == sorted(
-        f"e{i:x}" for i in range(sim.EMBEDDING_BANDS)
+    base = fingerprints.normalized(rng.standard_normal(fingerprints.EMBEDDING_SIZE))
+    near = fingerprints.normalized(
+        base + 0.25 * fingerprints.normalized(rng.standard_normal(fingerprints.EMBEDDING_SIZE))
     )
-    assert sim.embedding_bands(base) == bands  # the same planes in every call (fixed seed)
-    assert sim.cosine(base, near) > 0.95
-    shared_near = len(set(bands) & set(sim.embedding_bands(near)))
-    shared_far = len(set(bands) & set(sim.embedding_bands(far)))
+    far = fingerprints.normalized(rng.standard_normal(fingerprints.EMBEDDING_SIZE))
+    bands = fingerprints.embedding_bands(base)
+    assert len(bands) == fingerprints.EMBEDDING_BANDS
+    assert sorted({band.split(":")[0] for band in bands}) == sorted(
+        f"e{i:x}" for i in range(fingerprints.EMBEDDING_BANDS)
+    )
+    assert fingerprints.embedding_bands(base) == bands  # the same planes in every call (fixed seed)
+    assert fingerprints.cosine(base, near) > 0.95
+    shared_near = len(set(bands) & set(fingerprints.embedding_bands(near)))
+    shared_far = len(set(bands) & set(fingerprints.embedding_bands(far)))
     assert shared_near >= 10
     assert shared_far <= 4
 
@@ -113,13 +116,13 @@ def test_hash_bands_share_at_least_two_bands_within_six_bits() -> None:
     a = "0123456789abcdef"
     flipped = int(a, 16) ^ sum(1 << bit for bit in (1, 9, 17, 25, 33, 41))  # six bands hit
     b = f"{flipped:016x}"
-    assert sim.hamming(a, b) == 6
-    assert len(set(sim.hash_bands(a)) & set(sim.hash_bands(b))) == 2
-    assert sim.hash_bands(a)[:2] == ["h0:01", "h1:23"]
+    assert fingerprints.hamming(a, b) == 6
+    assert len(set(fingerprints.hash_bands(a)) & set(fingerprints.hash_bands(b))) == 2
+    assert fingerprints.hash_bands(a)[:2] == ["h0:01", "h1:23"]
 
 
 @pytest.fixture(scope="module")
-def signals() -> dict[str, sim.Signals]:
+def signals() -> dict[str, fingerprints.Signals]:
     """pHash pair and embedding (the local classifier's pooled features) of every photo and of its
     copies: 5 % cropped a side, mirrored, half and quarter size, JPEG quality 30."""
     from imagelabels.labelers.local import detect_labels
@@ -132,7 +135,9 @@ def signals() -> dict[str, sim.Signals]:
         for kind, pixels in variants.items():
             pooled: list[np.ndarray] = []
             detect_labels(pixels, min_confidence=100, max_labels=0, features_out=pooled)
-            found[f"{photo.name}/{kind}"] = sim.Signals(*sim.phash_pair(pixels), sim.normalized(pooled[0]))
+            found[f"{photo.name}/{kind}"] = fingerprints.Signals(
+                *fingerprints.phash_pair(pixels), fingerprints.normalized(pooled[0])
+            )
     return found
 
 
@@ -141,14 +146,16 @@ def test_copies_are_near_duplicates_and_different_photos_are_not(signals) -> Non
         photo, kind = name.split("/")
         original = signals[f"{photo}/original"]
         if kind != "original":
-            assert sim.is_near_duplicate(copy, original), name
-            assert sim.is_near_duplicate(original, copy), name
+            assert fingerprints.is_near_duplicate(copy, original), name
+            assert fingerprints.is_near_duplicate(original, copy), name
         if kind == "cropped 5%":  # pHash misses crops; the embedding does not
-            assert sim.cosine(copy.embedding, original.embedding) >= sim.COSINE_DUPLICATE, name
+            assert fingerprints.cosine(copy.embedding, original.embedding) >= fingerprints.COSINE_DUPLICATE, (
+                name
+            )
     originals = [v for n, v in signals.items() if n.endswith("/original")]
     for a, b in combinations(originals, 2):
-        assert not sim.is_near_duplicate(a, b)
-        assert sim.cosine(a.embedding, b.embedding) < 0.5
+        assert not fingerprints.is_near_duplicate(a, b)
+        assert fingerprints.cosine(a.embedding, b.embedding) < 0.5
 
 
 def test_duplicate_groups_join_pairs_with_union_find(signals) -> None:  # type: ignore[no-untyped-def]
@@ -161,15 +168,15 @@ def test_duplicate_groups_join_pairs_with_union_find(signals) -> None:  # type: 
 
 def test_build_document_stores_the_visual_object_in_the_mapped_fields() -> None:
     obj = ObjectInfo("b", "k.jpg", 1, "e", datetime(2026, 1, 1, tzinfo=UTC))
-    vector = sim.normalized(np.arange(sim.EMBEDDING_SIZE, dtype=np.float64))
-    result = LabelResult([], "local", "v", 70.0, 10, embedding=sim.compact_embedding(vector))
+    vector = fingerprints.normalized(np.arange(fingerprints.EMBEDDING_SIZE, dtype=np.float64))
+    result = LabelResult([], "local", "v", 70.0, 10, embedding=fingerprints.compact_embedding(vector))
     document = build_document(
         obj, result, dag_id="d", run_id="r", ingested_at=obj.last_modified, phash=("0" * 16, "f" * 16)
     )
     visual = document["visual"]
     assert set(visual) <= set(IMAGE_MAPPINGS["properties"]["visual"]["properties"])
     assert visual["phash"] == "0" * 16
-    assert len(visual["bands"]) == 2 * sim.HASH_BANDS + sim.EMBEDDING_BANDS
+    assert len(visual["bands"]) == 2 * fingerprints.HASH_BANDS + fingerprints.EMBEDDING_BANDS
     assert IMAGE_MAPPINGS["properties"]["visual"]["properties"]["embedding"] == {"type": "binary"}
     bare = build_document(
         obj, LabelResult([], "x", "v", 70.0, 10), dag_id="d", run_id="r", ingested_at=obj.last_modified
@@ -179,11 +186,11 @@ def test_build_document_stores_the_visual_object_in_the_mapped_fields() -> None:
 
 def test_duplicate_groups_also_follow_the_index_time_flags() -> None:
     """Beyond max_bucket no band proposes pairs; the flags still join the group."""
-    far = sim.Signals("0" * 16, "0" * 16)
+    far = fingerprints.Signals("0" * 16, "0" * 16)
     members = [
         sim.Member("a", "a", "s3://b/a", far),
         sim.Member("b", "b", "s3://b/b", far, near_duplicate_of="a"),
-        sim.Member("c", "c", "s3://b/c", sim.Signals("f" * 16, "f" * 16), near_duplicate_of="gone"),
+        sim.Member("c", "c", "s3://b/c", fingerprints.Signals("f" * 16, "f" * 16), near_duplicate_of="gone"),
     ]
     assert [[m.doc_id for m in g] for g in sim.duplicate_groups(members, max_bucket=1)] == [["a", "b"]]
     assert [[m.doc_id for m in g] for g in sim.duplicate_groups(members)] == [["a", "b"]]

@@ -11,7 +11,8 @@ from imagelabels.engine.indexing import ItemFailure
 from imagelabels.labelers import LabelingSettings, make_labeler
 from imagelabels.labelers.rekognition import RekognitionLabeler
 from imagelabels.pipeline.batch import BatchIncomplete, BatchReport, summarize
-from imagelabels.sources.manifests import S3Uri, default_staging_uri, manifest_prefix
+from imagelabels.settings import default_staging_uri
+from imagelabels.sources.manifests import S3Uri, manifest_prefix
 from imagelabels.tasks.params import labeler_name, labeling_settings
 
 

@@ -158,7 +158,7 @@ def sigv4_auth(aws_conn_id: str | None, *, region: str | None, service: str) -> 
     if aws_conn_id:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        from imagelabels.clients import mask_aws_credentials
+        from imagelabels.masking import mask_aws_credentials
 
         hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sts")
         session = hook.get_session(region_name=region or hook.conn_region_name)

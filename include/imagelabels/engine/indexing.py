@@ -11,7 +11,7 @@ keys a batch writes, so the same bulk request can delete them (one document per 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -170,7 +170,14 @@ def existing_ids(es: SearchEngine, ids: Sequence[str], index: str = INDEX_ALIAS)
 
 
 def sorted_hits(
-    es: Any, *, index: str, field: str, query: dict[str, Any], source: list[str], page_size: int
+    es: Any,
+    *,
+    index: str,
+    field: str,
+    query: dict[str, Any],
+    source: list[str],
+    page_size: int,
+    on_page: Callable[[], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every hit of ``query`` in ascending order of the keyword ``field``, one page at a time.
 
@@ -179,6 +186,7 @@ def sorted_hits(
     one key), so a full page holds back its last value's hits and the next page starts *after*
     the value before it: a group is never split across pages. A page that is one group only
     (more versions of one key than a page holds) is asked for again, twice as large.
+    ``on_page`` is called after every request (for page counts in logs).
     """
     after: list[Any] | None = None
     size = page_size
@@ -194,6 +202,8 @@ def sorted_hits(
             track_total_hits=False,
             **extra,
         )
+        if on_page is not None:
+            on_page()
         hits: list[dict[str, Any]] = response["hits"]["hits"]
         if len(hits) < size:
             yield from hits
@@ -206,6 +216,50 @@ def sorted_hits(
         yield from complete
         after = [complete[-1]["sort"][0]]
         size = page_size
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRef:
+    """One failure record: whether the key's last attempt failed for good, and when."""
+
+    key: str
+    record_id: str
+    retryable: bool
+    reason: str = ""
+    failed_at: datetime | None = None
+
+
+def iter_failures(
+    es: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    page_size: int,
+    on_page: Callable[[], None] | None = None,
+) -> Iterator[FailureRef]:
+    """The failure records of ``s3://bucket/prefix``, sorted by key (one record per key): what
+    reconciliation judges and what a "retry failed only" run labels again."""
+    filters: list[dict[str, Any]] = [{"term": {"s3bucket": bucket}}]
+    if prefix:
+        filters.append({"prefix": {"s3key": prefix}})
+    hits = sorted_hits(
+        es,
+        index=FAILURES_INDEX,
+        field="s3key",
+        query={"bool": {"filter": filters}},
+        source=["retryable", "reason", "failed_at"],
+        page_size=page_size,
+        on_page=on_page,
+    )
+    for hit in hits:
+        source = hit.get("_source") or {}
+        yield FailureRef(
+            key=str(hit["sort"][0]),
+            record_id=hit["_id"],
+            retryable=bool(source.get("retryable", True)),
+            reason=str(source.get("reason") or ""),
+            failed_at=parse_time(source.get("failed_at")),
+        )
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from imagelabels.labelers.base import Labeler, LabelingError, LabelingSettings
+from imagelabels.errors import LabelingError
+from imagelabels.labelers.base import Labeler, LabelingSettings
 from imagelabels.labelers.registry import AVAILABLE_LABELERS, make_labeler
 
 __all__ = ["AVAILABLE_LABELERS", "Labeler", "LabelingError", "LabelingSettings", "make_labeler"]

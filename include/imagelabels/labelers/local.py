@@ -20,7 +20,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from imagelabels.documents import LabelResult
-from imagelabels.labelers.base import LabelingError, LabelingSettings, apply_label_filters
+from imagelabels.errors import LabelingError
+from imagelabels.fingerprints import compact_embedding, normalized
+from imagelabels.labelers.base import LabelingSettings, apply_label_filters
 from imagelabels.labelers.local_models import (
     CLASSIFIER,
     FACES,
@@ -34,7 +36,6 @@ from imagelabels.labelers.local_models import (
     softmax,
 )
 from imagelabels.preflight.prepared import PreparedImage
-from imagelabels.search.similarity import compact_embedding, normalized
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from imagelabels.documents import LabelResult
-from imagelabels.labelers.base import LabelingError, LabelingSettings
+from imagelabels.errors import LabelingError
+from imagelabels.labelers.base import LabelingSettings
 from imagelabels.labelers.ratelimit import RateLimiter, Unlimited
 from imagelabels.preflight.prepared import PreparedImage
 

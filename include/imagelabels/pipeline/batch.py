@@ -71,7 +71,8 @@ from imagelabels.engine.indexing import (
     record_failures,
     require_writable,
 )
-from imagelabels.labelers.base import Labeler, LabelingError
+from imagelabels.errors import LabelingError
+from imagelabels.labelers.base import Labeler
 from imagelabels.preflight.checks import fetch_and_prepare
 from imagelabels.sources.listing import ListedObject
 from imagelabels.sources.objects import ObjectChanged, describe_object
@@ -279,7 +280,8 @@ def flag_near_duplicates(es: Any, labeled: Sequence[_Labeled]) -> int:
     flagged. The flag is a hint, never a
     reason to fail a batch: an engine error only leaves documents unflagged (logged).
     """
-    from imagelabels.search.similarity import Signals, find_near_duplicate, is_near_duplicate
+    from imagelabels.fingerprints import Signals, is_near_duplicate
+    from imagelabels.search.similarity import find_near_duplicate
 
     flagged = 0
     earlier: list[tuple[str, str, Signals]] = []

@@ -32,12 +32,14 @@ from imagelabels.engine.indexing import (
     ensure_indices,
     other_versions,
 )
-from imagelabels.labelers.base import Labeler, LabelingError
+from imagelabels.errors import LabelingError
+from imagelabels.labelers.base import Labeler
 from imagelabels.pipeline.batch import BatchIncomplete, BatchReport, RunContext, newest_wins, process_batch
+from imagelabels.settings import INTERNAL_PREFIX
 from imagelabels.sources import sqs as queue
 from imagelabels.sources.events import ObjectEvent, ParsedMessage, latest_per_object, parse_message
 from imagelabels.sources.listing import ListedObject
-from imagelabels.sources.manifests import INTERNAL_PREFIX, Manifest, S3Uri, manifest_prefix, manifests_root
+from imagelabels.sources.manifests import Manifest, S3Uri, manifest_prefix, manifests_root
 from imagelabels.sources.objects import ObjectChanged, describe_object
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from imagelabels.documents import FAILURES_INDEX
-from imagelabels.engine.indexing import ensure_indices
+from imagelabels.engine.indexing import ensure_indices, iter_failures
 from imagelabels.labelers.base import Labeler
 from imagelabels.pipeline.batch import BatchReport, RunContext, process_batch
 from imagelabels.sources.listing import ListedObject, ListingStats, list_objects_in_window
@@ -111,31 +110,15 @@ def failed_objects(
     They come without size or ETag (the record does not know which version failed), so the
     batch HEADs the current object and labels what is there now.
     """
-    filters: list[dict[str, Any]] = [{"term": {"s3bucket": bucket}}]
-    if prefix:
-        filters.append({"prefix": {"s3key": prefix}})
-    after: list[Any] | None = None
-    while True:
-        page = es.search(
-            index=FAILURES_INDEX,
-            query={"bool": {"filter": filters}},
-            sort=[{"s3key": "asc"}],
-            size=page_size,
-            source=["s3key", "failed_at"],
-            **({"search_after": after} if after else {}),
-        )
-        hits = page["hits"]["hits"]
-        if stats is not None:
-            stats.pages += 1
-        for hit in hits:
-            if stats is not None:
-                stats.scanned += 1
-                stats.selected += 1
-            failed_at = datetime.fromisoformat(hit["_source"]["failed_at"])
-            yield ListedObject(hit["_source"]["s3key"], 0, "", failed_at)
-        if len(hits) < page_size:
-            return
-        after = hits[-1]["sort"]
+    counted = stats if stats is not None else ListingStats()
+
+    def count_page() -> None:
+        counted.pages += 1
+
+    for failure in iter_failures(es, bucket, prefix, page_size=page_size, on_page=count_page):
+        counted.scanned += 1
+        counted.selected += 1
+        yield ListedObject(failure.key, 0, "", failure.failed_at or datetime.now(UTC))
 
 
 def label_batch(

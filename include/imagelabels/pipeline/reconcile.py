@@ -67,13 +67,13 @@ from typing import IO, Any, TypeVar
 from imagelabels.documents import FAILURES_INDEX, INDEX_ALIAS
 from imagelabels.engine.indexing import (
     BulkOutcome,
+    FailureRef,
     ItemFailure,
     bulk_write,
     ensure_indices,
+    iter_failures,
     parse_time,
-)
-from imagelabels.engine.indexing import (
-    sorted_hits as sorted_hits,  # re-exported: relabel imports it from here
+    sorted_hits,
 )
 from imagelabels.pipeline.batch import RunContext
 from imagelabels.sources.listing import ListedObject, ListingStats, list_objects_in_window
@@ -113,17 +113,6 @@ class IndexedDoc:
     etag: str
     index: str = INDEX_ALIAS
     last_modified: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FailureRef:
-    """One failure record: whether the key's last attempt failed for good, and when."""
-
-    key: str
-    record_id: str
-    retryable: bool
-    reason: str = ""
-    failed_at: datetime | None = None
 
 
 class Verdict(StrEnum):
@@ -293,32 +282,6 @@ def iter_documents(
             etag=str(described.get("etag") or "").strip('"'),
             index=hit.get("_index", index),
             last_modified=parse_time(described.get("last_modified")),
-        )
-
-
-def iter_failures(
-    es: Any, bucket: str, prefix: str, *, page_size: int = INDEX_PAGE_SIZE
-) -> Iterator[FailureRef]:
-    """The failure records of ``s3://bucket/prefix``, sorted by key (one record per key)."""
-    filters: list[dict[str, Any]] = [{"term": {"s3bucket": bucket}}]
-    if prefix:
-        filters.append({"prefix": {"s3key": prefix}})
-    hits = sorted_hits(
-        es,
-        index=FAILURES_INDEX,
-        field="s3key",
-        query={"bool": {"filter": filters}},
-        source=["retryable", "reason", "failed_at"],
-        page_size=page_size,
-    )
-    for hit in hits:
-        source = hit.get("_source") or {}
-        yield FailureRef(
-            key=str(hit["sort"][0]),
-            record_id=hit["_id"],
-            retryable=bool(source.get("retryable", True)),
-            reason=str(source.get("reason") or ""),
-            failed_at=parse_time(source.get("failed_at")),
         )
 
 

@@ -42,10 +42,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imagelabels.documents import INDEX_ALIAS, document_id
-from imagelabels.engine.indexing import ensure_indices
-from imagelabels.labelers.base import FEATURES, Labeler, LabelingError, LabelingSettings
+from imagelabels.engine.indexing import ensure_indices, sorted_hits
+from imagelabels.errors import LabelingError
+from imagelabels.labelers.base import FEATURES, Labeler, LabelingSettings
 from imagelabels.pipeline.batch import RunContext, process_batch
-from imagelabels.pipeline.reconcile import sorted_hits
 from imagelabels.sources.listing import ListedObject, batched
 from imagelabels.sources.manifests import Manifest, S3Uri, manifest_prefix
 from imagelabels.sources.objects import ObjectChanged, describe_object

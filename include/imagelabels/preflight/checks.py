@@ -4,7 +4,7 @@ Rekognition accepts JPEG and PNG only, 80 to 10,000 px per side, at most 15 MB a
 5 MB as raw bytes. Anything else costs a failed (and billed) call or, worse, a wrong answer (a
 sideways photo is labeled sideways). So every object goes through :func:`prepare` first, which
 returns a :class:`~imagelabels.preflight.prepared.PreparedImage` or raises
-:class:`~imagelabels.labelers.base.LabelingError` with ``retryable=False, stage="preflight"`` and
+:class:`~imagelabels.errors.LabelingError` with ``retryable=False, stage="preflight"`` and
 one of these stable reasons:
 
 ``empty_object``        0 bytes.
@@ -81,7 +81,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from imagelabels.documents import ObjectInfo
-from imagelabels.labelers.base import LabelingError
+from imagelabels.errors import LabelingError
+from imagelabels.fingerprints import phash_pair
 from imagelabels.preflight.decode_budget import process_budget
 from imagelabels.preflight.prepared import (
     MAX_DIMENSION,
@@ -91,7 +92,6 @@ from imagelabels.preflight.prepared import (
     PIXELS_MAX_SIDE,
     PreparedImage,
 )
-from imagelabels.search.similarity import phash_pair
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -43,7 +43,7 @@ class PreparedImage:
         fitted into :data:`PIXELS_MAX_SIDE`), so a local model does not decode twice; ``None``
         when not kept.
     :param phash: the 64-bit perceptual hash of the image and of its mirror image (hex,
-        :func:`imagelabels.search.similarity.phash_pair`), computed from what preflight decoded, for
+        :func:`imagelabels.fingerprints.phash_pair`), computed from what preflight decoded, for
         every image whatever the labeler; ``None`` only when built elsewhere.
     """
 

@@ -17,8 +17,6 @@ from typing import Any
 
 from imagelabels.sources.listing import ListedObject, batched
 
-INTERNAL_PREFIX = "_imagelabels/"
-
 
 @dataclass(frozen=True)
 class S3Uri:
@@ -36,14 +34,6 @@ class S3Uri:
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
-
-
-def default_staging_uri(bucket: str) -> str:
-    """Where manifests go when no staging location is configured: a reserved prefix of the bucket.
-
-    The listing excludes this prefix, so our own files are never mistaken for images.
-    """
-    return f"s3://{bucket}/{INTERNAL_PREFIX}"
 
 
 def _safe(part: str) -> str:

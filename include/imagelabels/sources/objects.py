@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from imagelabels.documents import ObjectInfo
-from imagelabels.labelers.base import LabelingError
+from imagelabels.errors import LabelingError
 from imagelabels.sources.listing import ListedObject
 
 log = logging.getLogger(__name__)
