@@ -14,15 +14,11 @@ from typing import Any
 
 import pytest
 
-from imagelabels.alerts import evaluate
-from imagelabels.alerts.evaluate import (
-    ALERTS_INDEX,
-    STATE_INDEX,
-    Notification,
-    evaluate_rules,
-    firing_id,
-    mark_notified,
-)
+from imagelabels.alerts import queries as alert_queries
+from imagelabels.alerts.evaluate import evaluate_rules, mark_notified
+from imagelabels.alerts.firing import firing_id
+from imagelabels.alerts.mappings import ALERTS_INDEX, STATE_INDEX
+from imagelabels.alerts.model import Notification
 from imagelabels.alerts.notify import run_alerts, send_notification
 from imagelabels.alerts.rules import (
     AlertConfig,
@@ -249,8 +245,8 @@ def test_one_notification_lists_ten_images_and_how_many_more(es: Any) -> None:
 def test_matches_are_read_page_by_page_and_a_capped_read_continues_next_evaluation(
     es: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evaluate, "PAGE_SIZE", 2)
-    monkeypatch.setattr(evaluate, "MAX_MATCHES", 5)
+    monkeypatch.setattr(alert_queries, "PAGE_SIZE", 2)
+    monkeypatch.setattr(alert_queries, "MAX_MATCHES", 5)
     rule = LabelRule(name="cats", label="Cat", min_confidence=50, throttle=NO_THROTTLE)
     for n in range(7):
         index_image(es, f"c/{n}.jpg", [("Cat", 90.0)], at=T0 - timedelta(minutes=30 - n))
@@ -261,7 +257,7 @@ def test_matches_are_read_page_by_page_and_a_capped_read_continues_next_evaluati
     [second] = evaluate_and_mark(es, [rule], T0 + timedelta(minutes=1))
     assert keys(second) == ["c/6.jpg"]
     assert len(records(es, "cats")) == 7
-    state = es.get(index=evaluate.STATE_INDEX, id="cats")["_source"]
+    state = es.get(index=STATE_INDEX, id="cats")["_source"]
     assert (state["cursor_at"], state["checkpoint"][:16]) == (None, "2026-12-10T12:11")
     index_image(es, "c/7.jpg", [("Cat", 90.0)], at=T0 + timedelta(minutes=2))
     [third] = evaluate_and_mark(es, [rule], T0 + timedelta(minutes=3))

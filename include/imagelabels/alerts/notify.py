@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from imagelabels.alerts.evaluate import AlertImage, Notification, evaluate_rules, mark_notified
+from imagelabels.alerts.evaluate import evaluate_rules, mark_notified
+from imagelabels.alerts.model import AlertImage, Notification
 from imagelabels.alerts.rules import DEFAULT_CONN_IDS, AlertConfig
 
 logger = logging.getLogger("imagelabels.alerts")
@@ -136,11 +137,6 @@ def send_notification(notification: Notification, channels: Mapping[str, Any]) -
         else:
             results[channel] = SENT
     return results
-
-
-def all_sent(results: Mapping[str, Mapping[str, str]]) -> bool:
-    """True when every channel of every notification answered ``"sent"``."""
-    return all(status == SENT for answer in results.values() for status in answer.values())
 
 
 def run_alerts(

@@ -42,7 +42,6 @@ PARAM = "rules_file"
 
 RULE_TYPES = ("label", "moderation", "label_count", "no_ingestion")
 CHANNELS = ("email", "slack", "webhook", "log")
-SEVERITIES = ("info", "warning", "critical")
 
 # Airflow connection ids a channel uses when the file's ``channels:`` mapping does not name one.
 DEFAULT_CONN_IDS = {
