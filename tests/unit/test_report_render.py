@@ -18,14 +18,9 @@ import pytest
 from PIL import Image, ImageStat
 from pypdf import PdfReader
 
+from imagelabels.reports.formatting import interval_label, shorten
 from imagelabels.reports.model import Column, Report, Table
-from imagelabels.reports.render import (
-    FORMATS,
-    interval_label,
-    render_report,
-    report_base_name,
-    shorten,
-)
+from imagelabels.reports.render import FORMATS, render_report, report_base_name
 from imagelabels.reports.xlsx import sheet_title
 from tests.reports_sample import LONG_URI, empty_report, sample_report
 

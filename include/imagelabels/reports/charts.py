@@ -14,8 +14,8 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from imagelabels.reports.formatting import interval_label, shorten, to_utc
 from imagelabels.reports.model import Report, Table
-from imagelabels.reports.render import interval_label, shorten, to_utc
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

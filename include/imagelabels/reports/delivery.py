@@ -37,8 +37,8 @@ from typing import Any
 from imagelabels import channels, settings
 from imagelabels.channels import DeliveryError, slack_escape
 from imagelabels.reports.config import CHANNELS, ReportConfig
+from imagelabels.reports.formatting import totals_items
 from imagelabels.reports.model import Report
-from imagelabels.reports.render import totals_items
 
 DELIVERIES_INDEX = "images-report-deliveries"
 DELIVERY_MAPPINGS: dict[str, Any] = {
@@ -59,7 +59,6 @@ SUMMARY_TOP_LABELS = 5
 RECORD_TRIES = 3  # writing "delivered" after a send: an idempotent write, so retried in place
 RECORD_BACKOFF_SECONDS = 1.0
 TOP_LABELS_TABLE = "top_labels"
-MODERATION_TABLE = "moderation_hits"
 
 
 # --- storage -----------------------------------------------------------------------------------
@@ -133,11 +132,6 @@ def store_files(s3: Any, config: ReportConfig, report: Report, files: Sequence[P
             os.replace(tmp.name, target)
             stored.append(str(target))
     return stored
-
-
-def link_targets(uris: Sequence[str]) -> list[str]:
-    """The stored files worth a link in Slack and the webhook: the PDF and the top-labels chart."""
-    return [u for u in uris if u.endswith(".pdf") or u.endswith(f"_{TOP_LABELS_TABLE}.png")]
 
 
 def presigned_links(s3: Any, uris: Sequence[str], *, expires_in: int | None = None) -> dict[str, str]:

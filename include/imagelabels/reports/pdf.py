@@ -14,8 +14,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imagelabels.reports.model import Column, Report, Table
-from imagelabels.reports.render import (
+from imagelabels.reports.formatting import (
     column_header,
     display_cell,
     interval_label,
@@ -27,6 +26,7 @@ from imagelabels.reports.render import (
     to_utc,
     totals_items,
 )
+from imagelabels.reports.model import Column, Report, Table
 
 if TYPE_CHECKING:
     from fpdf import FPDF

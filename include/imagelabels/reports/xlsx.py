@@ -11,8 +11,7 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from imagelabels.reports.model import Column, Report, Table
-from imagelabels.reports.render import (
+from imagelabels.reports.formatting import (
     column_header,
     display_cell,
     interval_range,
@@ -20,6 +19,7 @@ from imagelabels.reports.render import (
     to_utc,
     totals_items,
 )
+from imagelabels.reports.model import Column, Report, Table
 
 if TYPE_CHECKING:
     from openpyxl.cell.cell import Cell
