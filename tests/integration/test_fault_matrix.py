@@ -34,11 +34,11 @@ from imagelabels.labelers.rekognition import RekognitionLabeler
 from imagelabels.pipeline.batch import BatchReport, RunContext
 from imagelabels.pipeline.event_ingest import plan_event_batches, process_event_batch
 from imagelabels.pipeline.ingest import label_batch, plan_batches
-from imagelabels.sources.events import s3_event_body
 from imagelabels.sources.sqs import QueueSettings
 from tests.airflow_dags import load_dag
 from tests.faults import DeletingLabeler, OutageProxy, assert_nothing_lost, on_path
 from tests.helpers import ThrottlingProxy
+from tests.s3_events import s3_event_body
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET, PREFIX = "photos", "uploads/"

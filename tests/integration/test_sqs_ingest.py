@@ -19,9 +19,9 @@ from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
 from imagelabels.pipeline.batch import BatchIncomplete, RunContext
 from imagelabels.pipeline.event_ingest import plan_event_batches, process_event_batch
-from imagelabels.sources.events import eventbridge_body, s3_event_body, sns_envelope
 from imagelabels.sources.sqs import QueueSettings
 from tests.faults import assert_nothing_lost
+from tests.s3_events import eventbridge_body, s3_event_body, sns_envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"

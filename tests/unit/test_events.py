@@ -13,13 +13,15 @@ import pytest
 from imagelabels.sources.events import (
     ObjectEvent,
     ParsedMessage,
-    completed_messages,
-    eventbridge_body,
     latest_per_object,
     parse_message,
+    sequencer_key,
+)
+from tests.s3_events import (
+    completed_messages,
+    eventbridge_body,
     s3_event_body,
     s3_test_event_body,
-    sequencer_key,
     sns_envelope,
     sqs_message,
 )
