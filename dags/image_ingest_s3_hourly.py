@@ -26,12 +26,14 @@ task at once, without retries; a failed run is notified as `IMAGELABELS_FAILURE_
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from imagelabels.tasks.assets import IMAGES_INDEXED
 from imagelabels.tasks.notify_failures import notify_failures
 from imagelabels.tasks.params import ingestion_params, reject_unknown_params
+from imagelabels.tasks.taskflow import FROM_CONTEXT, DagRun, Upstream
 
 
 @dag(
@@ -47,31 +49,29 @@ from imagelabels.tasks.params import ingestion_params, reject_unknown_params
 )
 def image_ingest_s3_hourly() -> None:
     @task
-    def list_batches(params: dict, run_id: str, dag_run=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks.ingestion import HOURLY, plan_interval, run_interval
+    def list_batches(
+        params: dict[str, Any] = FROM_CONTEXT, dag_run: DagRun = FROM_CONTEXT
+    ) -> list[dict[str, Any]]:
+        from imagelabels.tasks.taskflow import list_interval_batches
 
-        start, end = run_interval(
-            dag_run.data_interval_start, dag_run.data_interval_end, dag_run.run_after, HOURLY
-        )
-        return plan_interval(params, dag_run.dag_id, run_id, start, end)
+        return list_interval_batches(params, dag_run)
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
-    def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks.ingestion import label_event_or_retry_batch
+    def label_and_index(
+        batch: dict[str, Any], params: dict[str, Any] = FROM_CONTEXT, dag_run: DagRun = FROM_CONTEXT
+    ) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import label_batch_task
 
-        get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
-        return label_event_or_retry_batch(batch, params, dag_run.dag_id, run_id)
+        return label_batch_task(batch, params, dag_run, noun="keys")
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
-    def summarize(reports: list[dict]) -> dict:
-        from imagelabels.tasks.ingestion import summarize_reports
+    def summarize(reports: Upstream) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import summarize_mapped
 
-        return summarize_reports(
-            [reports[i] for i in range(len(reports))]
-        )  # len() first: no probe past the end
+        return summarize_mapped(reports)
 
     @task
-    def cost_guard(batches: list[dict], params: dict) -> dict:
+    def cost_guard(batches: Upstream, params: dict[str, Any] = FROM_CONTEXT) -> dict[str, Any]:
         from imagelabels.tasks.ingestion import cost_guard
 
         return cost_guard(params, batches)

@@ -25,6 +25,7 @@ EventBridge); this DAG runs back to back (`@continuous`, one run at a time):
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from airflow.sdk import dag, task
 
@@ -32,6 +33,7 @@ from imagelabels.tasks.assets import IMAGES_INDEXED
 from imagelabels.tasks.notify_failures import notify_failures
 from imagelabels.tasks.params import queue_params, reject_unknown_params
 from imagelabels.tasks.sensors import SqsMessagesAvailableSensor
+from imagelabels.tasks.taskflow import FROM_CONTEXT, DagRun, Upstream
 
 
 @dag(
@@ -53,30 +55,29 @@ def image_ingest_sqs() -> None:
     )
 
     @task
-    def drain_queue(params: dict, run_id: str, dag_run=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    def drain_queue(
+        params: dict[str, Any] = FROM_CONTEXT, dag_run: DagRun = FROM_CONTEXT
+    ) -> list[dict[str, Any]]:
         from imagelabels.tasks.ingestion import drain_or_plan_retries
 
-        return drain_or_plan_retries(params, dag_run.dag_id, run_id)
+        return drain_or_plan_retries(params, dag_run.dag_id, dag_run.run_id)
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
-    def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from airflow.sdk import get_current_context
+    def label_and_index(
+        batch: dict[str, Any], params: dict[str, Any] = FROM_CONTEXT, dag_run: DagRun = FROM_CONTEXT
+    ) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import label_batch_task
 
-        from imagelabels.tasks.ingestion import label_event_or_retry_batch
-
-        get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} events)"  # type: ignore[typeddict-unknown-key]
-        return label_event_or_retry_batch(batch, params, dag_run.dag_id, run_id)
+        return label_batch_task(batch, params, dag_run, noun="events")
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
-    def summarize(reports: list[dict]) -> dict:
-        from imagelabels.tasks.ingestion import summarize_reports
+    def summarize(reports: Upstream) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import summarize_mapped
 
-        return summarize_reports(
-            [reports[i] for i in range(len(reports))]
-        )  # len() first: no probe past the end
+        return summarize_mapped(reports)
 
     @task
-    def cost_guard(batches: list[dict], params: dict) -> dict:
+    def cost_guard(batches: Upstream, params: dict[str, Any] = FROM_CONTEXT) -> dict[str, Any]:
         from imagelabels.tasks.ingestion import cost_guard
 
         return cost_guard(params, batches)

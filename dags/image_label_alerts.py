@@ -21,12 +21,14 @@ image key, the matching labels with confidence and a presigned link.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from imagelabels.tasks.assets import IMAGES_INDEXED
 from imagelabels.tasks.notify_failures import notify_failures
 from imagelabels.tasks.params import reject_unknown_params
+from imagelabels.tasks.taskflow import FROM_CONTEXT
 
 
 @dag(
@@ -54,13 +56,10 @@ from imagelabels.tasks.params import reject_unknown_params
 )
 def image_label_alerts() -> None:
     @task
-    def evaluate_and_notify(params: dict) -> dict:
-        from datetime import UTC
-        from datetime import datetime as clock
+    def evaluate_and_notify(params: dict[str, Any] = FROM_CONTEXT) -> dict[str, Any]:
+        from imagelabels.tasks.alerts import evaluate_and_notify_now
 
-        from imagelabels.tasks.alerts import evaluate_and_notify
-
-        return evaluate_and_notify(clock.now(UTC), params["rules_file"] or "")
+        return evaluate_and_notify_now(params)
 
     evaluate_and_notify()
 

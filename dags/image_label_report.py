@@ -19,18 +19,22 @@ Backfilling the DAG over past days produces the past reports.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, CronTriggerTimetable, Param, dag, task
 
-from imagelabels.reports.config import ERRORS_DAG_ID, problems_doc, read_report_configs
+from imagelabels.reports.config import ERRORS_DAG_ID, ReportConfig, problems_doc, read_report_configs
 from imagelabels.reports.schedule import data_interval_cron
 from imagelabels.tasks.notify_failures import notify_failures
 from imagelabels.tasks.params import reject_unknown_params
+from imagelabels.tasks.taskflow import FROM_CONTEXT, DagRun, Upstream
 
 
-def report_dag(name: str, period: str, cron: str, channels: list[str], tries: int):  # type: ignore[no-untyped-def]
+def report_dag(config: ReportConfig) -> DAG:
+    cron, tries = data_interval_cron(config.period, config.schedule), config.delivery.attempts
+
     @dag(
-        dag_id=f"image_label_report_{name}",
+        dag_id=f"image_label_report_{config.name}",
         schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
         start_date=datetime(2026, 1, 1),
         catchup=False,
@@ -41,29 +45,29 @@ def report_dag(name: str, period: str, cron: str, channels: list[str], tries: in
             )
         },
         doc_md=__doc__,
-        tags=["imagelabels", "reports", period],
+        tags=["imagelabels", "reports", config.period],
         on_failure_callback=notify_failures,
         default_args={"owner": "imagelabels", "retries": 2, "pre_execute": reject_unknown_params},
     )
     def image_label_report() -> None:
         @task
-        def build_report(dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-            from imagelabels.tasks.reports import build_and_store
+        def build_report(dag_run: DagRun = FROM_CONTEXT) -> dict[str, Any]:
+            from imagelabels.tasks.reports import build_interval_report
 
-            return build_and_store(name, dag_run.data_interval_start, dag_run.data_interval_end)
+            return build_interval_report(config.name, dag_run)
 
         @task(map_index_template="{{ channel }}", retries=tries - 1, retry_exponential_backoff=2.0)
-        def deliver(channel: str, built: dict, params: dict) -> dict:
+        def deliver(channel: str, built: Upstream, params: dict[str, Any] = FROM_CONTEXT) -> dict[str, Any]:
             from imagelabels.tasks.reports import deliver_channel
 
-            return deliver_channel(name, built, channel, redeliver=params["redeliver"])
+            return deliver_channel(config.name, built, channel, redeliver=params["redeliver"])
 
-        deliver.partial(built=build_report()).expand(channel=list(channels))
+        deliver.partial(built=build_report()).expand(channel=config.delivery.enabled_channels())
 
     return image_label_report()
 
 
-def config_errors_dag(doc: str):  # type: ignore[no-untyped-def]
+def config_errors_dag(doc: str) -> DAG:
     """While the config has mistakes: a DAG whose page lists them and whose runs fail."""
 
     @dag(
@@ -90,11 +94,7 @@ def config_errors_dag(doc: str):  # type: ignore[no-untyped-def]
 
 
 _configs = read_report_configs()  # a mistake refuses its own entry, never the valid reports
-for _config in _configs.reports:
-    cron = data_interval_cron(_config.period, _config.schedule)
-    # a module global per report, named like its DAG id
-    globals()[f"image_label_report_{_config.name}"] = report_dag(
-        _config.name, _config.period, cron, _config.delivery.enabled_channels(), _config.delivery.attempts
-    )
+for _config in _configs.reports:  # a module global per report, named like its DAG id
+    globals()[f"image_label_report_{_config.name}"] = report_dag(_config)
 if _configs.problems:
     globals()[ERRORS_DAG_ID] = config_errors_dag(problems_doc(_configs))

@@ -15,12 +15,14 @@ fail **plan** at once, before any change; a failed run is notified as `IMAGELABE
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from imagelabels.tasks.assets import IMAGES_INDEXED
 from imagelabels.tasks.notify_failures import notify_failures
 from imagelabels.tasks.params import ingestion_params, labeling_params, reject_unknown_params
+from imagelabels.tasks.taskflow import FROM_CONTEXT, DagRun, TaskInstance, Upstream
 
 PARAMS = {
     **{name: p for name, p in ingestion_params().items() if name in ("bucket", "prefix")},
@@ -52,32 +54,28 @@ PARAMS = {
 )
 def image_reconcile_daily() -> None:
     @task
-    def plan(params: dict, run_id: str, dag_run=None, ti=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks.ingestion import DAILY, HOURLY, plan_reconcile_run, run_interval
+    def plan(
+        params: dict[str, Any] = FROM_CONTEXT,
+        dag_run: DagRun = FROM_CONTEXT,
+        ti: TaskInstance = FROM_CONTEXT,
+    ) -> list[dict[str, Any]]:
+        from imagelabels.tasks.taskflow import plan_reconcile_task
 
-        start, _ = run_interval(
-            dag_run.data_interval_start, dag_run.data_interval_end, dag_run.run_after, DAILY, 3 * HOURLY
-        )
-        batches, counts = plan_reconcile_run(params, dag_run.dag_id, run_id, start)
-        ti.xcom_push("counts", counts)  # a mapped task can only expand return_value
-        return batches
+        return plan_reconcile_task(params, dag_run, ti)
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
-    def label_and_index(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks.ingestion import label_event_or_retry_batch
+    def label_and_index(
+        batch: dict[str, Any], params: dict[str, Any] = FROM_CONTEXT, dag_run: DagRun = FROM_CONTEXT
+    ) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import label_batch_task
 
-        get_current_context()["batch_label"] = f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} keys)"  # type: ignore[typeddict-unknown-key]
-        return label_event_or_retry_batch(
-            {**batch, "kind": batch.get("kind", "objects")}, params, dag_run.dag_id, run_id
-        )
+        return label_batch_task(batch, params, dag_run, noun="keys")
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
-    def report(reports: list[dict], ti=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.pipeline import batch as pipeline
-        from imagelabels.pipeline import reconcile
+    def report(reports: Upstream, ti: TaskInstance = FROM_CONTEXT) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import reconcile_report_task
 
-        labeling = pipeline.summarize([reports[i] for i in range(len(reports))])
-        return reconcile.report_totals(ti.xcom_pull(task_ids="plan", key="counts"), labeling)
+        return reconcile_report_task(reports, ti)
 
     report(label_and_index.expand(batch=plan()))
 

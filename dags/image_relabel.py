@@ -20,12 +20,14 @@ the same document id (`include/imagelabels/pipeline/relabel.py`).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import dag, task
 
 from imagelabels.tasks.assets import IMAGES_INDEXED
 from imagelabels.tasks.notify_failures import notify_failures
 from imagelabels.tasks.params import reject_unknown_params, relabel_params
+from imagelabels.tasks.taskflow import FROM_CONTEXT, DagRun, TaskInstance, Upstream
 
 
 @dag(
@@ -41,34 +43,34 @@ from imagelabels.tasks.params import reject_unknown_params, relabel_params
 )
 def image_relabel() -> None:
     @task
-    def plan(params: dict, run_id: str, dag_run=None, ti=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks.ingestion import plan_relabel_run
+    def plan(
+        params: dict[str, Any] = FROM_CONTEXT,
+        dag_run: DagRun = FROM_CONTEXT,
+        ti: TaskInstance = FROM_CONTEXT,
+    ) -> list[dict[str, Any]]:
+        from imagelabels.tasks.taskflow import plan_relabel_task
 
-        batches, counts = plan_relabel_run(params, dag_run.dag_id, run_id)
-        ti.xcom_push("counts", counts)  # a mapped task can only expand return_value
-        return batches
+        return plan_relabel_task(params, dag_run, ti)
 
     @task
-    def cost_guard(batches: list[dict], params: dict) -> dict:
+    def cost_guard(batches: Upstream, params: dict[str, Any] = FROM_CONTEXT) -> dict[str, Any]:
         from imagelabels.tasks.ingestion import cost_guard
 
         return cost_guard(params, batches, what="this re-label run")
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=8)
-    def relabel(batch: dict, params: dict, run_id: str, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks.ingestion import relabel_one_batch
+    def relabel(
+        batch: dict[str, Any], params: dict[str, Any] = FROM_CONTEXT, dag_run: DagRun = FROM_CONTEXT
+    ) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import relabel_batch_task
 
-        get_current_context()["batch_label"] = (
-            f"{batch['uri'].rsplit('/', 1)[-1]} ({batch['count']} documents)"  # type: ignore[typeddict-unknown-key]
-        )
-        return relabel_one_batch(batch, params, dag_run.dag_id, run_id)
+        return relabel_batch_task(batch, params, dag_run)
 
     @task(trigger_rule="none_failed", outlets=[IMAGES_INDEXED])  # wakes the alert DAG
-    def report(reports: list[dict], ti=None) -> dict:  # type: ignore[no-untyped-def]
-        from imagelabels.tasks.ingestion import relabel_report
+    def report(reports: Upstream, ti: TaskInstance = FROM_CONTEXT) -> dict[str, Any]:
+        from imagelabels.tasks.taskflow import relabel_report_task
 
-        counts = ti.xcom_pull(task_ids="plan", key="counts")
-        return relabel_report(counts, [reports[i] for i in range(len(reports))])
+        return relabel_report_task(reports, ti)
 
     batches = plan()
     relabeled = relabel.expand(batch=batches)

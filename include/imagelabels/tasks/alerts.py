@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,3 +65,9 @@ def evaluate_and_notify(now: datetime, rules_file: str | None = "") -> dict[str,
     if failed:
         raise AlertDeliveryFailed(f"alert notifications failed on some channels: {failed}")
     return summary
+
+
+def evaluate_and_notify_now(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The alert DAG's task: :func:`evaluate_and_notify` now, on the rules file of the
+    ``rules_file`` Param (empty: the deployment's file)."""
+    return evaluate_and_notify(datetime.now(UTC), params["rules_file"] or "")

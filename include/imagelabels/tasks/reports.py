@@ -13,10 +13,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagelabels import clients, settings
 from imagelabels.reports.config import ReportConfig, get_report_config
+
+if TYPE_CHECKING:
+    from airflow.sdk.types import DagRunProtocol
 
 # A link in a mail or a Slack message is opened hours or days later: presign for the longest
 # time SigV4 allows (7 days) instead of the search page's 15 minutes.
@@ -62,6 +65,21 @@ def build_and_store(
         "uris": uris,
         "totals": report.to_dict()["totals"],
     }
+
+
+def build_interval_report(name: str, dag_run: DagRunProtocol) -> dict[str, Any]:
+    """The ``build_report`` task: :func:`build_and_store` on the run's data interval.
+
+    A run without one (triggered through the REST API without a logical date) has no interval to
+    report on; it fails naming the run instead of comparing ``None`` deep in the aggregations.
+    """
+    start, end = dag_run.data_interval_start, dag_run.data_interval_end
+    if start is None or end is None:
+        raise ValueError(
+            f"report {name!r}: run {dag_run.run_id!r} has no data interval; "
+            "trigger it with a logical date or backfill the interval"
+        )
+    return build_and_store(name, start, end)
 
 
 def _fetch(s3: Any, uris: Sequence[str], directory: Path) -> list[Path]:
