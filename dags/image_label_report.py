@@ -23,15 +23,14 @@ from typing import Any
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, CronTriggerTimetable, Param, dag, task
 
-from imagelabels.reports.config import ERRORS_DAG_ID, ReportConfig, problems_doc, read_report_configs
-from imagelabels.reports.schedule import data_interval_cron
+from imagelabels.tasks import reports
 from imagelabels.tasks.notify_failures import notify_failures
 from imagelabels.tasks.params import reject_unknown_params
 from imagelabels.tasks.taskflow import FROM_CONTEXT, DagRun, Upstream
 
 
-def report_dag(config: ReportConfig) -> DAG:
-    cron, tries = data_interval_cron(config.period, config.schedule), config.delivery.attempts
+def report_dag(config: reports.ReportConfig) -> DAG:
+    cron, tries = reports.data_interval_cron(config.period, config.schedule), config.delivery.attempts
 
     @dag(
         dag_id=f"image_label_report_{config.name}",
@@ -71,7 +70,7 @@ def config_errors_dag(doc: str) -> DAG:
     """While the config has mistakes: a DAG whose page lists them and whose runs fail."""
 
     @dag(
-        dag_id=ERRORS_DAG_ID,
+        dag_id=reports.ERRORS_DAG_ID,
         schedule=CronTriggerTimetable("0 6 * * *", timezone="UTC", run_immediately=True),
         start_date=datetime(2026, 1, 1),
         catchup=False,
@@ -93,8 +92,8 @@ def config_errors_dag(doc: str) -> DAG:
     return image_label_report_config_errors()
 
 
-_configs = read_report_configs()  # a mistake refuses its own entry, never the valid reports
+_configs = reports.read_report_configs()  # a mistake refuses its own entry, never the valid reports
 for _config in _configs.reports:  # a module global per report, named like its DAG id
     globals()[f"image_label_report_{_config.name}"] = report_dag(_config)
 if _configs.problems:
-    globals()[ERRORS_DAG_ID] = config_errors_dag(problems_doc(_configs))
+    globals()[reports.ERRORS_DAG_ID] = config_errors_dag(reports.problems_doc(_configs))

@@ -27,6 +27,10 @@ or set ``IMAGELABELS_ES_API_KEY``; S3 credentials come from boto3's usual chain 
 results come without links and one warning says so). OpenSearch:
 ``--engine opensearch`` (or ``IMAGELABELS_ENGINE=opensearch``); Amazon OpenSearch Service or
 Serverless: add ``--sigv4-service es`` or ``aoss`` (boto3's credentials, ``AWS_DEFAULT_REGION``).
+
+Why this module is long: one argparse command per question (search, like, describe, similar,
+duplicates, top labels, ...), each a short handler over :mod:`imagelabels.search`; they share the
+output formatting and the engine connection.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ opens a document's detail view from ``?image=<doc_id>``
 Elasticsearch and S3 clients come from the Airflow connections (``elasticsearch_default``,
 ``aws_default``, or ``IMAGELABELS_ES_CONN_ID``/``IMAGELABELS_AWS_CONN_ID``) and are rebuilt
 every :data:`CLIENT_TTL_SECONDS`, so an edited connection is picked up without a restart.
+
+Why this module is long: one FastAPI app: each route is a few lines over :mod:`imagelabels.search`,
+and the auth, CSRF and error handling they share must stay in one ``create_app`` closure.
 """
 
 from __future__ import annotations

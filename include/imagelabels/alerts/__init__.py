@@ -10,7 +10,8 @@ Slack, a webhook or the task log (in place of Skedler Alerts).
   (the texts) and :mod:`~imagelabels.alerts.firing` (recording what fires);
 * :mod:`imagelabels.alerts.notify` - :func:`send_notification` over the project's channels.
 
-No module here imports Airflow; the channels do, inside the functions that send.
+No module here imports Airflow; the channels do, inside the functions that send. May import:
+documents, engine, search, channels, settings. The task body is :mod:`imagelabels.tasks.alerts`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ The file a run reads can be chosen by whoever triggers it (the DAG's ``rules_fil
 ``IMAGELABELS_RULES_DIRS`` (see :func:`checked_rules_file`), and no error ever quotes the file:
 YAML errors give line and column, schema errors the rule and field and at most a short value
 (see :func:`shown_value`).
+
+Why this module is long: the rule file's schema, its validation with one message per mistake, and
+how a rule's values are shown are one contract with ``config/alert_rules.schema.json``; split, a
+field's parsing and its display would drift apart.
 """
 
 from __future__ import annotations

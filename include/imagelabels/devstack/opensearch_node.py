@@ -19,6 +19,10 @@ instances with the HTTP, painless, reindex and analysis modules on the classpath
 
 Only the standard library is used: the module is imported by test fixtures and the CLI, and must not
 pull a client library in.
+
+Why this module is long: it builds (Maven, cached), starts, watches and stops a real OpenSearch
+cluster in one JVM, for tests, benchmarks and ``make demo ENGINE=opensearch``; the lifecycle steps
+share the node's process and paths.
 """
 
 from __future__ import annotations

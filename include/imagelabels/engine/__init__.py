@@ -9,8 +9,11 @@ delivery records, reconciliation, re-labeling, the web app and the CLI -- receiv
   service ``es``) and OpenSearch Serverless (service ``aoss``, with the capabilities it lacks
   replaced as :class:`~.base.Capabilities` says), through opensearch-py.
 
-May import: :mod:`imagelabels.clients` (AWS credentials for SigV4) and the clients themselves,
-lazily. Nothing here knows the documents' schema.
+:mod:`.indexing` holds every write: index setup, bulk writes with each item accounted, failure
+records and the sorted pagers (:func:`~.indexing.sorted_hits`, :func:`~.indexing.iter_failures`).
+
+May import: settings, masking (AWS credentials for SigV4 are masked in logs), errors, documents
+(the index definition), and the clients themselves, lazily.
 """
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ The batch always finishes; afterwards :meth:`BatchReport.raise_if_incomplete` fa
 something must be retried (a document Elasticsearch refused, a labeler error that was not about
 the image), so Airflow's retry picks it up and, thanks to the existence check, only the missing
 keys are labeled again.
+
+Why this module is long: it is the one place that walks a batch through read, preflight, label and
+index with per-image accounting (nothing lost, nothing twice); the steps share the batch's counters
+and retry state, and the stage logic itself already lives in the stage packages.
 """
 
 from __future__ import annotations

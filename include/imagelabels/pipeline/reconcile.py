@@ -49,6 +49,10 @@ nothing: the task fails without retries (the same walk would refuse again) with 
 how to confirm, and logs an ERROR line starting ``MASS DELETION REFUSED``. Missing keys are
 still written to manifests, but no labeling runs. The ``confirm_mass_delete`` Param (or
 ``confirm_mass_delete=True``) lets one run through; a dry run only warns.
+
+Why this module is long: reconciliation is one streaming merge of the bucket listing against the
+index (plan, mass-deletion guard, verdicts, spill files for bounded memory); the parts share the
+merge's ordering invariants.
 """
 
 from __future__ import annotations

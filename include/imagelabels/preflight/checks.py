@@ -66,6 +66,12 @@ decodes on 16 threads. So, before any pixel is decoded:
 * **Freed means freed.** On glibc, image-sized allocations are served by ``mmap`` so a freed
   buffer leaves the resident set at once instead of staying in a thread's malloc arena
   (:func:`_return_freed_images_to_the_os`); otherwise RSS would exceed what the budget admits.
+
+Why this module is long: preflight is one decision per image (sniff, bound, plan the decode from the
+header, convert, encode within Rekognition's limits) whose steps share Pillow state and private
+helpers; the decode-cost model (``estimate_cost``) sits in the middle because the plan and the cost
+guard must read the header the same way. Splitting the cost model out is the next step if this
+grows.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ Six searches, at most (``size=0`` unless they fetch documents):
 
 Missing indices (nothing ever ingested, or no failure ever recorded) are answered as empty
 (``ignore_unavailable``), so such a report is all zeros rather than an error.
+
+Why this module is long: one aggregation request per report section, each with its parser next to
+it; the request and its parsing change together, so they stay side by side.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ error vocabulary (entry + field path + an ``x-expected`` phrase + a short value,
 is plain data an editor can use; and the frozen dataclasses below stay plain values. Pydantic
 would either coerce (lax mode turns ``"15"`` into 15 and ``true`` into 1) or refuse a YAML
 list for a tuple (strict mode), and its default messages repeat the input.
+
+Why this module is long: the report file's schema and validation (every mistake reported with its
+path, a broken report losing only its DAG) are one contract with ``config/reports.yaml``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ object. User input only ever goes into structured query clauses (``match``, ``te
 
 Only queries and aggregations that both real Elasticsearch 8 and noida-db (the local stand-in)
 answer are used: no ``reverse_nested``, no ``composite``.
+
+Why this module is long: every question asked of the ``images`` alias (labels, like, describe, top
+labels, pages, presigned links) shares the query builders, the cursor tokens and the hit model; the
+visual questions are in :mod:`imagelabels.search.similarity`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagelabels import clients, settings
-from imagelabels.reports.config import ReportConfig, get_report_config
+
+# What the report DAG file builds its DAGs from at parse time, so that DAG files import tasks only.
+from imagelabels.reports.config import ERRORS_DAG_ID as ERRORS_DAG_ID
+from imagelabels.reports.config import ReportConfig as ReportConfig
+from imagelabels.reports.config import get_report_config
+from imagelabels.reports.config import problems_doc as problems_doc
+from imagelabels.reports.config import read_report_configs as read_report_configs
+from imagelabels.reports.schedule import data_interval_cron as data_interval_cron
 
 if TYPE_CHECKING:
     from airflow.sdk.types import DagRunProtocol
