@@ -80,6 +80,7 @@ from imagelabels.engine.indexing import (
     sorted_hits,
 )
 from imagelabels.pipeline.batch import RunContext
+from imagelabels.pipeline.ingest import MAX_BATCH_SIZE
 from imagelabels.sources.listing import ListedObject, ListingStats, list_objects_in_window
 from imagelabels.sources.manifests import Manifest, listing_failed, manifests_root, write_manifests
 
@@ -89,7 +90,6 @@ T = TypeVar("T")
 
 INDEX_PAGE_SIZE = 2000
 DELETE_CHUNK = 500
-MAX_BATCH_SIZE = 1000
 # How far the worker's clock may be from S3's: documents of objects written this close to the start
 # of the walk are spared (the listing may have missed their object).
 CLOCK_SKEW = timedelta(minutes=2)

@@ -240,24 +240,32 @@ def labeling_params() -> dict[str, Any]:
     """How images are labeled: shared by every ingestion DAG."""
     from airflow.sdk import Param
 
-    from imagelabels.labelers.base import DEFAULT_FEATURES, FEATURES, LABEL_FILTER_KEYS
+    from imagelabels.labelers.base import FEATURES, LABEL_FILTER_KEYS, LabelingSettings
     from imagelabels.labelers.registry import AVAILABLE_LABELERS
+    from imagelabels.pipeline.ingest import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 
+    defaults = LabelingSettings()  # the one source of the defaults: the form shows the dataclass's
     return {
         "min_confidence": Param(
-            70,
+            defaults.min_confidence,
             type="number",
             minimum=0,
             maximum=100,
             description="Drop labels below this confidence (0-100).",
         ),
         "max_labels": Param(
-            50, type="integer", minimum=1, maximum=1000, description="At most this many labels per image."
+            defaults.max_labels,
+            type="integer",
+            minimum=1,
+            maximum=1000,
+            description="At most this many labels per image.",
         ),
-        # 250: Airflow costs ~1 s per mapped task, i.e. 4.5 ms per image at 250 (8.6 ms at 100;
-        # benchmarks/p4_hourly_overhead.py); a batch labels on its own thread pool anyway.
         "batch_size": Param(
-            250, type="integer", minimum=1, maximum=1000, description="Images per mapped labeling task."
+            DEFAULT_BATCH_SIZE,
+            type="integer",
+            minimum=1,
+            maximum=MAX_BATCH_SIZE,
+            description="Images per mapped labeling task.",
         ),
         "labeler": Param(
             None,
@@ -269,7 +277,7 @@ def labeling_params() -> dict[str, Any]:
             ),
         ),
         "features": Param(
-            list(DEFAULT_FEATURES),
+            list(defaults.features),
             type="array",
             items={"type": "string", "enum": list(FEATURES)},
             minItems=1,
@@ -280,21 +288,21 @@ def labeling_params() -> dict[str, Any]:
             ),
         ),
         "moderation_min_confidence": Param(
-            50,
+            defaults.moderation_min_confidence,
             type="number",
             minimum=0,
             maximum=100,
             description="Drop moderation labels below this (0-100).",
         ),
         "text_min_confidence": Param(
-            80,
+            defaults.text_min_confidence,
             type="number",
             minimum=0,
             maximum=100,
             description="Drop detected text lines below this (0-100).",
         ),
         "label_filters": Param(
-            {},
+            dict(defaults.label_filters),
             type="object",
             properties={
                 key: {"type": "array", "items": {"type": "string", "minLength": 1}}
@@ -309,7 +317,7 @@ def labeling_params() -> dict[str, Any]:
             ),
         ),
         "image_properties": Param(
-            False,
+            defaults.image_properties,
             type="boolean",
             description="Also store image quality and dominant colours (Rekognition only).",
         ),
@@ -329,17 +337,20 @@ def labeler_name(params: Mapping[str, Any]) -> str:
 def labeling_settings(params: Mapping[str, Any]) -> LabelingSettings:
     """Per-run labeling settings from the Params, validated (a bad value fails the run's first
     task, before any paid call)."""
-    from imagelabels.labelers.base import DEFAULT_FEATURES, LabelingSettings
+    from imagelabels.labelers.base import LabelingSettings
 
-    features = tuple(params.get("features") or DEFAULT_FEATURES)
+    defaults = LabelingSettings()  # a Param left out means the same as in the trigger form
+    features = tuple(params.get("features") or defaults.features)
     if "labels" not in features:
         features = ("labels", *features)
     return LabelingSettings(
-        min_confidence=float(params.get("min_confidence", 70)),
-        max_labels=int(params["max_labels"]) if params.get("max_labels") else None,
+        min_confidence=float(params.get("min_confidence", defaults.min_confidence)),
+        max_labels=int(params["max_labels"]) if params.get("max_labels") else defaults.max_labels,
         features=features,
-        moderation_min_confidence=float(params.get("moderation_min_confidence", 50)),
-        text_min_confidence=float(params.get("text_min_confidence", 80)),
-        label_filters=dict(params.get("label_filters") or {}),
-        image_properties=bool(params.get("image_properties", False)),
+        moderation_min_confidence=float(
+            params.get("moderation_min_confidence", defaults.moderation_min_confidence)
+        ),
+        text_min_confidence=float(params.get("text_min_confidence", defaults.text_min_confidence)),
+        label_filters=dict(params.get("label_filters") or defaults.label_filters),
+        image_properties=bool(params.get("image_properties", defaults.image_properties)),
     )
