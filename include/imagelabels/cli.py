@@ -50,6 +50,7 @@ from typing import Any, TextIO
 
 from imagelabels.documents import INDEX_ALIAS
 from imagelabels.search import queries as search
+from imagelabels.settings import environment_value
 
 STACK_FILE = "stack.json"
 EMBEDDED_REGION = "us-east-1"
@@ -65,17 +66,17 @@ class Clients:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state or os.environ.get("IMAGELABELS_DEMO_STATE") or ".local")
+    return Path(args.state or environment_value("IMAGELABELS_DEMO_STATE") or ".local")
 
 
 def _engine(url: str, args: argparse.Namespace, recorded_flavor: str | None = None) -> Any:
     """The search engine at ``url``: Elasticsearch (noida-db) or OpenSearch, optionally SigV4-signed."""
     from imagelabels.engine import from_url
 
-    flavor = args.engine or os.environ.get("IMAGELABELS_ENGINE") or recorded_flavor or "elasticsearch"
-    service = args.sigv4_service or os.environ.get("IMAGELABELS_SIGV4_SERVICE") or None
-    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
-    api_key = os.environ.get("IMAGELABELS_ES_API_KEY") or None
+    flavor = args.engine or environment_value("IMAGELABELS_ENGINE") or recorded_flavor or "elasticsearch"
+    service = args.sigv4_service or environment_value("IMAGELABELS_SIGV4_SERVICE") or None
+    region = environment_value("AWS_DEFAULT_REGION") or environment_value("AWS_REGION") or None
+    api_key = environment_value("IMAGELABELS_ES_API_KEY") or None
     try:
         return from_url(url, flavor=flavor, api_key=api_key, aws_region=region, sigv4_service=service)
     except ValueError as error:
@@ -88,10 +89,12 @@ def _s3_client(endpoint: str | None, *, embedded: bool) -> Any:
 
     # SigV4 presigned URLs: SigV2 is refused by regions opened since 2014.
     options: dict[str, Any] = {"endpoint_url": endpoint, "config": Config(signature_version="s3v4")}
-    options["region_name"] = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
+    options["region_name"] = (
+        environment_value("AWS_DEFAULT_REGION") or environment_value("AWS_REGION") or None
+    )
     if embedded:
         options["region_name"] = options["region_name"] or EMBEDDED_REGION
-        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+        if not environment_value("AWS_ACCESS_KEY_ID"):
             options.update(aws_access_key_id=EMBEDDED_KEY, aws_secret_access_key=EMBEDDED_KEY)
     return boto3.client("s3", **options)
 
@@ -99,8 +102,8 @@ def _s3_client(endpoint: str | None, *, embedded: bool) -> Any:
 @contextmanager
 def connect(args: argparse.Namespace) -> Iterator[Clients]:
     """Clients for the settings in ``args`` (see the module docstring for the order)."""
-    es_url = args.es_url or os.environ.get("IMAGELABELS_ES_URL")
-    s3_endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    es_url = args.es_url or (environment_value("IMAGELABELS_ES_URL") or None)
+    s3_endpoint = args.s3_endpoint or (environment_value("AWS_ENDPOINT_URL") or None)
     if es_url:
         embedded = bool(s3_endpoint) and "amazonaws.com" not in (s3_endpoint or "")
         yield Clients(_engine(es_url, args), _s3_client(s3_endpoint, embedded=embedded))
@@ -145,7 +148,7 @@ def _airflow_configured() -> bool:
     from imagelabels import settings
 
     conn_env = f"AIRFLOW_CONN_{settings.es_conn_id().upper()}"
-    return bool(os.environ.get("AIRFLOW_HOME") or os.environ.get(conn_env))
+    return bool(environment_value("AIRFLOW_HOME") or environment_value(conn_env))
 
 
 # --- output ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from imagelabels.masking import mask_aws_credentials, mask_session_credentials
+from imagelabels.settings import environment_value
 
 if TYPE_CHECKING:
     from imagelabels.engine import SearchEngine
@@ -72,14 +73,13 @@ def presigning_s3_client(aws_conn_id: str = "aws_default") -> Any:
     ``IMAGELABELS_PRESIGN_ENDPOINT_URL`` replaces the connection's ``endpoint_url`` in presigned
     URLs, for a stand-in that browsers reach under another name than Airflow does (docker
     compose: ``http://localhost:5000`` for the ``aws`` service). Real S3 needs neither."""
-    import os
 
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from botocore.config import Config
 
     config = Config(signature_version="s3v4")
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", config=config)
-    public = os.environ.get("IMAGELABELS_PRESIGN_ENDPOINT_URL", "").strip()
+    public = environment_value("IMAGELABELS_PRESIGN_ENDPOINT_URL").strip()
     endpoint = public or hook.conn_config.get_service_endpoint_url("s3")
     session = hook.get_session(region_name=hook.conn_config.region_name)
     client = session.client("s3", endpoint_url=endpoint, config=config, verify=hook.verify)

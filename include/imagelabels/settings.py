@@ -1,17 +1,32 @@
 """Environment-backed settings, read at task time (never at DAG parse time).
 
-Params in the trigger form win; these are the defaults a deployment sets once.
+Params in the trigger form win; these are the defaults a deployment sets once. This is the only
+module that reads the process environment (``tests/unit/test_architecture.py`` holds it): other
+modules ask :func:`env` for an ``IMAGELABELS_*`` setting, :func:`environment_value` for a variable
+they name in full (a module's ``*_ENV`` constant, ``AWS_REGION``), or take an ``environ`` mapping
+that defaults to :func:`environment` (so tests can pass their own).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 
 class ConfigurationError(ValueError):
     """A Param or setting that is wrong for this run: the same value fails the same way on every
     try, so tasks fail at once on it instead of retrying (see :func:`imagelabels.tasks.ingestion.fail_at_once`).
     The message names the Param or setting and what it accepts."""
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, read at call time (a test's ``monkeypatch.setenv`` is seen)."""
+    return os.environ
+
+
+def environment_value(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable ``name`` (its full name), ``""`` when unset."""
+    return (environment() if environ is None else environ).get(name, "")
 
 
 def env(name: str, default: str = "") -> str:

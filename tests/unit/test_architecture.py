@@ -145,3 +145,18 @@ def test_modules_over_500_lines_say_why() -> None:
         and "Why this module is long" not in (ast.get_docstring(ast.parse(path.read_text())) or "")
     ]
     assert long_without_reason == []
+
+
+def test_only_settings_reads_the_environment() -> None:
+    """Settings are read in one place (``settings.py``); devstack sets up servers' environments."""
+    readers = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for module, path in MODULES.items()
+        if module != "imagelabels.settings" and not module.startswith("imagelabels.devstack")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+        and node.attr in {"environ", "getenv", "environb"}
+    ]
+    assert readers == []

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from imagelabels import settings
+from imagelabels.settings import environment_value
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = ROOT / "config"
@@ -182,7 +183,7 @@ def rules_path(path: Path | None = None) -> Path:
     """The rules file: ``path``, else ``IMAGELABELS_ALERT_RULES``, else ``config/alert_rules.yaml``."""
     if path is not None:
         return Path(path)
-    configured = os.environ.get(RULES_ENV, "").strip()
+    configured = environment_value(RULES_ENV).strip()
     return Path(configured) if configured else DEFAULT_RULES_PATH
 
 
@@ -197,7 +198,7 @@ def allowed_rules_dirs() -> list[Path]:
 def _configured_file() -> Path | None:
     """The file ``IMAGELABELS_ALERT_RULES`` names, resolved: the deployment chose it, so it is
     readable wherever it lies (and may be named again as ``rules_file``)."""
-    configured = os.environ.get(RULES_ENV, "").strip()
+    configured = environment_value(RULES_ENV).strip()
     return Path(configured).resolve() if configured else None
 
 

@@ -20,7 +20,6 @@ estimate, and what is shown is rounded *up* to a hundredth of a cent so it never
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from imagelabels.labelers.base import FEATURES, LabelingSettings
+from imagelabels.settings import environment
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def load_prices(path: str | Path | None = None, environ: Mapping[str, str] | Non
     then apply ``IMAGELABELS_PRICE_<LABELER>_<FEATURE>`` overrides."""
     import yaml
 
-    environ = os.environ if environ is None else environ
+    environ = environment() if environ is None else environ
     location = Path(path or environ.get(PRICES_FILE_ENV, "").strip() or DEFAULT_PRICES_PATH)
     try:
         data = yaml.safe_load(location.read_text(encoding="utf-8"))
@@ -189,7 +189,7 @@ def parse_max_cost(value: Any, environ: Mapping[str, str] | None = None) -> Deci
     Empty/``None`` means "not set" (no limit unless the deployment sets one); ``0`` is a limit
     like any other: nothing paid may run, the free local labeler still does.
     """
-    environ = os.environ if environ is None else environ
+    environ = environment() if environ is None else environ
     if value is None or (isinstance(value, str) and not value.strip()):
         value = environ.get(MAX_COST_ENV, "").strip() or None
         if value is None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from imagelabels.settings import environment_value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,7 +84,7 @@ class Lazy(Generic[T]):
 
 def local_threads() -> int:
     """Intra-op threads per onnxruntime session, from ``IMAGELABELS_LOCAL_THREADS``."""
-    raw = os.environ.get(THREADS_ENV, "").strip()
+    raw = environment_value(THREADS_ENV).strip()
     if not raw:
         return DEFAULT_THREADS
     try:

@@ -33,12 +33,12 @@ call from several threads at once; nothing is downloaded or written.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from imagelabels.labelers.local_models import MODELS_DIR, Lazy, local_threads, session_options
+from imagelabels.settings import environment_value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -397,7 +397,7 @@ def face_labels(face_details: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def person_enabled() -> bool:
     """Whether the local labeler runs the Person detector (``IMAGELABELS_LOCAL_PERSON``, default
     on; ``0``/``false``/``no``/``off`` turn it off)."""
-    raw = os.environ.get(ENABLED_ENV, "").strip().lower()
+    raw = environment_value(ENABLED_ENV).strip().lower()
     if raw in ("", "1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):

@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from imagelabels.settings import environment
+
 #: The Rekognition operations the pipeline calls; each gets the regional default rate.
 OPERATIONS = ("DetectLabels", "DetectModerationLabels", "DetectText", "DetectFaces")
 
@@ -454,7 +456,7 @@ _LIMITERS: dict[_Config, RateLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
-def limiter_from_settings(region: str | None, environ: Mapping[str, str] = os.environ) -> RateLimiter:
+def limiter_from_settings(region: str | None, environ: Mapping[str, str] | None = None) -> RateLimiter:
     """The limiter for Rekognition calls in ``region``, from ``IMAGELABELS_*`` settings.
 
     ``IMAGELABELS_REKOGNITION_TPS`` sets the rates (:func:`rates_from_setting`);
@@ -465,7 +467,7 @@ def limiter_from_settings(region: str | None, environ: Mapping[str, str] = os.en
     The state is scoped by region, since quotas are. One object per process and configuration,
     so every batch in a worker shares it. Raises ValueError naming the setting on bad values.
     """
-    config = _config(region, environ)
+    config = _config(region, environment() if environ is None else environ)
     if config is None:
         return Unlimited()
     with _LIMITERS_LOCK:

@@ -9,11 +9,11 @@ Factories import their labeler lazily, so choosing one never loads the other's d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 from imagelabels.labelers.base import Labeler, LabelingSettings
+from imagelabels.settings import environment_value
 
 # name -> factory(client_for, settings). ``client_for`` returns a boto3 client for a service name.
 LabelerFactory = Callable[[Callable[[str], Any], LabelingSettings], Labeler]
@@ -40,7 +40,7 @@ AVAILABLE_LABELERS: dict[str, LabelerFactory] = {"local": _local, "rekognition":
 
 def default_labeler() -> str:
     """``IMAGELABELS_LABELER`` (``local`` unless a deployment chooses ``rekognition``)."""
-    name = os.environ.get("IMAGELABELS_LABELER", "").strip() or DEFAULT_LABELER
+    name = environment_value("IMAGELABELS_LABELER").strip() or DEFAULT_LABELER
     if name not in AVAILABLE_LABELERS:
         raise ValueError(f"IMAGELABELS_LABELER={name!r} is not one of {sorted(AVAILABLE_LABELERS)}")
     return name

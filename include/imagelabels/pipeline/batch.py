@@ -52,7 +52,6 @@ and retry state, and the stage logic itself already lives in the stage packages.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -78,6 +77,7 @@ from imagelabels.engine.indexing import (
 from imagelabels.errors import LabelingError
 from imagelabels.labelers.base import Labeler
 from imagelabels.preflight.checks import fetch_and_prepare
+from imagelabels.settings import environment_value
 from imagelabels.sources.listing import ListedObject
 from imagelabels.sources.objects import ObjectChanged, describe_object
 
@@ -169,7 +169,7 @@ def batch_concurrency(labeler: Labeler) -> int:
     not the thread count, bounds the request rate); a local model is CPU-bound and prefers as
     many threads as it has cores to share.
     """
-    configured = os.environ.get("IMAGELABELS_CONCURRENCY", "").strip()
+    configured = environment_value("IMAGELABELS_CONCURRENCY").strip()
     if configured:
         value = int(configured)
         if value < 1:

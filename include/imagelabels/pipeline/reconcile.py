@@ -60,7 +60,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -81,6 +80,7 @@ from imagelabels.engine.indexing import (
 )
 from imagelabels.pipeline.batch import RunContext
 from imagelabels.pipeline.ingest import MAX_BATCH_SIZE
+from imagelabels.settings import environment_value
 from imagelabels.sources.listing import ListedObject, ListingStats, list_objects_in_window
 from imagelabels.sources.manifests import Manifest, listing_failed, manifests_root, write_manifests
 
@@ -325,8 +325,8 @@ class DeletionLimit:
 
         :raises ValueError: a value that is not a number in range (a configuration error).
         """
-        share = os.environ.get(MAX_DELETE_SHARE_ENV, "").strip()
-        floor = os.environ.get(DELETE_FLOOR_ENV, "").strip()
+        share = environment_value(MAX_DELETE_SHARE_ENV).strip()
+        floor = environment_value(DELETE_FLOOR_ENV).strip()
         try:
             max_share = float(share) if share else DEFAULT_MAX_DELETE_SHARE
         except ValueError:

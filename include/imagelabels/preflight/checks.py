@@ -98,6 +98,7 @@ from imagelabels.preflight.prepared import (
     PIXELS_MAX_SIDE,
     PreparedImage,
 )
+from imagelabels.settings import environment
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -158,10 +159,9 @@ def _return_freed_images_to_the_os() -> bool:
     alone when ``MALLOC_MMAP_THRESHOLD_`` is set (the operator decided) or on another C library.
     """
     import ctypes
-    import os
     import platform
 
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or platform.libc_ver()[0] != "glibc":
+    if "MALLOC_MMAP_THRESHOLD_" in environment() or platform.libc_ver()[0] != "glibc":
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -28,12 +28,13 @@ every thread of the process (each worker process has its own). Decisions:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from imagelabels.settings import environment_value
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ SLOW_WAIT_SECONDS = 5.0  # waits longer than this are logged at info level
 
 def budget_bytes_from_env(environ: dict[str, str] | None = None) -> int:
     """The capacity in bytes from ``IMAGELABELS_DECODE_BUDGET_MB`` (a positive integer)."""
-    raw = (os.environ if environ is None else environ).get(BUDGET_ENV, "").strip()
+    raw = environment_value(BUDGET_ENV, environ).strip()
     if not raw:
         return DEFAULT_BUDGET_MB * MB
     try:

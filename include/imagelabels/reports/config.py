@@ -25,13 +25,14 @@ path, a broken report losing only its DAG) are one contract with ``config/report
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from imagelabels.settings import environment_value
 
 PERIODS = ("hourly", "daily", "weekly", "monthly")
 FORMATS = ("csv", "xlsx", "png", "pdf", "json")
@@ -129,7 +130,7 @@ def config_path(path: Path | None = None) -> Path:
     """``path``, else ``IMAGELABELS_REPORTS_CONFIG``, else the repository's ``config/reports.yaml``."""
     if path is not None:
         return Path(path)
-    override = os.environ.get("IMAGELABELS_REPORTS_CONFIG", "").strip()
+    override = environment_value("IMAGELABELS_REPORTS_CONFIG").strip()
     return Path(override) if override else DEFAULT_CONFIG_PATH
 
 

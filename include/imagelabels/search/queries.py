@@ -34,7 +34,6 @@ visual questions are in :mod:`imagelabels.search.similarity`.
 from __future__ import annotations
 
 import math
-import os
 import posixpath
 import re
 import struct
@@ -50,6 +49,7 @@ from imagelabels.documents import (
     confidence_feature,
     label_key,
 )
+from imagelabels.settings import environment_value
 
 DEFAULT_PRESIGN_SECONDS = 900
 _SOURCE = [
@@ -666,7 +666,7 @@ def content_disposition(filename: str, disposition: str = "inline") -> str:
 
 def presign_seconds() -> int:
     """Expiry of presigned URLs: ``IMAGELABELS_PRESIGN_SECONDS`` (default 900, i.e. 15 minutes)."""
-    raw = os.environ.get("IMAGELABELS_PRESIGN_SECONDS", "").strip()
+    raw = environment_value("IMAGELABELS_PRESIGN_SECONDS").strip()
     seconds = int(raw) if raw else DEFAULT_PRESIGN_SECONDS
     if not 1 <= seconds <= 7 * 24 * 3600:
         raise ValueError(f"IMAGELABELS_PRESIGN_SECONDS must be within 1..604800, got {seconds}")
@@ -726,7 +726,7 @@ def ui_base_url() -> str | None:
     ``IMAGELABELS_UI_BASE_URL``, else Airflow's ``[api] base_url`` (``AIRFLOW__API__BASE_URL`` or
     airflow.cfg); ``None`` when none is set (Airflow cannot guess its public name)."""
     for name in ("IMAGELABELS_UI_BASE_URL", "AIRFLOW__API__BASE_URL"):
-        value = os.environ.get(name, "").strip()
+        value = environment_value(name).strip()
         if value:
             return value.rstrip("/")
     try:

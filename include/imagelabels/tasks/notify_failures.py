@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from imagelabels.settings import environment
 
 SMTP_CONN_ID = "smtp_default"
 SLACK_CONN_ID = "slack_webhook_default"
@@ -109,7 +110,7 @@ def channels_for(dag_id: str, environ: Mapping[str, str] | None = None) -> Failu
     :raises ValueError: naming the setting, for an address that is not one or a Slack switch
         that is neither true nor false.
     """
-    environ = os.environ if environ is None else environ
+    environ = environment() if environ is None else environ
     email_name, email_value = _setting(EMAIL_SETTING, dag_id, environ)
     recipients = tuple(a.strip() for a in re.split(r"[,;]", email_value) if a.strip())
     if email_value.lower() in _FALSE:

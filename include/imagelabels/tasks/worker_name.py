@@ -8,12 +8,13 @@ worker sets it (``make test-distributed`` does) and the FQDN, as by default, oth
 
 from __future__ import annotations
 
-import os
 import socket
+
+from imagelabels.settings import environment_value
 
 WORKER_NAME_SETTING = "IMAGELABELS_WORKER_NAME"
 
 
 def worker_hostname() -> str:
     """``IMAGELABELS_WORKER_NAME`` if set and not blank, else this machine's FQDN (Airflow's default)."""
-    return os.environ.get(WORKER_NAME_SETTING, "").strip() or socket.getfqdn()
+    return environment_value(WORKER_NAME_SETTING).strip() or socket.getfqdn()
