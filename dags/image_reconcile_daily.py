@@ -17,28 +17,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from imagelabels.tasks.assets import IMAGES_INDEXED
 from imagelabels.tasks.notify_failures import notify_failures
-from imagelabels.tasks.params import ingestion_params, labeling_params, reject_unknown_params
+from imagelabels.tasks.params import reconcile_params, reject_unknown_params
 from imagelabels.tasks.taskflow import FROM_CONTEXT, DagRun, TaskInstance, Upstream
-
-PARAMS = {
-    **{name: p for name, p in ingestion_params().items() if name in ("bucket", "prefix")},
-    **{name: p for name, p in labeling_params().items() if name != "reprocess"},  # nothing to redo
-    "dry_run": Param(False, type="boolean", description="Count only: delete nothing, label nothing."),
-    "min_age_hours": Param(2, type="integer", minimum=0, description="Leave newer objects to hourly runs."),
-    "confirm_mass_delete": Param(
-        False,
-        type="boolean",
-        description=(
-            "Delete even when this run would delete more than IMAGELABELS_RECONCILE_MAX_DELETE_SHARE "
-            "(0.2) of the documents (and over IMAGELABELS_RECONCILE_DELETE_FLOOR, 100), or all of "
-            "them. Only after checking that the objects really are gone from S3."
-        ),
-    ),
-}
 
 
 @dag(
@@ -46,7 +30,7 @@ PARAMS = {
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    params=PARAMS,
+    params=reconcile_params(),
     doc_md=__doc__,
     tags=["imagelabels", "reconciliation", "s3"],
     on_failure_callback=notify_failures,

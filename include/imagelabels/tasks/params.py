@@ -327,6 +327,40 @@ def labeling_params() -> dict[str, Any]:
     }
 
 
+def reconcile_params() -> dict[str, Any]:
+    """The reconcile DAG's form: where to look, and how to label what is missing (``reprocess``
+    has nothing to redo there: reconciliation labels only what the index lacks or got wrong)."""
+    from airflow.sdk import Param
+
+    from imagelabels.pipeline.reconcile import (
+        DEFAULT_DELETE_FLOOR,
+        DEFAULT_MAX_DELETE_SHARE,
+        DELETE_FLOOR_ENV,
+        MAX_DELETE_SHARE_ENV,
+    )
+
+    where = {name: param for name, param in ingestion_params().items() if name in ("bucket", "prefix")}
+    labeling = {name: param for name, param in labeling_params().items() if name != "reprocess"}
+    return {
+        **where,
+        **labeling,
+        "dry_run": Param(False, type="boolean", description="Count only: delete nothing, label nothing."),
+        "min_age_hours": Param(
+            2, type="integer", minimum=0, description="Leave newer objects to hourly runs."
+        ),
+        "confirm_mass_delete": Param(
+            False,
+            type="boolean",
+            description=(
+                f"Delete even when this run would delete more than {MAX_DELETE_SHARE_ENV} "
+                f"({DEFAULT_MAX_DELETE_SHARE}) of the documents (and over {DELETE_FLOOR_ENV}, "
+                f"{DEFAULT_DELETE_FLOOR}), or all of them. Only after checking that the objects "
+                "really are gone from S3."
+            ),
+        ),
+    }
+
+
 def labeler_name(params: Mapping[str, Any]) -> str:
     """The ``labeler`` Param, else the deployment's default."""
     from imagelabels.labelers.registry import default_labeler
