@@ -434,12 +434,10 @@ def images_with_label(
     ).hits
 
 
-def describe_image(
-    es: Any, title_or_key: str, *, index: str = INDEX_ALIAS, filters: Filters | None = None
-) -> list[Hit]:
-    """The labels of the image(s) whose title, S3 key or ``s3://`` location is exactly
-    ``title_or_key``."""
-    query = {
+def title_or_key_query(title_or_key: str) -> dict[str, Any]:
+    """Documents whose title, S3 key or ``s3://`` location is exactly ``title_or_key``: how a
+    person names one image (describe it, find images like it)."""
+    return {
         "bool": {
             "should": [
                 {"term": {"title.keyword": title_or_key}},
@@ -449,6 +447,14 @@ def describe_image(
             "minimum_should_match": 1,
         }
     }
+
+
+def describe_image(
+    es: Any, title_or_key: str, *, index: str = INDEX_ALIAS, filters: Filters | None = None
+) -> list[Hit]:
+    """The labels of the image(s) whose title, S3 key or ``s3://`` location is exactly
+    ``title_or_key``."""
+    query = title_or_key_query(title_or_key)
     response = es.search(
         index=index,
         query=_filtered(query, filters),

@@ -166,17 +166,9 @@ def indexed_signals(
     """The document id, ``s3://`` location and signals of the indexed image whose title, key or
     location is ``title_or_key`` (the first by location when several share a title)."""
     from imagelabels.documents import INDEX_ALIAS
+    from imagelabels.search.queries import title_or_key_query
 
-    query = {
-        "bool": {
-            "should": [
-                {"term": {"title.keyword": title_or_key}},
-                {"term": {"s3key.keyword": title_or_key}},
-                {"term": {"s3_location": title_or_key}},
-            ],
-            "minimum_should_match": 1,
-        }
-    }
+    query = title_or_key_query(title_or_key)
     response = es.search(
         index=index or INDEX_ALIAS,
         query=query,
