@@ -50,6 +50,19 @@ def source_bucket(param: str | None) -> str:
     return bucket
 
 
+# Batches: 250 because Airflow costs ~1 s per mapped task, i.e. 4.5 ms per image at 250 (8.6 ms
+# at 100; benchmarks/p4_hourly_overhead.py); a batch labels on its own thread pool anyway. The
+# bound holds for ingestion, reconciliation and re-labeling alike (one manifest, one task).
+DEFAULT_BATCH_SIZE = 250
+MAX_BATCH_SIZE = 1000
+
+# The mass-deletion guard's defaults: a run may delete up to this share of the documents it walked
+# without confirmation, or up to DELETE_FLOOR documents whatever the share (never all of them).
+MAX_DELETE_SHARE_ENV = "IMAGELABELS_RECONCILE_MAX_DELETE_SHARE"
+DELETE_FLOOR_ENV = "IMAGELABELS_RECONCILE_DELETE_FLOOR"
+DEFAULT_MAX_DELETE_SHARE = 0.2
+DEFAULT_DELETE_FLOOR = 100
+
 # The bucket prefix that holds our own files (manifests, reports): listings never return it.
 INTERNAL_PREFIX = "_imagelabels/"
 

@@ -138,8 +138,11 @@ def ensure_services() -> None:
         print(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}: starting it", flush=True)
         _start_postgres()
         _wait(_pg_listening, "PostgreSQL")
-    _wait(_pg_ready, "PostgreSQL (answering queries)", timeout=30.0)
-    _admin_sql("SELECT 1")  # raises with the real reason (e.g. authentication) if still refused
+    try:
+        _wait(_pg_ready, "PostgreSQL (answering queries)", timeout=30.0)
+    except RuntimeError:
+        _admin_sql("SELECT 1")  # raises with the server's own reason (e.g. a refused login)
+        raise
     if not _redis_reachable():
         print(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}: starting it", flush=True)
         _start_redis()

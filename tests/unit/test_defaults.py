@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from imagelabels.labelers.base import LabelingSettings
-from imagelabels.pipeline.ingest import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+from imagelabels.settings import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from imagelabels.tasks.params import labeling_params, labeling_settings
 
 
@@ -25,7 +25,7 @@ def test_a_run_without_params_labels_like_the_form() -> None:
     assert labeling_settings(form) == LabelingSettings()
 
 
-def test_batch_size_default_and_bound_come_from_the_pipeline() -> None:
+def test_batch_size_default_and_bound_come_from_settings() -> None:
     param = labeling_params()["batch_size"]
     assert param.value == DEFAULT_BATCH_SIZE
     assert param.schema["maximum"] == MAX_BATCH_SIZE

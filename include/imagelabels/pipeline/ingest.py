@@ -15,6 +15,7 @@ from typing import Any
 from imagelabels.engine.indexing import ensure_indices, iter_failures
 from imagelabels.labelers.base import Labeler
 from imagelabels.pipeline.batch import BatchReport, RunContext, process_batch
+from imagelabels.settings import MAX_BATCH_SIZE
 from imagelabels.sources.listing import ListedObject, ListingStats, list_objects_in_window
 from imagelabels.sources.manifests import (
     Manifest,
@@ -25,11 +26,6 @@ from imagelabels.sources.manifests import (
 )
 
 log = logging.getLogger(__name__)
-
-# 250: Airflow costs ~1 s per mapped task, i.e. 4.5 ms per image at 250 (8.6 ms at 100;
-# benchmarks/p4_hourly_overhead.py); a batch labels on its own thread pool anyway.
-DEFAULT_BATCH_SIZE = 250
-MAX_BATCH_SIZE = 1000  # also reconciliation's and re-labeling's bound (one manifest, one task)
 
 
 @dataclass(frozen=True)

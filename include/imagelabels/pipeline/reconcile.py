@@ -79,8 +79,14 @@ from imagelabels.engine.indexing import (
     sorted_hits,
 )
 from imagelabels.pipeline.batch import RunContext
-from imagelabels.pipeline.ingest import MAX_BATCH_SIZE
-from imagelabels.settings import environment_value
+from imagelabels.settings import (
+    DEFAULT_DELETE_FLOOR,
+    DEFAULT_MAX_DELETE_SHARE,
+    DELETE_FLOOR_ENV,
+    MAX_BATCH_SIZE,
+    MAX_DELETE_SHARE_ENV,
+    environment_value,
+)
 from imagelabels.sources.listing import ListedObject, ListingStats, list_objects_in_window
 from imagelabels.sources.manifests import Manifest, listing_failed, manifests_root, write_manifests
 
@@ -97,12 +103,6 @@ PROGRESS_EVERY = 100_000
 # Non-retryable failures that are about the deployment, not the image: retried every day.
 NOT_ABOUT_THE_IMAGE = frozenset({"feature_unavailable", "local_model_failed", "s3_object_unreadable"})
 
-# The mass-deletion guard's defaults: a run may delete up to this share of the documents it walked
-# without confirmation, or up to DELETE_FLOOR documents whatever the share (never all of them).
-MAX_DELETE_SHARE_ENV = "IMAGELABELS_RECONCILE_MAX_DELETE_SHARE"
-DELETE_FLOOR_ENV = "IMAGELABELS_RECONCILE_DELETE_FLOOR"
-DEFAULT_MAX_DELETE_SHARE = 0.2
-DEFAULT_DELETE_FLOOR = 100
 
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)

@@ -242,7 +242,7 @@ def labeling_params() -> dict[str, Any]:
 
     from imagelabels.labelers.base import FEATURES, LABEL_FILTER_KEYS, LabelingSettings
     from imagelabels.labelers.registry import AVAILABLE_LABELERS
-    from imagelabels.pipeline.ingest import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+    from imagelabels.settings import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 
     defaults = LabelingSettings()  # the one source of the defaults: the form shows the dataclass's
     return {
@@ -332,7 +332,7 @@ def reconcile_params() -> dict[str, Any]:
     has nothing to redo there: reconciliation labels only what the index lacks or got wrong)."""
     from airflow.sdk import Param
 
-    from imagelabels.pipeline.reconcile import (
+    from imagelabels.settings import (
         DEFAULT_DELETE_FLOOR,
         DEFAULT_MAX_DELETE_SHARE,
         DELETE_FLOOR_ENV,
