@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from imagelabels.devstack.embedded import free_port
+from imagelabels.devstack.ports import free_port
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagelabels.devstack.embedded import free_port, stop_process_group
+from imagelabels.devstack.embedded import stop_process_group
+from imagelabels.devstack.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

@@ -36,7 +36,8 @@ from typing import Any
 import boto3
 import pytest
 
-from imagelabels.devstack.embedded import covering_hours, free_port
+from imagelabels.devstack.embedded import covering_hours
+from imagelabels.devstack.ports import free_port
 from imagelabels.engine.elastic import connect as elasticsearch_engine
 from tests.ui.test_image_search_page import Browser, _chromium
 

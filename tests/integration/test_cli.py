@@ -208,7 +208,7 @@ def test_search_without_aws_credentials_shows_results_without_links_and_one_warn
 
 @pytest.mark.parametrize("engine", ["elasticsearch", "opensearch"])
 def test_an_unreachable_engine_is_one_line_naming_its_url(engine: str) -> None:
-    from imagelabels.devstack.embedded import free_port
+    from imagelabels.devstack.ports import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     env = {

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from imagelabels.channels import DeliveryError, slack_escape
-from imagelabels.devstack.embedded import free_port
+from imagelabels.devstack.ports import free_port
 from imagelabels.reports.config import parse_report_configs
 from imagelabels.reports.delivery import (
     DELIVERIES_INDEX,

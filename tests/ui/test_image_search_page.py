@@ -33,7 +33,8 @@ from typing import Any
 
 import pytest
 
-from imagelabels.devstack.embedded import EmbeddedStack, free_port, stop_process_group
+from imagelabels.devstack.embedded import EmbeddedStack, stop_process_group
+from imagelabels.devstack.ports import free_port
 from imagelabels.documents import INDEX_ALIAS, LabelResult, ObjectInfo, build_document, document_id
 from imagelabels.engine.indexing import bulk_write, ensure_indices
 

@@ -14,17 +14,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from imagelabels.devstack.ports import free_port
 
 if TYPE_CHECKING:
     from imagelabels.engine import SearchEngine
@@ -33,18 +34,33 @@ AWS_REGION = "us-east-1"
 AWS_TEST_KEY = "testing"  # moto accepts any credentials; these are not secrets
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class ServerExited(RuntimeError):
+    """A server process ended before it answered; ``port_taken`` when its log says why."""
+
+    def __init__(self, url: str, returncode: int, log_path: Path) -> None:
+        tail = _log_tail(log_path)
+        self.port_taken = any(marker in tail for marker in PORT_TAKEN_MARKERS)
+        super().__init__(f"{url} server exited with {returncode}; see {log_path}; its log ends:\n{tail}")
+
+
+PORT_TAKEN_MARKERS = ("Address already in use", "is in use by another program", "EADDRINUSE")
+"""How moto (werkzeug) and noida-db say their port was taken between our check and their bind."""
+
+
+def _log_tail(log_path: Path, lines: int = 20) -> str:
+    """The last lines of a server log, so a failed start explains itself where the log is gone (CI)."""
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        return f"(log unreadable: {error})"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{url} server exited with {process.returncode}; see {log_path}")
+            raise ServerExited(url, process.returncode, log_path)
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status < 500:
@@ -52,7 +68,9 @@ def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log_p
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s; see {log_path}")
+    raise TimeoutError(
+        f"{url} did not answer within {timeout:.0f}s; see {log_path}; its log ends:\n{_log_tail(log_path)}"
+    )
 
 
 def _group_alive(pgid: int) -> bool:
@@ -172,6 +190,45 @@ class EmbeddedStack:
 ENGINES = ("elasticsearch", "opensearch")
 
 
+START_ATTEMPTS = 3
+"""How many ports a server may try when its port is taken at bind time (see :mod:`.ports`)."""
+
+
+@dataclass
+class _Server:
+    """One spawned server: how to (re)start it on a port, where it logs, which path says "ready"."""
+
+    command_for: Callable[[int], list[str]]
+    log_path: Path
+    ready_path: str = "/"
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        self.port = free_port()
+        self.process = _spawn(self.command_for(self.port), self.log_path)
+        return self.process
+
+    def wait_ready(self, timeout: float, processes: list[subprocess.Popen[bytes]]) -> None:
+        """Wait until it answers; a start that lost its port to another process starts again on a
+        new one (``processes`` tracks the live process for the caller's clean-up)."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            assert self.process is not None, "spawn() first"
+            try:
+                _wait_http(self.url + self.ready_path, timeout, self.process, self.log_path)
+                return
+            except ServerExited as exited:
+                if not exited.port_taken or attempt == START_ATTEMPTS:
+                    raise
+                stop_process_group(self.process)
+                processes.remove(self.process)
+                processes.append(self.spawn())
+
+
 def start_stack(state_dir: Path, *, timeout: float = 60.0, engine: str = "elasticsearch") -> EmbeddedStack:
     """Start moto and the search engine on free ports; data and logs go under ``state_dir``.
 
@@ -180,46 +237,42 @@ def start_stack(state_dir: Path, *, timeout: float = 60.0, engine: str = "elasti
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     state_dir.mkdir(parents=True, exist_ok=True)
-    moto_port, es_port = free_port(), free_port()
     processes: list[subprocess.Popen[bytes]] = []
+    moto = _Server(
+        lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        state_dir / "moto.log",
+        ready_path="/moto-api/",
+    )
     try:
-        moto_log = state_dir / "moto.log"
-        moto = _spawn(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_log
-        )
-        processes.append(moto)
+        processes.append(moto.spawn())
         if engine == "opensearch":
             from imagelabels.devstack import opensearch_node
 
             node = opensearch_node.start(home=state_dir / "opensearch")
-            stack = EmbeddedStack(
-                f"http://127.0.0.1:{moto_port}", node.url, processes, "opensearch", opensearch=node
-            )
             try:
-                _wait_http(f"{stack.moto_url}/moto-api/", timeout, moto, moto_log)
+                moto.wait_ready(timeout, processes)
             except BaseException:
                 node.stop()
                 raise
-            return stack
-        es_log = state_dir / "noida-db.log"
-        noida = _spawn(
-            [
-                _noida_binary(),
+            return EmbeddedStack(moto.url, node.url, processes, "opensearch", opensearch=node)
+        noida_binary, data_dir = _noida_binary(), str(state_dir / "noida-data")
+        noida = _Server(
+            lambda port: [
+                noida_binary,
                 "start",
                 "--only",
                 "elasticsearch",
                 "--elasticsearch-port",
-                str(es_port),
+                str(port),
                 "--data-dir",
-                str(state_dir / "noida-data"),
+                data_dir,
             ],
-            es_log,
+            state_dir / "noida-db.log",
         )
-        processes.append(noida)
-        stack = EmbeddedStack(f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{es_port}", processes)
-        _wait_http(f"{stack.moto_url}/moto-api/", timeout, moto, moto_log)
-        _wait_http(stack.es_url, timeout, noida, es_log)
-        return stack
+        processes.append(noida.spawn())  # both start at once; each is then awaited
+        moto.wait_ready(timeout, processes)
+        noida.wait_ready(timeout, processes)
+        return EmbeddedStack(moto.url, noida.url, processes)
     except BaseException:
         for process in processes:
             stop_process_group(process)

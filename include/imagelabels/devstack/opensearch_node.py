@@ -33,10 +33,8 @@ import fcntl
 import hashlib
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +45,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from imagelabels.devstack.ports import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 """The checkout: the package is installed editable, so this file lives in ``include/imagelabels``."""
@@ -256,43 +256,6 @@ def build(cache: Path = DEFAULT_CACHE) -> list[str]:
 
 
 # --- ports and HTTP ----------------------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ephemeral_low() -> int:
-    """Where the kernel starts handing out ports for ``bind(0)`` and outgoing connections."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_ports(count: int = 1) -> int:
-    """The first of ``count`` consecutive loopback ports that are all free now (node i gets P+i).
-
-    They are drawn below the kernel's ephemeral range: a port found free there by ``bind(0)`` can be
-    handed to any other process's outgoing connection (or to the JVM's own transport port) before
-    the node binds it, which on a busy machine made a start fail now and then.
-    """
-    low, high = 20000, _ephemeral_low() - count
-    for _ in range(200):
-        if high > low:
-            base = random.randrange(low, high)
-        else:  # an unusual port range: take what the kernel gives
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind(("127.0.0.1", 0))
-                base = int(sock.getsockname()[1])
-        if base + count - 1 <= 65535 and all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"found no {count} consecutive free loopback ports")
 
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
