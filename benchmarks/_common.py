@@ -31,13 +31,14 @@ def machine() -> str:
 
 
 @contextmanager
-def embedded_stack() -> Iterator[Any]:
-    """A moto server + noida-db on free loopback ports, in a throw-away directory."""
+def embedded_stack(engine: str = "elasticsearch") -> Iterator[Any]:
+    """A moto server + noida-db (or, ``engine="opensearch"``, a real OpenSearch node) on free
+    loopback ports, in a throw-away directory."""
     from imagelabels.devstack.embedded import running_stack
 
     with (
         tempfile.TemporaryDirectory(prefix="imagelabels-bench-") as state,
-        running_stack(Path(state)) as stack,
+        running_stack(Path(state), engine=engine) as stack,
     ):
         os.environ.update(stack.airflow_env())
         yield stack

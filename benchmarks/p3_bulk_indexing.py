@@ -6,7 +6,9 @@ into a fresh ``images-vN`` index (recreated by :func:`imagelabels.engine.indexin
 per round, in one run on one machine:
 
 * **bulk**: the project's :func:`imagelabels.engine.indexing.bulk_write` (``streaming_bulk``, chunks of
-  500, every item checked), ``create`` actions as the pipeline sends them;
+  500, every item checked, :data:`~imagelabels.engine.indexing.BULK_REQUESTS_IN_FLIGHT` requests
+  open at once), ``create`` actions as the pipeline sends them; and the same with one request at
+  a time (``bulk, 1 in flight``), to show what the requests in flight add;
 * **one request per document**: ``es.create(index=..., id=..., document=...)`` per document, the
   way the first seed indexed (one HTTP round trip each).
 
@@ -120,17 +122,18 @@ def count_documents(es: Any) -> int:
     return int(es.count(index=INDEX_ALIAS)["count"])
 
 
-def index_bulk(es: Any, docs: list[tuple[str, dict[str, Any]]]) -> float:
-    """Seconds to write ``docs`` with the project's ``bulk_write``."""
+def index_bulk(es: Any, docs: list[tuple[str, dict[str, Any]]], in_flight: int | None = None) -> float:
+    """Seconds to write ``docs`` with the project's ``bulk_write`` (``in_flight`` chunk requests
+    open at once; its default when None)."""
     from imagelabels.documents import INDEX_ALIAS
-    from imagelabels.engine.indexing import bulk_write
+    from imagelabels.engine.indexing import BULK_REQUESTS_IN_FLIGHT, bulk_write
 
     actions = (
         {"_op_type": "create", "_index": INDEX_ALIAS, "_id": doc_id, "_source": source}
         for doc_id, source in docs
     )
     with Stopwatch() as watch:
-        outcome = bulk_write(es, actions)
+        outcome = bulk_write(es, actions, in_flight=in_flight or BULK_REQUESTS_IN_FLIGHT)
     if not outcome.ok or outcome.created != len(docs):
         raise RuntimeError(f"bulk write: {outcome.created} created, failures {outcome.failures[:3]}")
     return watch.seconds
@@ -217,7 +220,10 @@ def main() -> int:
         f"({args.corpus} labels), {size:,.0f} bytes of JSON each; server: {args.engine}",
         flush=True,
     )
+    from imagelabels.engine.indexing import BULK_REQUESTS_IN_FLIGHT
+
     bulk_seconds: list[float] = []
+    serial_seconds: list[float] = []
     single_seconds: list[float] = []
     with server(args.engine, args.heap) as es:
         fresh_index(es)
@@ -228,22 +234,25 @@ def main() -> int:
         floor_ms = round_trip_ms(es, args.probes)
         for number in range(args.rounds):
             order = [
-                ("bulk", lambda es: index_bulk(es, bulk_docs), len(bulk_docs)),
-                ("single", lambda es: index_one_by_one(es, docs, args.single_api), len(docs)),
+                ("bulk", lambda es: index_bulk(es, bulk_docs), len(bulk_docs), bulk_seconds),
+                ("bulk-1", lambda es: index_bulk(es, bulk_docs, in_flight=1), len(bulk_docs), serial_seconds),
+                ("single", lambda es: index_one_by_one(es, docs, args.single_api), len(docs), single_seconds),
             ]
-            for name, write, count in order if number % 2 == 0 else reversed(order):
+            for name, write, count, seconds_of in order if number % 2 == 0 else reversed(order):
                 fresh_index(es)
                 seconds = write(es)
                 if count_documents(es) != count:
                     raise RuntimeError(f"{name}: expected {count} documents in the index")
-                (bulk_seconds if name == "bulk" else single_seconds).append(seconds)
+                seconds_of.append(seconds)
                 print(
                     f"round {number + 1}: {name:<6} {seconds:7.2f} s  {count / seconds:8.1f} docs/s  "
                     f"({count:,} documents; {load_average()})",
                     flush=True,
                 )
     bulk, single = statistics.median(bulk_seconds), statistics.median(single_seconds)
+    serial = statistics.median(serial_seconds)
     bulk_rate, single_rate = len(bulk_docs) / bulk, len(docs) / single
+    serial_rate = len(bulk_docs) / serial
     print(
         "\n"
         + table(
@@ -253,7 +262,15 @@ def main() -> int:
                     f"{len(bulk_docs):,} (bulk) / {len(docs):,} (one per document) per write, "
                     f"fresh index each time, {args.rounds} round(s)",
                 ),
-                ("bulk_write (chunks of 500)", f"{bulk:.2f} s median, {bulk_rate:,.1f} docs/s"),
+                (
+                    f"bulk_write (chunks of 500, {BULK_REQUESTS_IN_FLIGHT} in flight)",
+                    f"{bulk:.2f} s median, {bulk_rate:,.1f} docs/s",
+                ),
+                (
+                    "bulk_write, 1 request at a time",
+                    f"{serial:.2f} s median, {serial_rate:,.1f} docs/s "
+                    f"({serial_rate / single_rate:.1f}x one per document)",
+                ),
                 (f"one {args.single_api} per document", f"{single:.2f} s median, {single_rate:,.1f} docs/s"),
                 ("per-document request", f"{single / len(docs) * 1000:.2f} ms each"),
                 ("empty request (GET /)", f"{floor_ms:.2f} ms median round trip ({args.engine})"),

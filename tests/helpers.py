@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import SplitResult, urlsplit
 
@@ -41,33 +42,56 @@ class ThrottlingProxy:
 
     ``reject_items`` bulk requests are answered the way a busy cluster does: HTTP 200 with every
     item refused as ``429 es_rejected_execution_exception``. ``reject_requests`` bulk requests are
-    answered with a whole-request 429. Everything else is forwarded unchanged.
+    answered with a whole-request 429. Everything else is forwarded unchanged. ``hold_bulk_s``
+    holds every bulk request that long before answering, so that requests sent side by side are
+    open at the same time; ``most_bulk_open`` is the most that were.
     """
 
-    def __init__(self, upstream: str, *, reject_items: int = 0, reject_requests: int = 0) -> None:
+    def __init__(
+        self, upstream: str, *, reject_items: int = 0, reject_requests: int = 0, hold_bulk_s: float = 0.0
+    ) -> None:
         self.upstream = urlsplit(upstream)
         self.reject_items = reject_items
         self.reject_requests = reject_requests
+        self.hold_bulk_s = hold_bulk_s
         self.bulk_requests = 0
+        self.bulk_open = self.most_bulk_open = 0
+        self._lock = threading.Lock()
         proxy = self
 
         class Handler(ProxyHandler):
             def _handle(self) -> None:
                 body = self._body()
-                if "_bulk" in self.path:
+                if "_bulk" not in self.path:
+                    response = self._forward(proxy.upstream, body)
+                    return self._reply(response.status, response.read(), dict(response.getheaders()))
+                with proxy._lock:
                     proxy.bulk_requests += 1
-                    if proxy.reject_requests > 0:
-                        proxy.reject_requests -= 1
-                        error = {
-                            "error": {"type": "es_rejected_execution_exception", "reason": "busy"},
-                            "status": 429,
-                        }
-                        return self._reply(429, json.dumps(error).encode(), _ES_HEADERS)
-                    if proxy.reject_items > 0:
-                        proxy.reject_items -= 1
-                        return self._reply(200, json.dumps(_rejected_items(body)).encode(), _ES_HEADERS)
+                    proxy.bulk_open += 1
+                    proxy.most_bulk_open = max(proxy.most_bulk_open, proxy.bulk_open)
+                try:
+                    time.sleep(proxy.hold_bulk_s)
+                    self._bulk(body)
+                finally:
+                    with proxy._lock:
+                        proxy.bulk_open -= 1
+
+            def _bulk(self, body: bytes) -> None:
+                with proxy._lock:
+                    reject_request = proxy.reject_requests > 0
+                    reject_items = not reject_request and proxy.reject_items > 0
+                    proxy.reject_requests -= reject_request
+                    proxy.reject_items -= reject_items
+                if reject_request:
+                    error = {
+                        "error": {"type": "es_rejected_execution_exception", "reason": "busy"},
+                        "status": 429,
+                    }
+                    return self._reply(429, json.dumps(error).encode(), _ES_HEADERS)
+                if reject_items:
+                    return self._reply(200, json.dumps(_rejected_items(body)).encode(), _ES_HEADERS)
                 response = self._forward(proxy.upstream, body)
-                self._reply(response.status, response.read(), dict(response.getheaders()))
+                return self._reply(response.status, response.read(), dict(response.getheaders()))
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from imagelabels.settings import DEFAULT_INDEX_SHARDS
+
 INDEX_ALIAS = "images"
 # v2: Labels is nested with include_in_root, so the second seed's plain `match` on Labels.Name
 # (not nested) finds images on a real engine too, as it did in the seed's own index.
@@ -186,17 +188,24 @@ IMAGE_MAPPINGS: dict[str, Any] = {
     },
 }
 
-INDEX_TEMPLATE: dict[str, Any] = {
-    "index_patterns": [f"{INDEX_ALIAS}-v*"],
-    "priority": 100,
-    "template": {
-        # one replica as soon as a second node exists (a node lost loses no document), none on a
-        # single node (which would stay yellow forever); Serverless manages both itself
-        "settings": {"number_of_shards": 1, "auto_expand_replicas": "0-1"},
-        "mappings": IMAGE_MAPPINGS,
-    },
-    "_meta": {"description": "Image labels indexed by the imagelabels Airflow DAGs"},
-}
+
+def index_template(shards: int = DEFAULT_INDEX_SHARDS) -> dict[str, Any]:
+    """The ``images-v*`` index template with ``shards`` primary shards (the deployment's
+    :func:`imagelabels.settings.index_shards` when :func:`imagelabels.engine.indexing.ensure_indices` puts it)."""
+    return {
+        "index_patterns": [f"{INDEX_ALIAS}-v*"],
+        "priority": 100,
+        "template": {
+            # one replica as soon as a second node exists (a node lost loses no document), none on a
+            # single node (which would stay yellow forever); Serverless manages both itself
+            "settings": {"number_of_shards": shards, "auto_expand_replicas": "0-1"},
+            "mappings": IMAGE_MAPPINGS,
+        },
+        "_meta": {"description": "Image labels indexed by the imagelabels Airflow DAGs"},
+    }
+
+
+INDEX_TEMPLATE: dict[str, Any] = index_template()
 
 FAILURE_MAPPINGS: dict[str, Any] = {
     "dynamic": "strict",

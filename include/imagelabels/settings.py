@@ -63,6 +63,34 @@ DELETE_FLOOR_ENV = "IMAGELABELS_RECONCILE_DELETE_FLOOR"
 DEFAULT_MAX_DELETE_SHARE = 0.2
 DEFAULT_DELETE_FLOOR = 100
 
+# Primary shards of a new images-vN index. A shard's search runs on one thread, so a node answers
+# one question with at most one core per shard: at 1,000,000 images on one 2-core OpenSearch 2.19
+# node, two shards cut the exact top-labels aggregation from 216-245 ms p95 to 133-145 ms and
+# "like this" from 91-114 ms to 58 ms, the label questions unchanged or better (one run, the same
+# index split; benchmarks/RESULTS.md). Search collections of OpenSearch Serverless ignore it.
+INDEX_SHARDS_ENV = "IMAGELABELS_INDEX_SHARDS"
+DEFAULT_INDEX_SHARDS = 2
+MAX_INDEX_SHARDS = 64
+
+
+def index_shards(environ: Mapping[str, str] | None = None) -> int:
+    """``IMAGELABELS_INDEX_SHARDS``: primary shards of a new ``images-vN`` (existing indices keep
+    theirs; ``_split`` changes them). About one per core a node has for searches, fewer when one
+    node holds several indices' shards."""
+    raw = environment_value(INDEX_SHARDS_ENV, environ).strip()
+    if not raw:
+        return DEFAULT_INDEX_SHARDS
+    try:
+        shards = int(raw)
+    except ValueError:
+        shards = 0
+    if not 1 <= shards <= MAX_INDEX_SHARDS:
+        raise ConfigurationError(
+            f"{INDEX_SHARDS_ENV}={raw!r}: use a whole number of primary shards from 1 to {MAX_INDEX_SHARDS}"
+        )
+    return shards
+
+
 # The bucket prefix that holds our own files (manifests, reports): listings never return it.
 INTERNAL_PREFIX = "_imagelabels/"
 

@@ -44,6 +44,18 @@ def test_ensure_indices_is_idempotent_and_creates_alias_over_versioned_index(es)
     assert properties["Labels"]["type"] == "nested"
     assert properties["label_confidence"]["type"] == "rank_features"
     assert es.indices.exists(index="images-failures")
+    settings = es.indices.get_settings(index="images-v3")["images-v3"]["settings"]["index"]
+    assert settings["number_of_shards"] == "2"  # the default: one search thread per shard
+
+
+@both_engines
+def test_a_new_index_gets_the_shards_the_deployment_sets(es, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("IMAGELABELS_INDEX_SHARDS", "3")
+    ensure_indices(es)
+    settings = es.indices.get_settings(index="images-v3")["images-v3"]["settings"]["index"]
+    assert settings["number_of_shards"] == "3"
+    assert bulk_write(es, [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(9)], refresh="wait_for").created == 9
+    assert [label for label, _count in search.top_labels(es)] == ["Cat"]
 
 
 @both_engines
@@ -91,6 +103,43 @@ def test_bulk_gives_up_after_max_retries_and_reports_every_item(clean_stack) -> 
     assert sorted(f.doc_id for f in outcome.failures) == sorted(d["_id"] for d in docs)
     assert {f.status for f in outcome.failures} == {429}
     assert all("es_rejected_execution_exception" in f.reason for f in outcome.failures)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_bulk_keeps_at_most_in_flight_chunks_open_and_accounts_for_every_item(
+    clean_stack, in_flight: int
+) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(clean_stack.elasticsearch())
+    docs = [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(23)]
+    docs[7]["_source"]["not_in_the_schema"] = 1  # refused (400) in the second chunk
+    docs.append(dict(docs[3]))  # the same document again, in the last chunk: already present
+    with ThrottlingProxy(clean_stack.es_url, reject_items=1, hold_bulk_s=0.2) as proxy:
+        outcome = bulk_write(
+            elasticsearch_engine(proxy.url, max_retries=0),
+            docs,
+            chunk_size=5,
+            in_flight=in_flight,
+            initial_backoff=0.01,
+            refresh="wait_for",
+        )
+    assert (outcome.created, outcome.already_present) == (22, 1)
+    assert [f.doc_id for f in outcome.failures] == [docs[7]["_id"]]
+    assert proxy.bulk_requests == 5 + 1  # five chunks, one of them throttled and sent again
+    assert proxy.most_bulk_open == in_flight
+    assert clean_stack.elasticsearch().count(index=INDEX_ALIAS)["count"] == 22
+
+
+@both_engines
+def test_bulk_with_chunks_in_flight_writes_each_document_once(es) -> None:  # type: ignore[no-untyped-def]
+    ensure_indices(es)
+    docs = [_doc(f"{n}.jpg", [("Cat", 90.0), ("Animal", 95.0)]) for n in range(41)]
+    outcome = bulk_write(es, docs, chunk_size=4, in_flight=3, refresh="wait_for")
+    assert (outcome.created, outcome.failures) == (41, [])
+    again = bulk_write(es, docs, chunk_size=4, in_flight=3)
+    assert (again.created, again.already_present) == (0, 41)
+    assert es.count(index=INDEX_ALIAS)["count"] == 41
+    hits = search.images_with_label(es, "Animal", size=50)
+    assert sorted(hit.s3_location for hit in hits) == sorted(f"s3://mys3bucket/{n}.jpg" for n in range(41))
 
 
 def _seed_fixture(es) -> dict[str, str]:  # type: ignore[no-untyped-def]

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,17 +305,48 @@ class SearchEngine(ABC):
         initial_backoff: float = 1.0,
         max_backoff: float = 60.0,
         refresh: bool | str = False,
+        in_flight: int = 1,
     ) -> Iterator[tuple[bool, dict[str, Any]]]:
         """Send ``actions`` (``_op_type``, ``_index``, ``_id``, ``_source``) in chunks and yield
-        ``(ok, {op_type: item})`` for every one of them, in order of completion.
+        ``(ok, {op_type: item})`` for every one of them, chunk by chunk in the order sent.
 
         Items answered 429/502/503/504 -- and whole requests answered so -- are sent again
         with exponential backoff up to ``max_retries`` times; other failures are yielded with
         their reason. A request that gets no answer at all raises
         :class:`~.errors.EngineUnavailableError` (the caller's task retries).
+
+        ``in_flight`` > 1 keeps that many chunk requests open at once (threads; the next chunk
+        is built while they run). One request keeps one engine write thread busy per shard
+        while the client waits; two kept a 2-core OpenSearch node busy (``bulk_write``'s
+        default, see :data:`imagelabels.engine.indexing.BULK_REQUESTS_IN_FLIGHT`). Memory stays
+        bounded: at most ``in_flight`` chunks sent and one being built.
         """
-        for chunk in _chunks(actions, chunk_size, max_chunk_bytes):
-            yield from self._send_chunk(chunk, max_retries, initial_backoff, max_backoff, refresh)
+        chunks = _chunks(actions, chunk_size, max_chunk_bytes)
+        if in_flight <= 1:
+            for chunk in chunks:
+                yield from self._send_chunk(chunk, max_retries, initial_backoff, max_backoff, refresh)
+            return
+        first = next(chunks, None)
+        if first is None:
+            return
+        second = next(chunks, None)
+        if second is None:  # one chunk (a pipeline batch): no thread needed
+            yield from self._send_chunk(first, max_retries, initial_backoff, max_backoff, refresh)
+            return
+
+        def send(chunk: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[bool, dict[str, Any]]]:
+            return list(self._send_chunk(chunk, max_retries, initial_backoff, max_backoff, refresh))
+
+        sent: deque[Future[list[tuple[bool, dict[str, Any]]]]] = deque()
+        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="bulk") as pool:
+            sent.append(pool.submit(send, first))
+            sent.append(pool.submit(send, second))
+            for chunk in chunks:  # built while the chunks already sent are being answered
+                while len(sent) >= in_flight:
+                    yield from sent.popleft().result()
+                sent.append(pool.submit(send, chunk))
+            while sent:
+                yield from sent.popleft().result()
 
     def _send_chunk(
         self,
