@@ -4,6 +4,8 @@ in tests/integration (noida-db and an OpenSearch node)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from imagelabels.engine import errors
@@ -85,8 +87,18 @@ def test_chunks_respect_count_and_bytes_and_keep_every_action_in_order() -> None
     assert [len(chunk) for chunk in by_count] == [4, 4, 2]
     by_bytes = list(_chunks(actions, chunk_size=500, max_chunk_bytes=400))
     assert all(len(chunk) <= 2 for chunk in by_bytes)
-    ids = [lines[0]["index"]["_id"] for chunk in by_bytes for _op, lines in chunk]
+    ids = [action.lines[0]["index"]["_id"] for chunk in by_bytes for action in chunk]
     assert ids == [str(n) for n in range(10)]
+
+
+def test_each_action_is_serialized_once_as_the_ndjson_the_clients_would_send() -> None:
+    action = {"_op_type": "create", "_index": "i", "_id": "é1", "_source": {"Name": "Café", "n": 1.5}}
+    [[chunked]] = list(_chunks([action], chunk_size=10, max_chunk_bytes=10**6))
+    assert chunked.text == '{"create":{"_index":"i","_id":"é1"}}\n{"Name":"Café","n":1.5}\n'
+    assert [json.loads(line) for line in chunked.text.splitlines()] == chunked.lines
+    # the byte limit counts UTF-8 bytes (68 per action here, 44 characters): two do not fit in 100
+    wide = [{"_op_type": "index", "_index": "i", "_id": str(n), "_source": {"t": "é" * 12}} for n in range(2)]
+    assert [len(chunk) for chunk in _chunks(wide, chunk_size=10, max_chunk_bytes=100)] == [1, 1]
 
 
 def test_error_bodies_of_every_shape() -> None:
