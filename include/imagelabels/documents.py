@@ -15,6 +15,9 @@ wrote it) and ``ingested_at``.
 Documents live in a versioned index (``images-v3``) behind the alias ``images``; the template
 matches ``images-v*`` so a copy into ``images-v4`` gets the same mapping and the alias can be
 swapped atomically.
+
+Why this module is long: the mapping, the index template and the document builder are one
+schema; splitting them would let a field be added to one without the others.
 """
 
 from __future__ import annotations

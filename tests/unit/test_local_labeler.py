@@ -493,7 +493,7 @@ def test_sessions_are_process_singletons() -> None:
     assert seen == {id(first.session)}
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("", 2), ("1", 1), (" 4 ", 4)])
+@pytest.mark.parametrize(("raw", "expected"), [("", 1), ("2", 2), (" 4 ", 4)])
 def test_local_threads_setting(monkeypatch: pytest.MonkeyPatch, raw: str, expected: int) -> None:
     monkeypatch.setenv("IMAGELABELS_LOCAL_THREADS", raw)
     assert local_models.local_threads() == expected
