@@ -208,8 +208,6 @@ def index_template(shards: int = DEFAULT_INDEX_SHARDS) -> dict[str, Any]:
     }
 
 
-INDEX_TEMPLATE: dict[str, Any] = index_template()
-
 FAILURE_MAPPINGS: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {

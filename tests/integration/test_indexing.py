@@ -54,7 +54,9 @@ def test_a_new_index_gets_the_shards_the_deployment_sets(es, monkeypatch) -> Non
     ensure_indices(es)
     settings = es.indices.get_settings(index="images-v3")["images-v3"]["settings"]["index"]
     assert settings["number_of_shards"] == "3"
-    assert bulk_write(es, [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(9)], refresh="wait_for").created == 9
+    assert (
+        bulk_write(es, [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(9)], refresh="wait_for").created == 9
+    )
     assert [label for label, _count in search.top_labels(es)] == ["Cat"]
 
 

@@ -8,7 +8,6 @@ start whose log says the port was taken is tried again on another port.
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -53,18 +52,17 @@ def test_a_server_whose_port_was_taken_starts_again_on_another(
     offered = iter([taken.getsockname()[1], ports.free_port()])
     monkeypatch.setattr(embedded, "free_port", lambda: next(offered))
     server = embedded._Server(_http_server, tmp_path / "http.log")
-    processes: list[subprocess.Popen[bytes]] = []
     try:
-        processes.append(server.spawn())
-        server.wait_ready(30, processes)
+        first = server.spawn()
+        ready = server.wait_ready(30)
         assert server.port != taken.getsockname()[1]
-        assert len(processes) == 1
-        assert processes[0].poll() is None
+        assert first.poll() is not None  # the start that lost its port exited
+        assert ready is server.process
+        assert ready.poll() is None
         assert "Address already in use" in (tmp_path / "http.log").read_text()
     finally:
         taken.close()
-        for process in processes:
-            embedded.stop_process_group(process)
+        server.stop()
 
 
 def test_a_server_that_fails_for_another_reason_is_not_retried_and_shows_its_log(tmp_path: Path) -> None:
@@ -72,8 +70,8 @@ def test_a_server_that_fails_for_another_reason_is_not_retried_and_shows_its_log
         return [sys.executable, "-c", f"raise SystemExit('no config for port {port}')"]
 
     server = embedded._Server(broken, tmp_path / "broken.log")
-    processes = [server.spawn()]
+    first = server.spawn()
     with pytest.raises(embedded.ServerExited, match="no config for port") as exited:
-        server.wait_ready(30, processes)
+        server.wait_ready(30)
     assert not exited.value.port_taken
-    assert processes == [server.process]  # not started again
+    assert server.process is first  # not started again

@@ -213,20 +213,24 @@ class _Server:
         self.process = _spawn(self.command_for(self.port), self.log_path)
         return self.process
 
-    def wait_ready(self, timeout: float, processes: list[subprocess.Popen[bytes]]) -> None:
-        """Wait until it answers; a start that lost its port to another process starts again on a
-        new one (``processes`` tracks the live process for the caller's clean-up)."""
+    def wait_ready(self, timeout: float) -> subprocess.Popen[bytes]:
+        """Wait until it answers and return its process; a start that lost its port to another
+        process starts again on a new one."""
         for attempt in range(1, START_ATTEMPTS + 1):
             assert self.process is not None, "spawn() first"
             try:
                 _wait_http(self.url + self.ready_path, timeout, self.process, self.log_path)
-                return
+                return self.process
             except ServerExited as exited:
                 if not exited.port_taken or attempt == START_ATTEMPTS:
                     raise
                 stop_process_group(self.process)
-                processes.remove(self.process)
-                processes.append(self.spawn())
+                self.spawn()
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process_group(self.process)
 
 
 def start_stack(state_dir: Path, *, timeout: float = 60.0, engine: str = "elasticsearch") -> EmbeddedStack:
@@ -237,24 +241,24 @@ def start_stack(state_dir: Path, *, timeout: float = 60.0, engine: str = "elasti
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     state_dir.mkdir(parents=True, exist_ok=True)
-    processes: list[subprocess.Popen[bytes]] = []
     moto = _Server(
         lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         state_dir / "moto.log",
         ready_path="/moto-api/",
     )
+    servers = [moto]
     try:
-        processes.append(moto.spawn())
+        moto.spawn()
         if engine == "opensearch":
             from imagelabels.devstack import opensearch_node
 
             node = opensearch_node.start(home=state_dir / "opensearch")
             try:
-                moto.wait_ready(timeout, processes)
+                moto_process = moto.wait_ready(timeout)
             except BaseException:
                 node.stop()
                 raise
-            return EmbeddedStack(moto.url, node.url, processes, "opensearch", opensearch=node)
+            return EmbeddedStack(moto.url, node.url, [moto_process], "opensearch", opensearch=node)
         noida_binary, data_dir = _noida_binary(), str(state_dir / "noida-data")
         noida = _Server(
             lambda port: [
@@ -269,13 +273,13 @@ def start_stack(state_dir: Path, *, timeout: float = 60.0, engine: str = "elasti
             ],
             state_dir / "noida-db.log",
         )
-        processes.append(noida.spawn())  # both start at once; each is then awaited
-        moto.wait_ready(timeout, processes)
-        noida.wait_ready(timeout, processes)
+        servers.append(noida)
+        noida.spawn()  # both start at once; each is then awaited
+        processes = [moto.wait_ready(timeout), noida.wait_ready(timeout)]
         return EmbeddedStack(moto.url, noida.url, processes)
     except BaseException:
-        for process in processes:
-            stop_process_group(process)
+        for server in servers:
+            server.stop()
         raise
 
 

@@ -328,21 +328,12 @@ class SearchEngine(ABC):
             for chunk in chunks:
                 yield from self._send_chunk(chunk, max_retries, initial_backoff, max_backoff, refresh)
             return
-        first = next(chunks, None)
-        if first is None:
-            return
-        second = next(chunks, None)
-        if second is None:  # one chunk (a pipeline batch): no thread needed
-            yield from self._send_chunk(first, max_retries, initial_backoff, max_backoff, refresh)
-            return
 
         def send(chunk: list[_Action]) -> list[tuple[bool, dict[str, Any]]]:
             return list(self._send_chunk(chunk, max_retries, initial_backoff, max_backoff, refresh))
 
         sent: deque[Future[list[tuple[bool, dict[str, Any]]]]] = deque()
         with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="bulk") as pool:
-            sent.append(pool.submit(send, first))
-            sent.append(pool.submit(send, second))
             for chunk in chunks:  # built while the chunks already sent are being answered
                 while len(sent) >= in_flight:
                     yield from sent.popleft().result()
@@ -441,7 +432,7 @@ def _chunks(
     for action in actions:
         op, lines = expand_action(action)
         text = _ndjson(lines)
-        weight = len(text.encode("utf-8")) if not text.isascii() else len(text)
+        weight = len(text.encode("utf-8"))
         if chunk and (len(chunk) >= chunk_size or size + weight > max_chunk_bytes):
             yield chunk
             chunk, size = [], 0

@@ -19,8 +19,8 @@ from typing import Any
 from imagelabels.documents import (
     FAILURE_MAPPINGS,
     FAILURES_INDEX,
+    IMAGE_MAPPINGS,
     INDEX_ALIAS,
-    INDEX_TEMPLATE,
     INDEX_TEMPLATE_NAME,
     INDEX_VERSION,
     failure_id,
@@ -127,7 +127,7 @@ def _upgrade_mappings(es: SearchEngine) -> None:
     """Add fields introduced since an index was created (additive mapping changes are allowed on
     a live index); a conflicting change needs a reindex into the next ``images-vN``."""
     for index, mappings in (
-        (INDEX_ALIAS, INDEX_TEMPLATE["template"]["mappings"]),
+        (INDEX_ALIAS, IMAGE_MAPPINGS),
         (FAILURES_INDEX, FAILURE_MAPPINGS),
     ):
         try:
@@ -388,7 +388,7 @@ def bulk_write(
 
     :param actions: bulk actions (``_op_type``, ``_index``, ``_id``, ``_source``).
     :param refresh: passed to the bulk API (``"wait_for"`` in tests and the demo).
-    :param in_flight: chunk requests open at once when there is more than one chunk.
+    :param in_flight: chunk requests open at once (1: one after the other, no thread).
     """
     outcome = BulkOutcome()
     results = es.streaming_bulk(
