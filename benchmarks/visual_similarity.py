@@ -11,8 +11,12 @@ latency over 100,000 documents on a real OpenSearch 2.19 node, and the labeling-
 3. **Recall@5**: for each copy, :func:`imagelabels.search.similarity.similar_images` over the whole index;
    a hit when its original is among the top 5 (per kind of copy, and pHash only, i.e. as for a
    Rekognition-labeled corpus without embeddings).
-4. **Latency**: the same calls timed client-side (band ``term`` query for 200 candidates, JSON,
-   re-rank), p50/p95, after a warm-up.
+4. **Latency**: the same calls timed client-side (200 candidates, JSON, re-rank), p50/p95, after
+   a warm-up, and the index-time near-duplicate check (20 candidates) per copy.
+
+Steps 3 and 4 run twice when the node searches vectors (it carries the k-NN plugin): candidates
+from the HNSW graph of ``visual.vector`` (with pHash bands), then from hash bands alone (what an
+engine without vector search does), over the same index.
 5. **Overhead per image**: preflight + local labeling of the 43 photos, with the median time of the
    new work (pHash pair in preflight; centring, int8 packing and LSH bands of the embedding).
 
@@ -111,6 +115,63 @@ def synthetic(corpus: ZipfCorpus, number: int, centres: list[Any], rng: Any) -> 
     return doc_id, document
 
 
+def measure(
+    es: Any,
+    queries: list[tuple[str, str, Any]],
+    photos: list[Path],
+    loaded: int,
+    *,
+    vectors: bool,
+    rounds: int,
+) -> None:
+    """Recall@5 and latency of ``similar`` (and of the index-time near-duplicate check) by one path."""
+    from imagelabels.fingerprints import Signals
+    from imagelabels.search.similarity import find_near_duplicate, similar_images
+
+    path = "nearest vectors (HNSW) + pHash bands" if vectors else "hash bands (no vector search)"
+
+    def ask(signals: Any) -> list[str]:
+        return [s.hit.s3key for s in similar_images(es, signals, size=5, vectors=vectors)]
+
+    for _, _, signals in queries[:20]:  # warm-up
+        ask(signals)
+    found: dict[str, list[bool]] = {kind: [] for kind in KINDS}
+    found_phash: dict[str, list[bool]] = {kind: [] for kind in KINDS}
+    latencies: list[float] = []
+    checks: list[float] = []
+    for round_number in range(rounds):
+        for name, kind, signals in queries:
+            began = time.perf_counter()
+            top = ask(signals)
+            latencies.append((time.perf_counter() - began) * 1000)
+            began = time.perf_counter()
+            find_near_duplicate(es, signals, exclude_location="s3://none/none", vectors=vectors)
+            checks.append((time.perf_counter() - began) * 1000)
+            if round_number == 0:
+                found[kind].append(f"originals/{name}" in top)
+                hashed = Signals(signals.phash, signals.phash_mirror, None)
+                found_phash[kind].append(f"originals/{name}" in ask(hashed))
+    print(f"\n[{path}] recall@5 over {loaded:,} documents ({len(photos)} originals, {len(queries)} copies):")
+    print(f"{'copy':<14} {'pHash + embedding':>18} {'pHash only':>11}")
+    for kind in KINDS:
+        print(
+            f"{kind:<14} {sum(found[kind]):>10}/{len(found[kind])}      "
+            f"{sum(found_phash[kind]):>4}/{len(found_phash[kind])}"
+        )
+    every = [hit for kind in KINDS for hit in found[kind]]
+    every_phash = [hit for kind in KINDS for hit in found_phash[kind]]
+    print(f"{'all':<14} {sum(every):>10}/{len(every)}      {sum(every_phash):>4}/{len(every_phash)}")
+    print(
+        f"[{path}] more-like-this latency ({len(latencies)} calls, client-side, 200 candidates re-ranked): "
+        f"p50 {percentile(latencies, 0.5):.1f} ms, p95 {percentile(latencies, 0.95):.1f} ms, "
+        f"max {max(latencies):.1f} ms"
+    )
+    print(
+        f"[{path}] index-time near-duplicate check ({len(checks)} calls, 20 candidates): "
+        f"p50 {percentile(checks, 0.5):.1f} ms, p95 {percentile(checks, 0.95):.1f} ms"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,8 +188,7 @@ def main() -> int:
     from imagelabels.engine import from_url
     from imagelabels.engine.indexing import bulk_write, ensure_indices
     from imagelabels.errors import LabelingError
-    from imagelabels.fingerprints import Signals
-    from imagelabels.search.similarity import similar_images
+    from imagelabels.search.similarity import vector_search_available
 
     print(machine())
     photos = sorted(EVAL.glob("*.jpg"))
@@ -195,38 +255,9 @@ def main() -> int:
             f"loaded {loaded:,} documents in {time.perf_counter() - began:.0f}s ({len(outcome.failures)} refused)"
         )
 
-        def ask(signals: Any) -> list[str]:
-            return [s.hit.s3key for s in similar_images(es, signals, size=5)]
-
-        for _, _, signals in queries[:20]:  # warm-up
-            ask(signals)
-        found: dict[str, list[bool]] = {kind: [] for kind in KINDS}
-        found_phash: dict[str, list[bool]] = {kind: [] for kind in KINDS}
-        latencies: list[float] = []
-        for round_number in range(args.rounds):
-            for name, kind, signals in queries:
-                began = time.perf_counter()
-                top = ask(signals)
-                latencies.append((time.perf_counter() - began) * 1000)
-                if round_number == 0:
-                    found[kind].append(f"originals/{name}" in top)
-                    hashed = Signals(signals.phash, signals.phash_mirror, None)
-                    found_phash[kind].append(f"originals/{name}" in ask(hashed))
-        print(f"\nrecall@5 over {loaded:,} documents ({len(photos)} originals, {len(queries)} copies):")
-        print(f"{'copy':<14} {'pHash + embedding':>18} {'pHash only':>11}")
-        for kind in KINDS:
-            print(
-                f"{kind:<14} {sum(found[kind]):>10}/{len(found[kind])}      "
-                f"{sum(found_phash[kind]):>4}/{len(found_phash[kind])}"
-            )
-        every = [hit for kind in KINDS for hit in found[kind]]
-        every_phash = [hit for kind in KINDS for hit in found_phash[kind]]
-        print(f"{'all':<14} {sum(every):>10}/{len(every)}      {sum(every_phash):>4}/{len(every_phash)}")
-        print(
-            f"\nmore-like-this latency ({len(latencies)} calls, client-side, 200 candidates re-ranked): "
-            f"p50 {percentile(latencies, 0.5):.1f} ms, p95 {percentile(latencies, 0.95):.1f} ms, "
-            f"max {max(latencies):.1f} ms"
-        )
+        print(f"engine vector search: {es.vector_kind} (index searchable: {vector_search_available(es)})")
+        for vectors in (True, False) if vector_search_available(es) else (False,):
+            measure(es, queries, photos, loaded, vectors=vectors, rounds=args.rounds)
     return 0
 
 

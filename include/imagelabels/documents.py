@@ -12,9 +12,13 @@ Ours on top: ``label_names`` (flat keywords, because Kibana cannot aggregate nes
 and with which settings, so a later re-label can find stale documents), ``airflow`` (which run
 wrote it) and ``ingested_at``.
 
-Documents live in a versioned index (``images-v3``) behind the alias ``images``; the template
-matches ``images-v*`` so a copy into ``images-v4`` gets the same mapping and the alias can be
+Documents live in a versioned index (``images-v4``) behind the alias ``images``; the template
+matches ``images-v*`` so a copy into ``images-v5`` gets the same mapping and the alias can be
 swapped atomically.
+
+One field's mapping depends on the engine: ``visual.vector`` (:func:`vector_mapping`) is a
+``dense_vector`` on Elasticsearch, a k-NN ``knn_vector`` on OpenSearch with the k-NN plugin, and
+kept in ``_source`` only elsewhere (:attr:`imagelabels.engine.SearchEngine.vector_kind`).
 
 Why this module is long: the mapping, the index template and the document builder are one
 schema; splitting them would let a field be added to one without the others.
@@ -30,13 +34,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from imagelabels.fingerprints import VECTOR_DIMS
 from imagelabels.settings import DEFAULT_INDEX_SHARDS
 
 INDEX_ALIAS = "images"
 # v2: Labels is nested with include_in_root, so the second seed's plain `match` on Labels.Name
 # (not nested) finds images on a real engine too, as it did in the seed's own index.
 # v3: label_confidence (rank_features): label questions answered without a nested join.
-INDEX_VERSION = 3
+# v4: visual.vector, indexed for vector search where the engine has it (index.knn is a setting
+# OpenSearch only takes when an index is created, hence a new index rather than a new field).
+INDEX_VERSION = 4
 INDEX_TEMPLATE_NAME = "imagelabels-images"
 LABEL_FEATURES = "label_confidence"
 # rank_features keeps 9 significant bits of a value: stored as exp(k x confidence), the query's
@@ -61,6 +68,8 @@ _BOUNDING_BOX: dict[str, Any] = {
     "properties": {name: {"type": "float"} for name in ("Width", "Height", "Left", "Top")}
 }
 _POINT: dict[str, Any] = {"properties": {"X": {"type": "float"}, "Y": {"type": "float"}}}
+# visual.vector on an engine without vector search: kept in _source, costs no index
+_VECTOR_STORED: dict[str, Any] = {"type": "byte", "index": False, "doc_values": False}
 
 IMAGE_MAPPINGS: dict[str, Any] = {
     # strict: a typo in build_document fails loudly instead of creating a stray field.
@@ -185,6 +194,7 @@ IMAGE_MAPPINGS: dict[str, Any] = {
                 "phash_mirror": _KEYWORD,
                 "bands": _KEYWORD,
                 "embedding": {"type": "binary"},
+                "vector": _VECTOR_STORED,  # vector_mapping(): indexed where the engine can
                 "near_duplicate_of": _KEYWORD,
             }
         },
@@ -192,18 +202,68 @@ IMAGE_MAPPINGS: dict[str, Any] = {
 }
 
 
-def index_template(shards: int = DEFAULT_INDEX_SHARDS) -> dict[str, Any]:
+def vector_mapping(kind: str | None) -> dict[str, Any]:
+    """The mapping of ``visual.vector`` (:func:`imagelabels.fingerprints.search_vector`: 128
+    int8 values) for an engine whose :attr:`~imagelabels.engine.SearchEngine.vector_kind` is ``kind``.
+
+    Both indexed kinds are HNSW graphs over byte vectors compared by cosine; OpenSearch's is the
+    k-NN plugin's Lucene engine (pure Java, so no native library has to match the server's), which
+    also filters during the graph search rather than after it.
+    """
+    if kind == "dense_vector":
+        return {
+            "type": "dense_vector",
+            "dims": VECTOR_DIMS,
+            "element_type": "byte",
+            "index": True,
+            "similarity": "cosine",
+        }
+    if kind == "knn_vector":
+        return {
+            "type": "knn_vector",
+            "dimension": VECTOR_DIMS,
+            "data_type": "byte",
+            "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil"},
+        }
+    if kind is None:
+        return _VECTOR_STORED
+    raise ValueError(f"unknown vector kind {kind!r} (dense_vector, knn_vector or None)")
+
+
+def image_mappings(vectors: str | None = None) -> dict[str, Any]:
+    """:data:`IMAGE_MAPPINGS` with ``visual.vector`` mapped for an engine of vector kind ``vectors``."""
+    properties = dict(IMAGE_MAPPINGS["properties"])
+    visual = properties["visual"]["properties"]
+    properties["visual"] = {"properties": {**visual, "vector": vector_mapping(vectors)}}
+    return {**IMAGE_MAPPINGS, "properties": properties}
+
+
+def upgrade_mappings(existing: Mapping[str, Any]) -> dict[str, Any]:
+    """What to put on an index mapped as ``existing`` so it has this version's fields: all of
+    :data:`IMAGE_MAPPINGS`, but ``visual.vector`` only where the index has none yet (then stored
+    only: a field cannot become a vector index in place) -- never a change of its kind."""
+    visual = existing.get("properties", {}).get("visual", {}).get("properties", {})
+    if "vector" not in visual:
+        return image_mappings(None)
+    properties = dict(IMAGE_MAPPINGS["properties"])
+    kept = {name: value for name, value in properties["visual"]["properties"].items() if name != "vector"}
+    properties["visual"] = {"properties": kept}
+    return {**IMAGE_MAPPINGS, "properties": properties}
+
+
+def index_template(shards: int = DEFAULT_INDEX_SHARDS, vectors: str | None = None) -> dict[str, Any]:
     """The ``images-v*`` index template with ``shards`` primary shards (the deployment's
-    :func:`imagelabels.settings.index_shards` when :func:`imagelabels.engine.indexing.ensure_indices` puts it)."""
+    :func:`imagelabels.settings.index_shards` when :func:`imagelabels.engine.indexing.ensure_indices` puts it)
+    and ``visual.vector`` mapped for an engine of vector kind ``vectors``."""
+    # one replica as soon as a second node exists (a node lost loses no document), none on a
+    # single node (which would stay yellow forever); Serverless manages both itself
+    settings: dict[str, Any] = {"number_of_shards": shards, "auto_expand_replicas": "0-1"}
+    if vectors == "knn_vector":
+        settings["index.knn"] = True  # OpenSearch builds k-NN graphs only in indices created so
     return {
         "index_patterns": [f"{INDEX_ALIAS}-v*"],
         "priority": 100,
-        "template": {
-            # one replica as soon as a second node exists (a node lost loses no document), none on a
-            # single node (which would stay yellow forever); Serverless manages both itself
-            "settings": {"number_of_shards": shards, "auto_expand_replicas": "0-1"},
-            "mappings": IMAGE_MAPPINGS,
-        },
+        "template": {"settings": settings, "mappings": image_mappings(vectors)},
         "_meta": {"description": "Image labels indexed by the imagelabels Airflow DAGs"},
     }
 
@@ -421,9 +481,18 @@ def label_features(labels: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def with_label_features(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` (e.g. one copied from an older index version) with ``label_confidence``
-    computed from its ``Labels``."""
-    return {**document, LABEL_FEATURES: label_features(document.get("Labels") or [])}
+    """``document`` (e.g. one copied from an older index version) with the fields this version
+    derives from its content: ``label_confidence`` from its ``Labels``, ``visual.vector`` from
+    its stored embedding."""
+    from imagelabels.fingerprints import expand_embedding, search_vector
+
+    upgraded = {**document, LABEL_FEATURES: label_features(document.get("Labels") or [])}
+    visual = document.get("visual")
+    if visual and visual.get("embedding") and "vector" not in visual:
+        vector = search_vector(expand_embedding(visual["embedding"]))
+        if vector:
+            upgraded["visual"] = {**visual, "vector": vector}
+    return upgraded
 
 
 def key_prefixes(key: str) -> list[str]:

@@ -15,7 +15,13 @@ Two signals are computed once per image, at labeling time, and stored in the doc
   (:func:`compact_embedding`): 1,280 bytes, 1,708 base64 characters in ``_source``. Per-vector
   scaling (largest magnitude -> 127) needs no stored scale because only cosines are asked of it;
   the quantisation moves a cosine by ~1e-4 (unit test), against float16's 2,560 bytes for no
-  useful gain. It is stored, not indexed (``binary``): every engine keeps it, none searches it.
+  useful gain. It is stored, not indexed (``binary``): the exact cosine every ranking ends with.
+* **Search vector** (:func:`search_vector`, with the embedding): the embedding projected onto
+  :data:`VECTOR_DIMS` fixed random directions (Johnson-Lindenstrauss: cosines kept within ~0.1)
+  and quantised to int8, for the engines that index vectors (Elasticsearch ``dense_vector``,
+  OpenSearch's k-NN ``knn_vector``): 128 values cost ~450 bytes of JSON and a small HNSW graph
+  where 1,280 would cost ~5 kB and ten times the graph work, and the candidates it finds are
+  re-ranked by the exact cosine anyway. Engines without vector search keep it in ``_source`` only.
 
 The questions asked of these fields (candidates, "more like this", duplicate groups) live in
 :mod:`imagelabels.search.similarity`; this module is below every stage that computes or stores the
@@ -42,6 +48,8 @@ EMBEDDING_BANDS = 32
 EMBEDDING_BAND_BITS = 6
 EMBEDDING_SIZE = 1280
 LSH_SEED = 20261205
+VECTOR_DIMS = 128
+VECTOR_SEED = 20261206
 PHASH_DUPLICATE = 6
 # Measured on the 43 photos of benchmarks/eval_set (benchmarks/visual_similarity.py): the copies'
 # lowest cosine to their original was 0.817 (half size), 0.851 (5 % cropped a side), 0.838 (JPEG
@@ -178,6 +186,29 @@ def embedding_bands(vector: NDArray[Any]) -> list[str]:
     return bands
 
 
+@cache
+def _projection() -> NDArray[np.float32]:
+    """``[128, 1280]`` random Gaussian directions, the same in every process (as :func:`_hyperplanes`)."""
+    import numpy as np
+
+    rng = np.random.Generator(np.random.PCG64(VECTOR_SEED))
+    return rng.standard_normal((VECTOR_DIMS, EMBEDDING_SIZE)).astype(np.float32)
+
+
+def search_vector(vector: NDArray[Any]) -> list[int]:
+    """The engine's vector of an embedding: projected to :data:`VECTOR_DIMS` values, int8
+    (largest magnitude -> 127, as :func:`compact_embedding`; cosine needs no scale). Empty for a
+    vector of another size (an older model's)."""
+    import numpy as np
+
+    if vector.size != EMBEDDING_SIZE:
+        return []
+    projected = _projection() @ np.asarray(vector, dtype=np.float32).reshape(-1)
+    peak = float(np.abs(projected).max())
+    scale = 127.0 / peak if peak > 0 else 0.0
+    return [int(value) for value in np.clip(np.rint(projected * scale), -127, 127)]
+
+
 def hash_bands(*hashes: str) -> list[str]:
     """``h<band>:<hex>``: every hash cut into 8 bands of 8 bits (duplicates removed)."""
     bands: dict[str, None] = {}
@@ -227,6 +258,8 @@ def visual_fields(
         visual["phash_mirror"] = phash_mirror
     if embedding:
         visual["embedding"] = embedding
+    if vector is not None and (searchable := search_vector(vector)):
+        visual["vector"] = searchable
     return visual
 
 

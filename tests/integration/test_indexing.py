@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
+from imagelabels import fingerprints
 from imagelabels.documents import (
     IMAGE_MAPPINGS,
     INDEX_ALIAS,
@@ -14,14 +16,19 @@ from imagelabels.documents import (
     ObjectInfo,
     build_document,
     document_id,
+    upgrade_mappings,
+    versioned_index_name,
 )
 from imagelabels.engine.elastic import connect as elasticsearch_engine
 from imagelabels.engine.indexing import bulk_write, copy_documents, ensure_indices, existing_ids
+from imagelabels.fingerprints import Signals
 from imagelabels.search import queries as search
+from imagelabels.search.similarity import similar_images, vector_search_available
 from tests.helpers import ThrottlingProxy
 
 WHEN = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 both_engines = pytest.mark.both_engines
+CURRENT = versioned_index_name()
 
 
 def _doc(key: str, labels: list[tuple[str, float]], bucket: str = "mys3bucket") -> dict:
@@ -39,12 +46,12 @@ def _doc(key: str, labels: list[tuple[str, float]], bucket: str = "mys3bucket") 
 def test_ensure_indices_is_idempotent_and_creates_alias_over_versioned_index(es) -> None:  # type: ignore[no-untyped-def]
     ensure_indices(es)
     ensure_indices(es)
-    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v3"]
-    properties = es.indices.get_mapping(index="images-v3")["images-v3"]["mappings"]["properties"]
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == [CURRENT]
+    properties = es.indices.get_mapping(index=CURRENT)[CURRENT]["mappings"]["properties"]
     assert properties["Labels"]["type"] == "nested"
     assert properties["label_confidence"]["type"] == "rank_features"
     assert es.indices.exists(index="images-failures")
-    settings = es.indices.get_settings(index="images-v3")["images-v3"]["settings"]["index"]
+    settings = es.indices.get_settings(index=CURRENT)[CURRENT]["settings"]["index"]
     assert settings["number_of_shards"] == "2"  # the default: one search thread per shard
 
 
@@ -52,7 +59,7 @@ def test_ensure_indices_is_idempotent_and_creates_alias_over_versioned_index(es)
 def test_a_new_index_gets_the_shards_the_deployment_sets(es, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("IMAGELABELS_INDEX_SHARDS", "3")
     ensure_indices(es)
-    settings = es.indices.get_settings(index="images-v3")["images-v3"]["settings"]["index"]
+    settings = es.indices.get_settings(index=CURRENT)[CURRENT]["settings"]["index"]
     assert settings["number_of_shards"] == "3"
     assert (
         bulk_write(es, [_doc(f"{n}.jpg", [("Cat", 90.0)]) for n in range(9)], refresh="wait_for").created == 9
@@ -230,7 +237,7 @@ def test_delete_by_query_and_existing_ids(es) -> None:  # type: ignore[no-untype
 @both_engines
 def test_an_older_index_version_is_migrated_under_the_alias(es) -> None:  # type: ignore[no-untyped-def]
     """An ``images-v2`` from before ``label_confidence`` (its mapping and documents without the
-    field) is copied into ``images-v3`` under the same ids, each document gaining the field from
+    field) is copied into the current ``images-vN`` under the same ids, each document gaining the field from
     its own labels, and the alias moves in one step; a second call changes nothing."""
     old_mapping = {**IMAGE_MAPPINGS, "properties": dict(IMAGE_MAPPINGS["properties"])}
     del old_mapping["properties"]["label_confidence"]
@@ -242,9 +249,9 @@ def test_an_older_index_version_is_migrated_under_the_alias(es) -> None:  # type
         source = {k: v for k, v in doc["_source"].items() if k != "label_confidence"}
         es.index(index="images-v2", id=doc["_id"], document=source, refresh=True)
     ensure_indices(es)
-    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v3"]
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == [CURRENT]
     assert es.count(index=INDEX_ALIAS)["count"] == 7
-    assert es.get(index="images-v3", id=docs[0]["_id"])["_source"]["s3key"] == "old-0.jpg"
+    assert es.get(index=CURRENT, id=docs[0]["_id"])["_source"]["s3key"] == "old-0.jpg"
     page = search.search_labels(es, "cat", min_confidence=84)
     assert [(hit.s3key, hit.confidence) for hit in page.hits] == [
         ("old-6.jpg", 86.0),
@@ -252,7 +259,7 @@ def test_an_older_index_version_is_migrated_under_the_alias(es) -> None:  # type
         ("old-4.jpg", 84.0),
     ]
     ensure_indices(es)
-    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == ["images-v3"]
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == [CURRENT]
     assert es.count(index=INDEX_ALIAS)["count"] == 7
 
 
@@ -269,3 +276,61 @@ def test_copying_documents_pages_through_all_of_them(es) -> None:  # type: ignor
     assert es.count(index="copy-target")["count"] == 11
     top = search.search_labels(es, "Dog", size=2, index="copy-target")
     assert [(hit.s3key, hit.confidence) for hit in top.hits] == [("p/10.jpg", 70.0), ("p/09.jpg", 69.0)]
+
+
+def _v3_visual_document(key: str, embedding: str) -> dict:
+    """A document as ``images-v3`` held it: ``visual`` with pHash, embedding and bands, no vector."""
+    doc = _doc(key, [("Cat", 90.0)])
+    doc["_source"]["visual"] = {
+        "phash": "0f" * 8,
+        "phash_mirror": "f0" * 8,
+        "embedding": embedding,
+        "bands": ["h0:0f"],
+    }
+    return doc
+
+
+@both_engines
+def test_migrated_documents_gain_their_search_vectors(es) -> None:  # type: ignore[no-untyped-def]
+    """Documents of an index from before ``visual.vector`` get it from their stored embedding when
+    copied into the current index, whose vector field the engine searches; the example's nearest
+    neighbour is then found by vector search."""
+    old_mapping = upgrade_mappings({})  # everything but a vector index: what v3 could hold
+    del old_mapping["properties"]["visual"]["properties"]["vector"]
+    es.indices.create(
+        index="images-v3", mappings=old_mapping, aliases={INDEX_ALIAS: {"is_write_index": True}}
+    )
+    rng = np.random.default_rng(7)
+    base = fingerprints.normalized(rng.standard_normal(fingerprints.EMBEDDING_SIZE))
+    near = fingerprints.normalized(base + 0.3 * fingerprints.normalized(rng.standard_normal(base.size)))
+    far = fingerprints.normalized(rng.standard_normal(fingerprints.EMBEDDING_SIZE))
+    docs = [
+        _v3_visual_document("near.jpg", fingerprints.compact_embedding(near)),
+        _v3_visual_document("far.jpg", fingerprints.compact_embedding(far)),
+    ]
+    for doc in docs:
+        es.index(index="images-v3", id=doc["_id"], document=doc["_source"], refresh=True)
+    assert not vector_search_available(es)  # v3 has no vector index: bands it is
+    ensure_indices(es)
+    assert list(es.indices.get_alias(name=INDEX_ALIAS)) == [CURRENT]
+    copied = es.get(index=CURRENT, id=docs[0]["_id"])["_source"]["visual"]
+    assert copied["vector"] == fingerprints.search_vector(fingerprints.expand_embedding(copied["embedding"]))
+    assert vector_search_available(es)
+    found = similar_images(es, Signals(embedding=base), size=2, vectors=True)
+    assert [hit.hit.s3key for hit in found] == ["near.jpg", "far.jpg"]
+    assert found[0].similarity > 0.9
+
+
+@both_engines
+def test_an_index_without_a_vector_field_gets_it_stored_and_keeps_using_bands(es) -> None:  # type: ignore[no-untyped-def]
+    """An index of this version created without ``visual.vector`` (by hand, or by a template of
+    another engine) is given the field stored only: its kind never changes in place, so vector
+    questions are not asked of it."""
+    mapping = upgrade_mappings({})
+    del mapping["properties"]["visual"]["properties"]["vector"]
+    es.indices.create(index=CURRENT, mappings=mapping, aliases={INDEX_ALIAS: {"is_write_index": True}})
+    ensure_indices(es)
+    visual = es.indices.get_mapping(index=CURRENT)[CURRENT]["mappings"]["properties"]["visual"]
+    assert visual["properties"]["vector"]["type"] == "byte"
+    assert not vector_search_available(es)
+    ensure_indices(es)  # and again: no conflict

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from imagelabels import cli
 from imagelabels.documents import INDEX_ALIAS
 from imagelabels.engine.indexing import ensure_indices
+from imagelabels.fingerprints import Signals
 from imagelabels.labelers import LabelingSettings
 from imagelabels.labelers.local import LocalLabeler
 from imagelabels.pipeline.batch import RunContext, process_batch
@@ -111,6 +112,8 @@ def test_every_document_carries_visual_signals_and_copies_are_flagged(indexed, e
         visual = document["visual"]
         assert [len(visual["phash"]), len(visual["phash_mirror"])] == [16, 16]
         assert len(visual["embedding"]) == 1708  # 1,280 int8 as base64
+        assert len(visual["vector"]) == 128
+        assert all(-127 <= value <= 127 for value in visual["vector"])
         assert any(band.startswith("h0:") for band in visual["bands"])
         assert any(band.startswith("e0:") for band in visual["bands"])
         if key.startswith("originals/"):
@@ -118,6 +121,61 @@ def test_every_document_carries_visual_signals_and_copies_are_flagged(indexed, e
         else:
             original = documents[f"originals/{key.split('/')[1].rsplit('_', 1)[0]}.jpg"]
             assert visual["near_duplicate_of"] == original["_id"], key
+
+
+# what each engine of the test stack searches vectors with (noida-db answers like Elasticsearch;
+# the embedded OpenSearch node carries the k-NN plugin, as Amazon OpenSearch Service domains do)
+VECTOR_KINDS = {"elasticsearch": "dense_vector", "opensearch": "knn_vector"}
+
+
+def test_similarity_asks_the_engines_vector_index_and_bands_give_the_same_answers(indexed, es) -> None:  # type: ignore[no-untyped-def]
+    """Where the engine searches vectors the candidates come from its HNSW graph; the band path
+    (engines without) finds the same originals, and both rank them by the same exact cosine."""
+    from imagelabels.documents import versioned_index_name
+    from imagelabels.search.similarity import similar_images, vector_search_available
+
+    kind = VECTOR_KINDS[indexed.engine_flavor]
+    assert es.vector_kind == kind
+    current = versioned_index_name()
+    mapping = es.indices.get_mapping(index=current)[current]["mappings"]["properties"]["visual"]
+    assert mapping["properties"]["vector"]["type"] == kind
+    assert vector_search_available(es)
+    documents = _documents(es)
+    for name in COPIED:
+        for kind_of_copy in ("mirror", "crop", "half", "q40"):
+            copy = documents[f"copies/{Path(name).stem}_{kind_of_copy}.jpg"]
+            signals = Signals.of_source(copy)
+            answers = {
+                vectors: similar_images(es, signals, exclude_ids=[copy["_id"]], size=5, vectors=vectors)
+                for vectors in (True, False)
+            }
+            for vectors, found in answers.items():
+                top = [hit.hit.s3key for hit in found]
+                assert f"originals/{name}" in top, (vectors, kind_of_copy, top)
+                assert copy["s3key"] not in top
+            by_vector = [(f.hit.s3key, round(f.similarity, 6)) for f in answers[True]]
+            by_bands = [(f.hit.s3key, round(f.similarity, 6)) for f in answers[False]]
+            assert by_vector[:4] == by_bands[:4]  # the same four copies/original, same cosines
+
+
+def test_an_image_without_embedding_is_still_found_next_to_the_vectors(indexed, es) -> None:  # type: ignore[no-untyped-def]
+    """A Rekognition-labeled image has a pHash but no embedding (so no vector): a question with an
+    embedding finds it through the pHash bands asked alongside the nearest vectors."""
+    from imagelabels.search.similarity import similar_images
+
+    documents = _documents(es)
+    original = documents["originals/rocket.jpg"]
+    visual = {key: value for key, value in original["visual"].items() if key in ("phash", "phash_mirror")}
+    visual["bands"] = [band for band in original["visual"]["bands"] if band.startswith("h")]
+    source = {key: value for key, value in original.items() if key != "_id"}
+    source.update(
+        visual=visual, s3key="rekognition/rocket.jpg", s3_location="s3://photos/rekognition/rocket.jpg"
+    )
+    es.index(index=INDEX_ALIAS, id="rekognition-rocket", document=source, refresh=True)
+    example = Signals.of_source(documents["copies/rocket_q40.jpg"])
+    assert example.embedding is not None
+    found = similar_images(es, example, exclude_ids=[documents["copies/rocket_q40.jpg"]["_id"]], size=10)
+    assert "rekognition/rocket.jpg" in [hit.hit.s3key for hit in found]
 
 
 def test_similar_finds_the_original_of_every_copy_in_its_top_5(indexed) -> None:  # type: ignore[no-untyped-def]

@@ -297,7 +297,7 @@ def test_labels_are_nested_with_text_names() -> None:
     assert labels["type"] == "nested"
     assert labels["properties"]["Name"]["type"] == "text"
     assert IMAGE_MAPPINGS["properties"]["label_names"]["type"] == "keyword"
-    assert versioned_index_name() == "images-v3"
+    assert versioned_index_name() == "images-v4"
     assert IMAGE_MAPPINGS["properties"]["label_confidence"] == {"type": "rank_features"}
 
 

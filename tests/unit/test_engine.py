@@ -116,3 +116,73 @@ def test_error_bodies_of_every_shape() -> None:
     assert errors.error_for_status(None) is errors.EngineUnavailableError
     assert errors.error_for_status(403) is errors.AuthorizationError
     assert errors.error_for_status(429) is errors.EngineError
+
+
+class _InfoClient:
+    """Answers ``info()`` as an Elasticsearch of ``number`` would (the probe reads nothing else)."""
+
+    def __init__(self, number: str) -> None:
+        self.number = number
+
+    def info(self) -> dict[str, object]:
+        return {"version": {"number": self.number}}
+
+
+@pytest.mark.parametrize(
+    ("number", "kind"),
+    [
+        ("8.15.3", "dense_vector"),
+        ("9.1.0", "dense_vector"),
+        ("8.6.0", "dense_vector"),
+        ("8.5.3", None),
+        ("7.10.2", None),
+    ],
+)
+def test_elasticsearch_searches_byte_vectors_from_8_6(number: str, kind: str | None) -> None:
+    from imagelabels.engine.elastic import ElasticsearchEngine
+
+    engine = ElasticsearchEngine(_InfoClient(number), description="test")
+    assert engine.vector_kind == kind
+    engine.client = None  # asked once: a second read does not call the client
+    assert engine.vector_kind == kind
+
+
+def test_each_engine_writes_its_own_vector_question() -> None:
+    """Elasticsearch: top-level ``knn`` plus ``also`` as a query (a union); OpenSearch: the k-NN
+    plugin's ``knn`` query in a ``bool`` with ``also``; both filter inside the vector search."""
+    from imagelabels.engine.elastic import ElasticsearchEngine
+    from imagelabels.engine.opensearch import OpenSearchEngine
+
+    keep = {"bool": {"must_not": [{"ids": {"values": ["x"]}}]}}
+    bands = {"term": {"visual.bands": "h0:0f"}}
+    elastic = ElasticsearchEngine(None, description="es").vector_search(
+        field="visual.vector", vector=[1, 2], k=200, filter=keep, also=bands
+    )
+    assert elastic == {
+        "knn": {
+            "field": "visual.vector",
+            "query_vector": [1, 2],
+            "k": 200,
+            "num_candidates": 200,
+            "filter": keep,
+        },
+        "query": {"bool": {"must": [bands], "filter": [keep]}},
+    }
+    opensearch = OpenSearchEngine(None, description="os").vector_search(
+        field="visual.vector", vector=[1, 2], k=20, filter=keep, also=None
+    )
+    assert opensearch == {
+        "query": {
+            "bool": {
+                "should": [{"knn": {"visual.vector": {"vector": [1, 2], "k": 20, "filter": keep}}}],
+                "minimum_should_match": 1,
+                "filter": [keep],
+            }
+        }
+    }
+    assert (
+        ElasticsearchEngine(None, description="es").vector_search(field="v", vector=[1], k=5)["knn"][
+            "num_candidates"
+        ]
+        == 100
+    )  # Elasticsearch explores at least 100 per shard

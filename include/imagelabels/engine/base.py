@@ -45,6 +45,12 @@ class Capabilities:
     serverless: bool = False
 
 
+class _Unknown:
+    """Not asked yet (``None`` is an answer: no vector search)."""
+
+
+_UNKNOWN = _Unknown()
+
 FULL = Capabilities()
 # docs/opensearch-serverless.md: no _refresh (nor ?refresh=true), _cluster/health,
 # _delete_by_query/_reindex or shard settings; aliases and index templates are supported.
@@ -156,6 +162,7 @@ class SearchEngine(ABC):
         self.capabilities = capabilities
         self.refresh_wait_s = refresh_wait_s
         self.indices = _Indices(self)
+        self._vector_kind: str | _Unknown | None = _UNKNOWN
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description}>"
@@ -294,6 +301,50 @@ class SearchEngine(ABC):
                 break
             self.indices.refresh(index=index)
         return {"deleted": deleted, "failures": [{"count": failures}] if failures else []}
+
+    # --- vector search ---------------------------------------------------------------------
+
+    @property
+    def vector_kind(self) -> str | None:
+        """How this engine indexes vectors for k-nearest-neighbour search: ``dense_vector``
+        (Elasticsearch), ``knn_vector`` (OpenSearch with the k-NN plugin) or ``None`` (none:
+        similarity questions then find candidates by hash bands). Asked of the engine once."""
+        if isinstance(self._vector_kind, _Unknown):
+            self._vector_kind = self._probe_vector_kind()
+        return self._vector_kind
+
+    def _probe_vector_kind(self) -> str | None:
+        return None
+
+    def indexed_vector_field(self, index: str, field: str) -> bool:
+        """Whether ``field`` is a searchable vector in every index behind ``index``: an index
+        created before the engine could search vectors (or on another engine) keeps it stored only,
+        and a k-NN question to it would fail."""
+        path = field.split(".")
+        mappings = self.indices.get_mapping(index=index)
+        if not mappings:
+            return False
+        for mapping in mappings.values():
+            node: Any = mapping.get("mappings", {})
+            for name in path:
+                node = (node.get("properties") or {}).get(name) or {}
+            if node.get("type") not in ("dense_vector", "knn_vector"):
+                return False
+        return True
+
+    def vector_search(
+        self,
+        *,
+        field: str,
+        vector: list[int],
+        k: int,
+        filter: dict[str, Any] | None = None,
+        also: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The :meth:`search` keywords of "the ``k`` documents whose ``field`` is nearest to
+        ``vector``, among those matching ``filter``, and those ``also`` matches" (a union: ``also``
+        finds what has no vector). Only for an engine with a :attr:`vector_kind`."""
+        raise UnsupportedOperationError(f"{self.description} has no vector search")
 
     # --- bulk ------------------------------------------------------------------------------
 

@@ -23,6 +23,33 @@ class ElasticsearchEngine(SearchEngine):
         method = reduce(getattr, api.split("."), self.client)
         return method(**kwargs)
 
+    def _probe_vector_kind(self) -> str | None:
+        """``dense_vector`` with byte elements (Elasticsearch 8.6 and later, noida-db)."""
+        number = str(self.info().get("version", {}).get("number", "0"))
+        major, _, rest = number.partition(".")
+        minor = rest.partition(".")[0]
+        version = (int(major) if major.isdigit() else 0, int(minor) if minor.isdigit() else 0)
+        return "dense_vector" if version >= (8, 6) else None
+
+    def vector_search(
+        self,
+        *,
+        field: str,
+        vector: list[int],
+        k: int,
+        filter: dict[str, Any] | None = None,
+        also: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Elasticsearch's top-level ``knn`` (HNSW, ``num_candidates`` explored per shard), plus
+        ``also`` as a ``query``: Elasticsearch returns the union, scores summed."""
+        knn: dict[str, Any] = {"field": field, "query_vector": vector, "k": k, "num_candidates": max(k, 100)}
+        if filter is not None:
+            knn["filter"] = filter
+        request: dict[str, Any] = {"knn": knn}
+        if also is not None:
+            request["query"] = {"bool": {"must": [also], "filter": [filter] if filter else []}}
+        return request
+
     def _translate(self, error: Exception) -> EngineError | None:
         import elastic_transport
         from elasticsearch import ApiError

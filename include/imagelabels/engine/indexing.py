@@ -19,12 +19,12 @@ from typing import Any
 from imagelabels.documents import (
     FAILURE_MAPPINGS,
     FAILURES_INDEX,
-    IMAGE_MAPPINGS,
     INDEX_ALIAS,
     INDEX_TEMPLATE_NAME,
     INDEX_VERSION,
     failure_id,
     index_template,
+    upgrade_mappings,
     versioned_index_name,
     with_label_features,
 )
@@ -36,7 +36,10 @@ def ensure_indices(es: SearchEngine) -> None:
     """Create (idempotently) the index template, the versioned index with its alias, and the
     failures index. Safe to call from every run; concurrent callers are tolerated.
     """
-    template = index_template(index_shards())
+    # first, so that refused credentials fail on a plain index call (the vector probe below
+    # degrades to bands on a refusal, which is right for a role without cluster rights only)
+    ensure_index(es, FAILURES_INDEX, FAILURE_MAPPINGS, upgrade=False)  # upgraded just below
+    template = index_template(index_shards(), es.vector_kind)
     es.indices.put_index_template(
         name=INDEX_TEMPLATE_NAME,
         index_patterns=template["index_patterns"],
@@ -56,7 +59,6 @@ def ensure_indices(es: SearchEngine) -> None:
     except BadRequestError as error:
         if error.error_type != "resource_already_exists_exception":
             raise
-    ensure_index(es, FAILURES_INDEX, FAILURE_MAPPINGS, upgrade=False)  # upgraded just below
     es.require_custom_ids(FAILURES_INDEX, {"stage": "probe", "reason": "id probe"})
     _upgrade_mappings(es)
 
@@ -125,16 +127,20 @@ def ensure_index(es: SearchEngine, index: str, mappings: dict[str, Any], *, upgr
 
 def _upgrade_mappings(es: SearchEngine) -> None:
     """Add fields introduced since an index was created (additive mapping changes are allowed on
-    a live index); a conflicting change needs a reindex into the next ``images-vN``."""
-    for index, mappings in (
-        (INDEX_ALIAS, IMAGE_MAPPINGS),
-        (FAILURES_INDEX, FAILURE_MAPPINGS),
-    ):
+    a live index); a conflicting change needs a reindex into the next ``images-vN``.
+
+    ``visual.vector`` keeps the kind an index was created with (a stored vector cannot become a
+    k-NN one in place); an index without it gets it stored only."""
+    upgrades = [
+        (INDEX_ALIAS, index, upgrade_mappings(mapping.get("mappings", {})))
+        for index, mapping in es.indices.get_mapping(index=INDEX_ALIAS).items()
+    ]
+    for name, index, mappings in [*upgrades, (FAILURES_INDEX, FAILURES_INDEX, FAILURE_MAPPINGS)]:
         try:
             es.indices.put_mapping(index=index, properties=mappings["properties"])
         except BadRequestError as error:
             raise RuntimeError(
-                f"the mapping of {index!r} conflicts with this version's schema ({error.message}); "
+                f"the mapping of {name!r} conflicts with this version's schema ({error.message}); "
                 f"reindex into {versioned_index_name(INDEX_VERSION + 1)!r} and move the alias"
             ) from error
 

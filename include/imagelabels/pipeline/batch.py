@@ -285,9 +285,10 @@ def flag_near_duplicates(es: Any, labeled: Sequence[_Labeled]) -> int:
     reason to fail a batch: an engine error only leaves documents unflagged (logged).
     """
     from imagelabels.fingerprints import Signals, is_near_duplicate
-    from imagelabels.search.similarity import find_near_duplicate
+    from imagelabels.search.similarity import find_near_duplicate, vector_search_available
 
     flagged = 0
+    vectors: bool | None = None  # asked of the index once, at the first image with signals
     earlier: list[tuple[str, str, Signals]] = []
     for item in labeled:
         document = item.document or {}
@@ -298,7 +299,9 @@ def flag_near_duplicates(es: Any, labeled: Sequence[_Labeled]) -> int:
         location = str(document["s3_location"])
         original: str | None = None
         try:
-            original = find_near_duplicate(es, signals, exclude_location=location)
+            if vectors is None:
+                vectors = vector_search_available(es)
+            original = find_near_duplicate(es, signals, exclude_location=location, vectors=vectors)
         except Exception as error:  # a missing flag must not fail the batch
             log.warning("near-duplicate check against the index skipped for %s: %s", location, error)
         if original is None:  # an image earlier in this batch, or the one that image duplicates

