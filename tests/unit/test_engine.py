@@ -148,15 +148,14 @@ def test_elasticsearch_searches_byte_vectors_from_8_6(number: str, kind: str | N
 
 
 def test_each_engine_writes_its_own_vector_question() -> None:
-    """Elasticsearch: top-level ``knn`` plus ``also`` as a query (a union); OpenSearch: the k-NN
-    plugin's ``knn`` query in a ``bool`` with ``also``; both filter inside the vector search."""
+    """Elasticsearch: the top-level ``knn``; OpenSearch: the k-NN plugin's ``knn`` query; both
+    filter inside the vector search."""
     from imagelabels.engine.elastic import ElasticsearchEngine
     from imagelabels.engine.opensearch import OpenSearchEngine
 
     keep = {"bool": {"must_not": [{"ids": {"values": ["x"]}}]}}
-    bands = {"term": {"visual.bands": "h0:0f"}}
     elastic = ElasticsearchEngine(None, description="es").vector_search(
-        field="visual.vector", vector=[1, 2], k=200, filter=keep, also=bands
+        field="visual.vector", vector=[1, 2], k=200, filter=keep
     )
     assert elastic == {
         "knn": {
@@ -165,21 +164,12 @@ def test_each_engine_writes_its_own_vector_question() -> None:
             "k": 200,
             "num_candidates": 200,
             "filter": keep,
-        },
-        "query": {"bool": {"must": [bands], "filter": [keep]}},
-    }
-    opensearch = OpenSearchEngine(None, description="os").vector_search(
-        field="visual.vector", vector=[1, 2], k=20, filter=keep, also=None
-    )
-    assert opensearch == {
-        "query": {
-            "bool": {
-                "should": [{"knn": {"visual.vector": {"vector": [1, 2], "k": 20, "filter": keep}}}],
-                "minimum_should_match": 1,
-                "filter": [keep],
-            }
         }
     }
+    opensearch = OpenSearchEngine(None, description="os").vector_search(
+        field="visual.vector", vector=[1, 2], k=20
+    )
+    assert opensearch == {"query": {"knn": {"visual.vector": {"vector": [1, 2], "k": 20}}}}
     assert (
         ElasticsearchEngine(None, description="es").vector_search(field="v", vector=[1], k=5)["knn"][
             "num_candidates"

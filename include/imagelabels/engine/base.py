@@ -339,11 +339,9 @@ class SearchEngine(ABC):
         vector: list[int],
         k: int,
         filter: dict[str, Any] | None = None,
-        also: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The :meth:`search` keywords of "the ``k`` documents whose ``field`` is nearest to
-        ``vector``, among those matching ``filter``, and those ``also`` matches" (a union: ``also``
-        finds what has no vector). Only for an engine with a :attr:`vector_kind`."""
+        ``vector``, among those matching ``filter``". Only for an engine with a :attr:`vector_kind`."""
         raise UnsupportedOperationError(f"{self.description} has no vector search")
 
     # --- bulk ------------------------------------------------------------------------------

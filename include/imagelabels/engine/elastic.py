@@ -38,17 +38,13 @@ class ElasticsearchEngine(SearchEngine):
         vector: list[int],
         k: int,
         filter: dict[str, Any] | None = None,
-        also: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Elasticsearch's top-level ``knn`` (HNSW, ``num_candidates`` explored per shard), plus
-        ``also`` as a ``query``: Elasticsearch returns the union, scores summed."""
+        """Elasticsearch's top-level ``knn`` (HNSW, ``num_candidates`` explored per shard; the
+        filter applies during the graph search)."""
         knn: dict[str, Any] = {"field": field, "query_vector": vector, "k": k, "num_candidates": max(k, 100)}
         if filter is not None:
             knn["filter"] = filter
-        request: dict[str, Any] = {"knn": knn}
-        if also is not None:
-            request["query"] = {"bool": {"must": [also], "filter": [filter] if filter else []}}
-        return request
+        return {"knn": knn}
 
     def _translate(self, error: Exception) -> EngineError | None:
         import elastic_transport

@@ -137,22 +137,13 @@ class OpenSearchEngine(SearchEngine):
         vector: list[int],
         k: int,
         filter: dict[str, Any] | None = None,
-        also: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The k-NN plugin's ``knn`` query (Lucene engine: ``filter`` applies during the graph
-        search, so ``k`` matching documents come back per shard), in a ``bool`` with ``also``."""
+        search, so ``k`` matching documents come back per shard)."""
         knn: dict[str, Any] = {"vector": vector, "k": k}
         if filter is not None:
             knn["filter"] = filter
-        query: dict[str, Any] = {
-            "bool": {
-                "should": [{"knn": {field: knn}}, *([also] if also is not None else [])],
-                "minimum_should_match": 1,
-            }
-        }
-        if filter is not None:
-            query["bool"]["filter"] = [filter]
-        return {"query": query}
+        return {"query": {"knn": {field: knn}}}
 
     def _translate(self, error: Exception) -> EngineError | None:
         from opensearchpy.exceptions import ConnectionError as NoAnswer

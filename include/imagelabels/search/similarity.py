@@ -96,34 +96,43 @@ def _candidates(
     source: Sequence[str],
     vectors: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Up to ``size`` candidates (per shard, with vectors) for re-ranking: the nearest
-    ``visual.vector`` values where the engine searches vectors and the example has an embedding, with
-    the images sharing a pHash band (those without an embedding, e.g. Rekognition-labeled); the
-    images sharing any band otherwise. ``vectors=None`` asks the index whether it can."""
+    """The candidates to re-rank: where the engine searches vectors and the example has an
+    embedding, the ``size`` nearest ``visual.vector`` values and, asked apart, the images without
+    a vector (e.g. Rekognition-labeled) that share a pHash band; the ``size`` images sharing most
+    bands otherwise. ``vectors=None`` asks the index whether it can.
+
+    Two questions rather than one ``bool``: summed in one query, a band's score (1 a band) would
+    rank thousands of chance pHash-band matches above the nearest vectors (whose score is under 1).
+    """
     restrict = _restrictions(must_not, filters)
     vector = search_vector(signals.embedding) if signals.embedding is not None else []
     if vector and vectors is None:
         vectors = vector_search_available(es, index)
     if vector and vectors:
-        hash_bands_only = [band for band in signals.bands() if band.startswith("h")]
-        request = es.vector_search(
-            field="visual.vector",
-            vector=vector,
-            k=size,
-            filter=restrict,
-            also=band_query(hash_bands_only) if hash_bands_only else None,
-        )
-        response = es.search(index=index, size=size, source=list(source), **request)
-        return list(response["hits"]["hits"])
-    bands = signals.bands()
+        request = es.vector_search(field="visual.vector", vector=vector, k=size, filter=restrict)
+        nearest = es.search(index=index, size=size, source=list(source), **request)["hits"]["hits"]
+        hash_bands = [band for band in signals.bands() if band.startswith("h")]
+        without_vector = [{"exists": {"field": "visual.vector"}}]
+        return [*nearest, *_band_hits(es, hash_bands, restrict, without_vector, index, size, source)]
+    return _band_hits(es, signals.bands(), restrict, [], index, size, source)
+
+
+def _band_hits(
+    es: Any,
+    bands: Sequence[str],
+    restrict: dict[str, Any] | None,
+    must_not: list[dict[str, Any]],
+    index: str,
+    size: int,
+    source: Sequence[str],
+) -> list[dict[str, Any]]:
+    """The ``size`` documents sharing most of ``bands`` (none without bands)."""
     if not bands:
         return []
     query = band_query(bands)
-    if restrict is not None:
-        query["bool"]["filter"] = restrict["bool"]["filter"]
-        query["bool"]["must_not"] = restrict["bool"]["must_not"]
-    response = es.search(index=index, query=query, size=size, source=list(source))
-    return list(response["hits"]["hits"])
+    query["bool"]["filter"] = restrict["bool"]["filter"] if restrict else []
+    query["bool"]["must_not"] = [*(restrict["bool"]["must_not"] if restrict else []), *must_not]
+    return list(es.search(index=index, query=query, size=size, source=list(source))["hits"]["hits"])
 
 
 def vector_search_available(es: Any, index: str | None = None) -> bool:
@@ -185,7 +194,7 @@ def similar_images(
                 search._hit(raw),
                 alike,
                 is_near_duplicate(signals, other),
-                len(example_bands & set(other.bands())),
+                len(example_bands & set((raw["_source"].get("visual") or {}).get("bands") or ())),
             )
         )
     found.sort(key=lambda s: (-s.similarity, -s.bands_shared, s.hit.s3_location))
