@@ -157,6 +157,23 @@ def seed(
         assert (written.created, written.failures) == (1, [])
 
 
+UI = "https://airflow.example.com"
+
+
+@pytest.fixture(autouse=True)
+def ui_base_url(monkeypatch):  # type: ignore[no-untyped-def]
+    """Reports link images to the Image search page's detail view once the UI's URL is known."""
+    monkeypatch.setenv("IMAGELABELS_UI_BASE_URL", UI)
+
+
+def _page(location: str) -> str:
+    """The detail-view link of the seeded document at ``s3://bucket/key``."""
+    from urllib.parse import quote
+
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return f"{UI}/image-search/?image={quote(document_id(bucket, key, None, f'etag-{key}'), safe='')}"
+
+
 @pytest.fixture
 def seeded(es):  # type: ignore[no-untyped-def]
     seed(es)
@@ -228,11 +245,23 @@ def test_every_table_and_total_of_the_day(seeded) -> None:  # type: ignore[no-un
         ("Sushi", 1),
     ]
     assert _rows(report, "moderation_hits") == [
-        ("s3://archive/top.png", "Explicit Nudity", 97.0, _at(2, 5, 40)),
-        ("s3://archive/top.png", "Nudity", 96.0, _at(2, 5, 40)),
-        ("s3://photos/日本/寿司.jpg", "Alcohol", 61.5, _at(2, 5)),
-        ("s3://photos/2026/03/dogs/dog2.jpg", "Violence", 88.5, _at(2, 1, 45)),
-        ("s3://photos/2026/03/dogs/dog2.jpg", "Weapons", 72.25, _at(2, 1, 45)),
+        ("s3://archive/top.png", "Explicit Nudity", 97.0, _at(2, 5, 40), _page("s3://archive/top.png")),
+        ("s3://archive/top.png", "Nudity", 96.0, _at(2, 5, 40), _page("s3://archive/top.png")),
+        ("s3://photos/日本/寿司.jpg", "Alcohol", 61.5, _at(2, 5), _page("s3://photos/日本/寿司.jpg")),
+        (
+            "s3://photos/2026/03/dogs/dog2.jpg",
+            "Violence",
+            88.5,
+            _at(2, 1, 45),
+            _page("s3://photos/2026/03/dogs/dog2.jpg"),
+        ),
+        (
+            "s3://photos/2026/03/dogs/dog2.jpg",
+            "Weapons",
+            72.25,
+            _at(2, 1, 45),
+            _page("s3://photos/2026/03/dogs/dog2.jpg"),
+        ),
     ]
     assert report.table("moderation_hits").note == ""
     assert all(row[3].utcoffset() == timedelta(0) for row in _rows(report, "moderation_hits"))
@@ -272,12 +301,32 @@ def test_near_duplicates_lists_the_flagged_documents_of_the_interval(es) -> None
     report = _report(es)
 
     assert _rows(report, "near_duplicates") == [
-        ("s3://archive/old/scan2.jpg", "s3://archive/old/scan.jpg", _at(2, 5, 20)),
-        ("s3://photos/2026/03/dogs/dog1.jpg", "(no longer indexed)", _at(2, 1, 15)),
-        ("s3://photos/2026/03/cat2.jpg", "s3://photos/2026/03/old-cat.jpg", _at(2, 0, 30)),
+        (
+            "s3://archive/old/scan2.jpg",
+            "s3://archive/old/scan.jpg",
+            _at(2, 5, 20),
+            _page("s3://archive/old/scan2.jpg"),
+        ),
+        (
+            "s3://photos/2026/03/dogs/dog1.jpg",
+            "(no longer indexed)",
+            _at(2, 1, 15),
+            _page("s3://photos/2026/03/dogs/dog1.jpg"),
+        ),
+        (
+            "s3://photos/2026/03/cat2.jpg",
+            "s3://photos/2026/03/old-cat.jpg",
+            _at(2, 0, 30),
+            _page("s3://photos/2026/03/cat2.jpg"),
+        ),
     ]
     assert _rows(_report(es, bucket="archive"), "near_duplicates") == [
-        ("s3://archive/old/scan2.jpg", "s3://archive/old/scan.jpg", _at(2, 5, 20))
+        (
+            "s3://archive/old/scan2.jpg",
+            "s3://archive/old/scan.jpg",
+            _at(2, 5, 20),
+            _page("s3://archive/old/scan2.jpg"),
+        )
     ]
     capped = _report(es, duplicate_limit=1).table("near_duplicates")
     assert len(capped.rows) == 1
@@ -304,11 +353,19 @@ def test_moderation_table_is_capped_with_a_note_but_the_total_is_not(seeded) -> 
     report = _report(seeded, moderation_limit=2)
     assert report.totals.moderation_hits == 3
     assert _rows(report, "moderation_hits") == [
-        ("s3://archive/top.png", "Explicit Nudity", 97.0, _at(2, 5, 40)),
-        ("s3://archive/top.png", "Nudity", 96.0, _at(2, 5, 40)),
-        ("s3://photos/日本/寿司.jpg", "Alcohol", 61.5, _at(2, 5)),
+        ("s3://archive/top.png", "Explicit Nudity", 97.0, _at(2, 5, 40), _page("s3://archive/top.png")),
+        ("s3://archive/top.png", "Nudity", 96.0, _at(2, 5, 40), _page("s3://archive/top.png")),
+        ("s3://photos/日本/寿司.jpg", "Alcohol", 61.5, _at(2, 5), _page("s3://photos/日本/寿司.jpg")),
     ]
     assert "2 of 3" in report.table("moderation_hits").note
+
+    with pytest.MonkeyPatch.context() as unset:  # no UI URL known: no link, the rows stay
+        unset.delenv("IMAGELABELS_UI_BASE_URL")
+        unlinked = _report(seeded, moderation_limit=2)
+    assert [row[:4] for row in _rows(unlinked, "moderation_hits")] == [
+        row[:4] for row in _rows(report, "moderation_hits")
+    ]
+    assert {row[4] for row in _rows(unlinked, "moderation_hits")} == {""}
 
     none_listed = _report(seeded, moderation_limit=0)
     assert _rows(none_listed, "moderation_hits") == []

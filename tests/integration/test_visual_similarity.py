@@ -222,7 +222,7 @@ def test_the_daily_report_lists_each_copy_with_its_original(indexed, es) -> None
     report = compute_report(
         es, name="labels", period="daily", start=now - timedelta(hours=1), end=now + timedelta(hours=1)
     )
-    rows = sorted((image, original) for image, original, _ in report.table("near_duplicates").rows)
+    rows = sorted((image, original) for image, original, _, _ in report.table("near_duplicates").rows)
     assert rows == sorted(
         (f"s3://photos/copies/{Path(name).stem}_{kind}.jpg", f"s3://photos/originals/{name}")
         for name in COPIED

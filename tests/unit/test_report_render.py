@@ -329,6 +329,36 @@ def test_a_report_with_an_unknown_table_renders_it_generically(tmp_path: Path) -
     assert "Nikon Z" in pdf_text(paths[-1])[1]
 
 
+def test_links_to_the_detail_view_are_in_csv_and_xlsx_and_left_out_of_the_pdf(tmp_path: Path) -> None:
+    """A ``url`` column (the Image search page's detail view of each image): the CSV carries it,
+    the XLSX makes it a clickable link, the printed PDF table leaves it out."""
+    link = "https://airflow.example.com/image-search/?image=abc123"
+    linked = Table(
+        "near_duplicates",
+        "Near duplicates",
+        (
+            Column("image", "Image"),
+            Column("duplicate_of", "Near duplicate of"),
+            Column("link", "Detail view", "url"),
+        ),
+        (("s3://b/copy.jpg", "s3://b/original.jpg", link), ("s3://b/other.jpg", "s3://b/x.jpg", "")),
+    )
+    tables = tuple(t for t in sample_report().tables if t.name != "near_duplicates")
+    report = dataclasses.replace(sample_report(), tables=(*tables, linked))
+    paths = render_report(report, tmp_path, ["csv", "xlsx", "pdf"])
+    csv_path = next(p for p in paths if p.name.endswith("_near_duplicates.csv"))
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        assert [row["link"] for row in csv.DictReader(handle)] == [link, ""]
+    ws = openpyxl.load_workbook(next(p for p in paths if p.suffix == ".xlsx"))["Near duplicates"]
+    assert ws.cell(2, 3).value == link
+    assert ws.cell(2, 3).hyperlink.target == link
+    assert ws.cell(3, 3).hyperlink is None
+    text = pdf_text(next(p for p in paths if p.suffix == ".pdf"))[1]
+    assert "s3://b/copy.jpg" in text
+    assert "airflow.example.com" not in text
+    assert "Detail view" not in text
+
+
 def test_unknown_formats_are_refused_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'docx'.*supported: csv, xlsx, png, pdf, json"):
         render_report(sample_report(), tmp_path / "out", ["csv", "docx"])

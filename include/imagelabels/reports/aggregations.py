@@ -84,12 +84,14 @@ MODERATION_COLUMNS = (
     Column("label", "Moderation label"),
     Column("confidence", "Confidence", "percent"),
     Column("ingested_at", "Ingested at (UTC)", "datetime"),
+    Column("link", "Detail view", "url"),
 )
 PER_HOUR_COLUMNS = (Column("hour", "Hour (UTC)", "datetime"), Column("images", "Images", "int"))
 NEAR_DUPLICATE_COLUMNS = (
     Column("image", "Image"),
     Column("duplicate_of", "Near duplicate of"),
     Column("ingested_at", "Ingested at (UTC)", "datetime"),
+    Column("link", "Detail view", "url"),
 )
 BY_PREFIX_COLUMNS = (
     Column("bucket", "Bucket"),
@@ -420,6 +422,7 @@ def _near_duplicates_table(es: Any, start: datetime, end: datetime, scope: _Scop
             str(hit["_source"]["s3_location"]),
             where.get(str(hit["_source"]["visual"]["near_duplicate_of"]), "(no longer indexed)"),
             _moment(hit["sort"][0]),
+            detail_view(hit),
         )
         for hit in hits
     ]
@@ -503,18 +506,28 @@ def _moment(millis: Any) -> datetime:
     return _EPOCH + timedelta(milliseconds=int(millis))
 
 
+def detail_view(hit: Mapping[str, Any]) -> str:
+    """The Image search page's detail view of a hit's image (any key, no expiry, for signed-in
+    Airflow users), or ``""`` where the UI's base URL is not known
+    (:func:`imagelabels.search.queries.ui_base_url`)."""
+    from imagelabels.search.queries import image_page_url
+
+    return image_page_url(str(hit.get("_id") or "")) or ""
+
+
 def _moderation_table(hits: Sequence[Mapping[str, Any]], total: int, limit: int) -> Table:
     """``moderation_hits`` from search 4: one row per (document, moderation label), documents
     newest first, labels by confidence; the note says when documents were left out."""
-    rows: list[tuple[str, str, float, datetime]] = []
+    rows: list[tuple[str, str, float, datetime, str]] = []
     for hit in hits:
         source = hit.get("_source", {})
         ingested_at = _moment(hit["sort"][0])
+        link = detail_view(hit)
         labels = sorted(
             ((str(m["Name"]), float(m["Confidence"])) for m in source.get("ModerationLabels") or ()),
             key=lambda item: (-item[1], item[0]),
         )
-        rows += [(str(source.get("s3_location", "")), name, conf, ingested_at) for name, conf in labels]
+        rows += [(str(source.get("s3_location", "")), name, conf, ingested_at, link) for name, conf in labels]
     note = ""
     if total > len(hits):
         note = (

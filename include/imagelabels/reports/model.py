@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-ColumnType = Literal["str", "int", "float", "percent", "datetime"]
+# "url": a link people open (the Image search page's detail view); CSV, XLSX and JSON carry it,
+# the PDF (a printed table) leaves it out
+ColumnType = Literal["str", "int", "float", "percent", "datetime", "url"]
 
 PERIODS = ("hourly", "daily", "weekly", "monthly")
 

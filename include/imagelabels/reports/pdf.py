@@ -11,6 +11,7 @@ nothing runs off the page.
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -200,9 +201,16 @@ def _charts(pdf: FPDF, pngs: tuple[bytes, ...]) -> None:
 
 def _table(pdf: FPDF, table: Table) -> None:
     """One table: its heading, then the rows (the header repeated on every page), capped at
-    :data:`MAX_ROWS` with a note that says where the rest are."""
+    :data:`MAX_ROWS` with a note that says where the rest are. Link columns (``url``) are left
+    out: a printed URL is not a link (the XLSX and CSV carry them)."""
     from fpdf.fonts import FontFace
 
+    printed = [i for i, column in enumerate(table.columns) if column.type != "url"]
+    table = replace(
+        table,
+        columns=tuple(table.columns[i] for i in printed),
+        rows=tuple(tuple(row[i] for i in printed) for row in table.rows),
+    )
     if pdf.get_y() > pdf.h - pdf.b_margin - 45:  # keep a heading with its first rows
         pdf.add_page()
     _heading(pdf, table.title or table.name)

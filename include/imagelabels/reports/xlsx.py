@@ -113,6 +113,9 @@ def _table_sheet(ws: Worksheet, table: Table) -> None:
                 cell.number_format = NUMBER_FORMATS[column.type]
             if isinstance(cell.value, str):
                 _force_text(cell)
+            if column.type == "url" and str(value).startswith(("https://", "http://")):
+                cell.hyperlink = str(value)  # ours (image_page_url), never a value from an image
+                cell.style = "Hyperlink"
     ws.freeze_panes = "A2"
     last = get_column_letter(max(1, len(table.columns)))
     ws.auto_filter.ref = f"A1:{last}{len(table.rows) + 1}"
