@@ -501,7 +501,66 @@ def create_app(
             bucket, key = search.parse_s3_uri(str(source.get("s3_location") or ""))
         return _stream_image(s3_client(), bucket, key, (source.get("object") or {}).get("version_id"))
 
+    @app.get("/api/reports/{name}/{path:path}", include_in_schema=False, response_model=None)
+    async def report_file(request: Request, name: str, path: str) -> Response:
+        """A stored report file (the links of report mails, Slack and webhooks): a signed-in user
+        gets it, anyone else the login page that comes back here."""
+        try:
+            await authenticate(request)
+        except HTTPException as error:
+            if error.status_code == 401:
+                return RedirectResponse(login_url(request), status_code=303)
+            raise
+        return _report_file(s3_client, name, path)
+
     return app
+
+
+def _report_file(s3_client: Callable[[], Any], name: str, path: str) -> Response:
+    """The file ``path`` of the configured report ``name`` from its output location (S3 or a
+    local folder), 404 for anything else: another report's name, a path that is not one of the
+    names reports are stored under (:func:`~imagelabels.reports.delivery.report_file_path`)."""
+    from imagelabels.reports.config import read_report_configs
+    from imagelabels.reports.links import REPORT_FILE_TYPES, report_file_path
+
+    config = next((c for c in read_report_configs().reports if c.name == name), None)
+    try:
+        if config is None:
+            raise ValueError("no such report")
+        where = report_file_path(config, path)
+    except ValueError as error:
+        raise HTTPException(status_code=404, detail="no such report file") from error
+    suffix = Path(path).suffix.lower()
+    disposition = "inline" if suffix in (".pdf", ".png", ".json") else "attachment"
+    headers = {
+        **IMAGE_HEADERS,
+        "Content-Disposition": f'{disposition}; filename="{posixpath.basename(path)}"',
+    }
+    if not where.startswith("s3://"):
+        if not Path(where).is_file():
+            raise HTTPException(status_code=404, detail="no such report file")
+        return FileResponse(where, media_type=REPORT_FILE_TYPES[suffix], headers=headers)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = search.parse_s3_uri(where)
+    try:
+        answer = s3_client().get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in {"NoSuchKey", "404", "NoSuchBucket"}:
+            raise HTTPException(status_code=404, detail="no such report file") from error
+        raise HTTPException(status_code=502, detail=f"S3 error: {code or 'unknown'}") from error
+    except BotoCoreError as error:
+        raise HTTPException(status_code=502, detail=f"S3 error: {type(error).__name__}") from error
+    body = answer["Body"]
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from body.iter_chunks(CHUNK_BYTES)
+        finally:
+            body.close()
+
+    return StreamingResponse(chunks(), media_type=REPORT_FILE_TYPES[suffix], headers=headers)
 
 
 def _stream_image(s3: Any, bucket: str, key: str, version_id: str | None) -> Response:

@@ -262,3 +262,62 @@ def test_the_demo_prints_alert_links_with_the_session_token_masked(
     # the embedded stack's keys carry no token: the demo's link is printed whole and works
     plain = search.presigned_url(clean_stack.boto3_client("s3"), "s3://demo-images/x.png", expires_in=60)
     assert demo.shown_link(plain) == plain
+
+
+REPORTS = "_imagelabels/reports/daily/2026/11/28"
+
+
+def test_report_files_are_served_to_signed_in_users_through_links_that_never_expire(
+    clean_stack: EmbeddedStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Report messages link to the page's ``api/reports`` route (no presigned expiry, whatever
+    the credentials): a signed-in user gets the stored file, as its type; an anonymous one the
+    login page; nothing outside a configured report's stored names is ever served."""
+    from imagelabels.reports.config import get_report_config
+    from imagelabels.reports.links import report_page_links
+
+    monkeypatch.setenv("IMAGELABELS_BUCKET", BUCKET)
+    s3 = clean_stack.boto3_client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    pdf, csv = b"%PDF-1.7 a report", b"label,images\nCat,3\n"
+    s3.put_object(Bucket=BUCKET, Key=f"{REPORTS}/label-report_daily_2026-11-28.pdf", Body=pdf)
+    s3.put_object(Bucket=BUCKET, Key=f"{REPORTS}/label-report_daily_2026-11-28_top_labels.csv", Body=csv)
+    s3.put_object(Bucket=BUCKET, Key="private/secret.png", Body=b"\x89PNG secret")
+    uris = [
+        f"s3://{BUCKET}/{REPORTS}/label-report_daily_2026-11-28.pdf",
+        f"s3://{BUCKET}/{REPORTS}/label-report_daily_2026-11-28_top_labels.csv",
+    ]
+    links = report_page_links(get_report_config("daily"), uris, "https://airflow.example.com/")
+    base = "https://airflow.example.com/image-search"
+    assert links == {
+        "label-report_daily_2026-11-28.pdf": f"{base}/api/reports/daily/2026/11/28/label-report_daily_2026-11-28.pdf",
+        "label-report_daily_2026-11-28_top_labels.csv": (
+            f"{base}/api/reports/daily/2026/11/28/label-report_daily_2026-11-28_top_labels.csv"
+        ),
+    }
+    app = webapp.create_app(
+        elasticsearch=clean_stack.elasticsearch,
+        s3=lambda: s3,
+        authenticate=_signed_in,
+        login_url=lambda request: "/login?next=here",
+    )
+    user = TestClient(app, headers={"Authorization": "Bearer ok"})
+    paths = {name: url.removeprefix(base) for name, url in links.items()}
+    served = user.get(paths["label-report_daily_2026-11-28.pdf"])
+    assert (served.status_code, served.content) == (200, pdf)
+    assert served.headers["content-type"] == "application/pdf"
+    assert served.headers["content-disposition"] == 'inline; filename="label-report_daily_2026-11-28.pdf"'
+    assert served.headers["x-content-type-options"] == "nosniff"
+    table = user.get(paths["label-report_daily_2026-11-28_top_labels.csv"])
+    assert (table.status_code, table.content) == (200, csv)
+    assert table.headers["content-disposition"].startswith("attachment;")
+    anonymous = TestClient(app, follow_redirects=False).get(paths["label-report_daily_2026-11-28.pdf"])
+    assert (anonymous.status_code, anonymous.headers["location"]) == (303, "/login?next=here")
+    for refused in (
+        "/api/reports/daily/%2E%2E/%2E%2E/private/secret.png",  # out of the report's folder
+        "/api/reports/daily/2026/11/28/.hidden.pdf",
+        "/api/reports/daily/2026/11/28/page.html",  # not a report file type
+        "/api/reports/nosuch/2026/11/28/label-report_daily_2026-11-28.pdf",  # not a configured report
+        "/api/reports/daily/2026/11/29/label-report_daily_2026-11-29.pdf",  # not stored
+    ):
+        assert user.get(refused).status_code == 404, refused

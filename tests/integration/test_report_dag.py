@@ -120,6 +120,26 @@ def test_backfilled_days_give_their_own_reports_delivered_on_every_channel(  # t
     assert len(http_sink.requests_to("/hook/reports")) == 2
 
 
+def test_with_the_uis_base_url_report_links_open_the_page_and_never_expire(  # type: ignore[no-untyped-def]
+    report_dag, s3, es, smtp_sink, http_sink, monkeypatch
+) -> None:
+    """Presigned links die with the credentials that signed them (an assumed role's: an hour);
+    with the UI's base URL known, every channel links the page's route for the stored files."""
+    monkeypatch.setenv("IMAGELABELS_UI_BASE_URL", "https://airflow.example.com")
+    s3.create_bucket(Bucket="reports-bucket")
+    _index(es, DAY1, [("a/cat1.jpg", "Cat", 90.0)])
+    assert set(_states(_run_day(report_dag, DAY1)).values()) == {"success"}
+    page = "https://airflow.example.com/image-search/api/reports/daily/2026/03/02/"
+    (slack,) = [r.json()["text"] for r in http_sink.requests_to("/slack/")]
+    assert f"<{page}label-report_daily_2026-03-02.pdf|label-report_daily_2026-03-02.pdf>" in slack
+    assert "X-Amz-Signature" not in slack
+    (webhook,) = [r.json() for r in http_sink.requests_to("/hook/reports")]
+    assert (
+        webhook["links"]["label-report_daily_2026-03-02.xlsx"] == f"{page}label-report_daily_2026-03-02.xlsx"
+    )
+    assert all(url.startswith(page) for url in webhook["links"].values())
+
+
 def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(  # type: ignore[no-untyped-def]
     report_dag, s3, es, smtp_sink, http_sink, tmp_path: Path
 ) -> None:

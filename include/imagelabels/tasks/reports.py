@@ -122,7 +122,9 @@ def deliver_channel(
 
     from imagelabels.channels import DeliveryError
     from imagelabels.reports.delivery import deliver_and_record, presigned_links
+    from imagelabels.reports.links import report_page_links
     from imagelabels.reports.model import Report
+    from imagelabels.search.queries import ui_base_url
 
     config = config or get_report_config(name)
     s3 = _s3()
@@ -133,9 +135,13 @@ def deliver_channel(
         if not json_files:
             raise ValueError(f"report {name!r}: no JSON among the stored files {uris}")
         report = Report.from_dict(json.loads(json_files[0].read_text(encoding="utf-8")))
-        links = presigned_links(
-            clients.presigning_s3_client(settings.aws_conn_id()), uris, expires_in=LINK_SECONDS
-        )
+        base_url = ui_base_url()
+        if base_url:  # the page serves the files to signed-in users: links that never expire
+            links = report_page_links(config, uris, base_url)
+        else:
+            links = presigned_links(
+                clients.presigning_s3_client(settings.aws_conn_id()), uris, expires_in=LINK_SECONDS
+            )
         others = [f for f in files if f.suffix != ".json"]
         try:
             status = deliver_and_record(_es(), channel, config, report, others, links=links, force=redeliver)
