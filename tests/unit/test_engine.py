@@ -176,3 +176,32 @@ def test_each_engine_writes_its_own_vector_question() -> None:
         ]
         == 100
     )  # Elasticsearch explores at least 100 per shard
+
+
+class _RefusingClient:
+    def info(self) -> dict[str, object]:
+        raise errors.AuthorizationError(
+            "403 security_exception: action [cluster:monitor/main] is unauthorized"
+        )
+
+
+def test_a_role_that_cannot_read_the_version_gets_bands_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from imagelabels.engine.elastic import ElasticsearchEngine
+
+    assert ElasticsearchEngine(_RefusingClient(), description="es").vector_kind is None
+    assert "similarity uses hash bands" in caplog.text
+
+
+def test_an_index_whose_mapping_cannot_be_read_is_asked_by_bands(caplog: pytest.LogCaptureFixture) -> None:
+    from imagelabels.search.similarity import vector_search_available
+
+    class ReadOnly:
+        vector_kind = "knn_vector"
+
+        def indexed_vector_field(self, index: str, field: str) -> bool:
+            raise errors.AuthorizationError("403 no view_index_metadata")
+
+    assert vector_search_available(ReadOnly()) is False
+    assert "similarity uses hash bands" in caplog.text

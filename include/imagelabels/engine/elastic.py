@@ -7,11 +7,14 @@ answers with 406: OpenSearch therefore has its own implementation (:mod:`.opense
 
 from __future__ import annotations
 
+import logging
 from functools import reduce
 from typing import Any
 
 from imagelabels.engine.base import SearchEngine
 from imagelabels.engine.errors import EngineError, EngineUnavailableError, describe_body, error_for_status
+
+log = logging.getLogger(__name__)
 
 
 class ElasticsearchEngine(SearchEngine):
@@ -24,8 +27,15 @@ class ElasticsearchEngine(SearchEngine):
         return method(**kwargs)
 
     def _probe_vector_kind(self) -> str | None:
-        """``dense_vector`` with byte elements (Elasticsearch 8.6 and later, noida-db)."""
-        number = str(self.info().get("version", {}).get("number", "0"))
+        """``dense_vector`` with byte elements (Elasticsearch 8.6 and later, noida-db); ``None``
+        when the version cannot be read (a role without ``monitor``: bands, and one warning)."""
+        try:
+            number = str(self.info().get("version", {}).get("number", "0"))
+        except EngineError as error:
+            log.warning(
+                "%s: could not read the version (%s); similarity uses hash bands", self.description, error
+            )
+            return None
         major, _, rest = number.partition(".")
         minor = rest.partition(".")[0]
         version = (int(major) if major.isdigit() else 0, int(minor) if minor.isdigit() else 0)

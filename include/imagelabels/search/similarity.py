@@ -33,6 +33,7 @@ finds every pair through shared bands and joins them with union-find.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ from imagelabels.fingerprints import (
     search_vector,
     similarity,
 )
+
+log = logging.getLogger(__name__)
 
 CANDIDATES = 200
 VISUAL_SOURCE = ["visual.phash", "visual.phash_mirror", "visual.embedding", "visual.bands"]
@@ -140,8 +143,17 @@ def vector_search_available(es: Any, index: str | None = None) -> bool:
     vectors and every index behind the name maps ``visual.vector`` as one (an index created
     before, or where the engine could not, keeps using bands)."""
     from imagelabels.documents import INDEX_ALIAS
+    from imagelabels.engine import EngineError
 
-    return es.vector_kind is not None and es.indexed_vector_field(index or INDEX_ALIAS, "visual.vector")
+    if es.vector_kind is None:
+        return False
+    try:
+        return bool(es.indexed_vector_field(index or INDEX_ALIAS, "visual.vector"))
+    except EngineError as error:  # e.g. a read-only role without view_index_metadata: bands work
+        log.warning(
+            "cannot read the mapping of %s (%s); similarity uses hash bands", index or INDEX_ALIAS, error
+        )
+        return False
 
 
 def similar_images(
