@@ -230,12 +230,17 @@ def vector_mapping(kind: str | None) -> dict[str, Any]:
     raise ValueError(f"unknown vector kind {kind!r} (dense_vector, knn_vector or None)")
 
 
+def _with_vector(vector: dict[str, Any] | None) -> dict[str, Any]:
+    """:data:`IMAGE_MAPPINGS` (a copy) with ``visual.vector`` mapped as ``vector``, or without it."""
+    properties = dict(IMAGE_MAPPINGS["properties"])
+    visual = {name: value for name, value in properties["visual"]["properties"].items() if name != "vector"}
+    properties["visual"] = {"properties": visual if vector is None else {**visual, "vector": vector}}
+    return {**IMAGE_MAPPINGS, "properties": properties}
+
+
 def image_mappings(vectors: str | None = None) -> dict[str, Any]:
     """:data:`IMAGE_MAPPINGS` with ``visual.vector`` mapped for an engine of vector kind ``vectors``."""
-    properties = dict(IMAGE_MAPPINGS["properties"])
-    visual = properties["visual"]["properties"]
-    properties["visual"] = {"properties": {**visual, "vector": vector_mapping(vectors)}}
-    return {**IMAGE_MAPPINGS, "properties": properties}
+    return _with_vector(vector_mapping(vectors))
 
 
 def upgrade_mappings(existing: Mapping[str, Any]) -> dict[str, Any]:
@@ -243,12 +248,7 @@ def upgrade_mappings(existing: Mapping[str, Any]) -> dict[str, Any]:
     :data:`IMAGE_MAPPINGS`, but ``visual.vector`` only where the index has none yet (then stored
     only: a field cannot become a vector index in place) -- never a change of its kind."""
     visual = existing.get("properties", {}).get("visual", {}).get("properties", {})
-    if "vector" not in visual:
-        return image_mappings(None)
-    properties = dict(IMAGE_MAPPINGS["properties"])
-    kept = {name: value for name, value in properties["visual"]["properties"].items() if name != "vector"}
-    properties["visual"] = {"properties": kept}
-    return {**IMAGE_MAPPINGS, "properties": properties}
+    return _with_vector(None if "vector" in visual else vector_mapping(None))
 
 
 def index_template(shards: int = DEFAULT_INDEX_SHARDS, vectors: str | None = None) -> dict[str, Any]:
@@ -480,7 +480,7 @@ def label_features(labels: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return features
 
 
-def with_label_features(document: dict[str, Any]) -> dict[str, Any]:
+def with_derived_fields(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` (e.g. one copied from an older index version) with the fields this version
     derives from its content: ``label_confidence`` from its ``Labels``, ``visual.vector`` from
     its stored embedding."""

@@ -133,15 +133,20 @@ def normalized(features: Sequence[float] | NDArray[Any]) -> NDArray[np.float32]:
     return (vector / norm if norm > 0 else vector).astype(np.float32)  # type: ignore[no-any-return]
 
 
-def compact_embedding(vector: NDArray[Any]) -> str:
-    """A normalised embedding as base64 of int8 (largest magnitude -> 127; no scale is kept,
-    cosines do not need one)."""
+def _int8(vector: NDArray[Any]) -> NDArray[np.int8]:
+    """``vector`` scaled so its largest magnitude is 127, rounded to int8 (no scale is kept:
+    only cosines are asked of it)."""
     import numpy as np
 
-    peak = float(np.abs(vector).max()) if vector.size else 0.0
+    values = np.asarray(vector, dtype=np.float64).reshape(-1)
+    peak = float(np.abs(values).max()) if values.size else 0.0
     scale = 127.0 / peak if peak > 0 else 0.0
-    quantized = np.clip(np.rint(np.asarray(vector, dtype=np.float64) * scale), -127, 127).astype(np.int8)
-    return base64.b64encode(quantized.tobytes()).decode("ascii")
+    return np.clip(np.rint(values * scale), -127, 127).astype(np.int8)
+
+
+def compact_embedding(vector: NDArray[Any]) -> str:
+    """A normalised embedding as base64 of int8 (:func:`_int8`)."""
+    return base64.b64encode(_int8(vector).tobytes()).decode("ascii")
 
 
 def expand_embedding(text: str) -> NDArray[np.float32]:
@@ -203,10 +208,7 @@ def search_vector(vector: NDArray[Any]) -> list[int]:
 
     if vector.size != EMBEDDING_SIZE:
         return []
-    projected = _projection() @ np.asarray(vector, dtype=np.float32).reshape(-1)
-    peak = float(np.abs(projected).max())
-    scale = 127.0 / peak if peak > 0 else 0.0
-    return [int(value) for value in np.clip(np.rint(projected * scale), -127, 127)]
+    return [int(value) for value in _int8(_projection() @ np.asarray(vector, dtype=np.float32).reshape(-1))]
 
 
 def hash_bands(*hashes: str) -> list[str]:

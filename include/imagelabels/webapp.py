@@ -367,16 +367,22 @@ def create_app(
     app = FastAPI(title="Image search", docs_url=None, redoc_url=None, openapi_url=None)
     user_dep = Depends(authenticate)
 
-    @app.get("/", include_in_schema=False, response_model=None)
-    async def page(request: Request) -> Response:
-        if static_dir is None:
-            raise HTTPException(status_code=404)
+    async def login_unless_signed_in(request: Request) -> Response | None:
+        """For pages people open from a link: the login page (coming back here) when not signed in."""
         try:
             await authenticate(request)
         except HTTPException as error:
             if error.status_code == 401:
                 return RedirectResponse(login_url(request), status_code=303)
             raise
+        return None
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def page(request: Request) -> Response:
+        if static_dir is None:
+            raise HTTPException(status_code=404)
+        if (login := await login_unless_signed_in(request)) is not None:
+            return login
         return FileResponse(static_dir / "index.html", media_type="text/html", headers=_NO_STORE)
 
     def find(doc_id: str, source: list[str]) -> dict[str, Any]:
@@ -505,12 +511,8 @@ def create_app(
     async def report_file(request: Request, name: str, path: str) -> Response:
         """A stored report file (the links of report mails, Slack and webhooks): a signed-in user
         gets it, anyone else the login page that comes back here."""
-        try:
-            await authenticate(request)
-        except HTTPException as error:
-            if error.status_code == 401:
-                return RedirectResponse(login_url(request), status_code=303)
-            raise
+        if (login := await login_unless_signed_in(request)) is not None:
+            return login
         return _report_file(s3_client, name, path)
 
     return app
@@ -540,19 +542,8 @@ def _report_file(s3_client: Callable[[], Any], name: str, path: str) -> Response
         if not Path(where).is_file():
             raise HTTPException(status_code=404, detail="no such report file")
         return FileResponse(where, media_type=REPORT_FILE_TYPES[suffix], headers=headers)
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, key = search.parse_s3_uri(where)
-    try:
-        answer = s3_client().get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        if code in {"NoSuchKey", "404", "NoSuchBucket"}:
-            raise HTTPException(status_code=404, detail="no such report file") from error
-        raise HTTPException(status_code=502, detail=f"S3 error: {code or 'unknown'}") from error
-    except BotoCoreError as error:
-        raise HTTPException(status_code=502, detail=f"S3 error: {type(error).__name__}") from error
-    body = answer["Body"]
+    body = _get_object(s3_client(), bucket, key, None, gone="no such report file")["Body"]
 
     def chunks() -> Iterator[bytes]:
         try:
@@ -563,21 +554,27 @@ def _report_file(s3_client: Callable[[], Any], name: str, path: str) -> Response
     return StreamingResponse(chunks(), media_type=REPORT_FILE_TYPES[suffix], headers=headers)
 
 
-def _stream_image(s3: Any, bucket: str, key: str, version_id: str | None) -> Response:
-    """The object's bytes as the image type they start with (404 when it is gone or not an image),
-    ``inline`` under its base name, with :data:`IMAGE_HEADERS`."""
+def _get_object(s3: Any, bucket: str, key: str, version_id: str | None, *, gone: str) -> Any:
+    """``GetObject`` (of ``version_id`` when there is one): 404 with ``gone`` when the object,
+    version or bucket is not there, 502 for any other S3 error."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     extra = {"VersionId": version_id} if version_id and version_id != "null" else {}
     try:
-        answer = s3.get_object(Bucket=bucket, Key=key, **extra)
+        return s3.get_object(Bucket=bucket, Key=key, **extra)
     except ClientError as error:
         code = str(error.response.get("Error", {}).get("Code", ""))
         if code in {"NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket"}:
-            raise HTTPException(status_code=404, detail="the image is no longer in S3") from error
+            raise HTTPException(status_code=404, detail=gone) from error
         raise HTTPException(status_code=502, detail=f"S3 error: {code or 'unknown'}") from error
     except BotoCoreError as error:
         raise HTTPException(status_code=502, detail=f"S3 error: {type(error).__name__}") from error
+
+
+def _stream_image(s3: Any, bucket: str, key: str, version_id: str | None) -> Response:
+    """The object's bytes as the image type they start with (404 when it is gone or not an image),
+    ``inline`` under its base name, with :data:`IMAGE_HEADERS`."""
+    answer = _get_object(s3, bucket, key, version_id, gone="the image is no longer in S3")
     body = answer["Body"]
     try:
         head = body.read(SNIFF_BYTES)

@@ -26,7 +26,7 @@ from imagelabels.documents import (
     index_template,
     upgrade_mappings,
     versioned_index_name,
-    with_label_features,
+    with_derived_fields,
 )
 from imagelabels.engine import BadRequestError, EngineUnavailableError, SearchEngine
 from imagelabels.settings import index_shards
@@ -92,7 +92,7 @@ def copy_documents(es: SearchEngine, source: str, dest: str, *, page_size: int =
             "_op_type": "index",
             "_index": dest,
             "_id": hit["_id"],
-            "_source": with_label_features(hit["_source"]),
+            "_source": with_derived_fields(hit["_source"]),
         }
         for hit in sorted_hits(
             es, index=source, field="s3_location", query={"match_all": {}}, source=["*"], page_size=page_size
